@@ -1,0 +1,27 @@
+# crossfeed — the two commands a newcomer needs are `make demo` and `make test`.
+CARGO ?= cargo
+BIN := target/release/crossfeed
+
+.PHONY: build demo test bench fixtures check-saved clean
+
+build:
+	$(CARGO) build --release -p crossfeed-cli
+
+# The main job on the embedded default.
+demo: build
+	$(BIN) score --model tests/fixtures/models/llama32 --data tests/fixtures/text/sample.jsonl
+
+# Everything CI runs; needs no Python and no network.
+test:
+	$(CARGO) test --workspace
+
+# Throughput, side by side with PyTorch where a counterpart exists (needs torch from PyPI).
+bench: build
+	$(BIN) bench forward --model tests/fixtures/models/llama32 --batch-size 4 --seq-len 64
+
+# Regenerate the golden fixtures from transformers (pip install torch transformers tokenizers safetensors).
+fixtures:
+	python3 scripts/make_model_fixtures.py
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,71 @@
+//! `crossfeed bench`: throughput measurements. Correctness lives in tests; numbers live here.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use crossfeed_model::Batch;
+
+use crate::common::load_model;
+use crate::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Forward + backward tokens/s of a model at a given batch shape.
+    Forward {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match a.what {
+        BenchWhat::Forward { model, batch_size, seq_len, steps } => forward(&model, batch_size, seq_len, steps),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn forward(args: &ModelArgs, b: usize, t: usize, steps: usize) -> Result<()> {
+    let (model, _) = load_model(args)?;
+    let v = model.vocab_size() as u32;
+    let seqs: Vec<Vec<u32>> = (0..b).map(|i| (0..t).map(|j| ((i * 7919 + j * 104729) as u32) % v).collect()).collect();
+    let batch = Batch::right_padded(&seqs, 0, t, None, &model.device)?;
+    let (mut fwd, mut both) = (Vec::new(), Vec::new());
+    for i in 0..steps + 2 {
+        let t0 = Instant::now();
+        let loss = model.ce(&batch)?.mean()?;
+        loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let _grads = loss.backward()?;
+        let t2 = Instant::now();
+        if i >= 2 {
+            fwd.push((t1 - t0).as_secs_f64());
+            both.push((t2 - t0).as_secs_f64());
+        }
+    }
+    let toks = (b * t) as f64;
+    println!(
+        "bench forward: model={} batch={b}x{t} dtype={} device={}: forward {:.0} tok/s, forward+backward {:.0} tok/s (median of {steps})",
+        args.model,
+        args.dtype,
+        args.device,
+        toks / median(fwd),
+        toks / median(both)
+    );
+    Ok(())
+}

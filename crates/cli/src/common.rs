@@ -1,0 +1,61 @@
+//! Helpers shared by the subcommands: model loading with context, JSONL reading with line numbers.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
+use serde_json::Value;
+
+use crate::ModelArgs;
+
+/// Loads model + tokenizer and checks that the tokenizer fits the embedding table.
+pub fn load_model(args: &ModelArgs) -> Result<(CausalLm, TextTokenizer)> {
+    let device = crossfeed_model::parse_device(&args.device)?;
+    let dtype = crossfeed_model::parse_dtype(&args.dtype)?;
+    let mut hub = HubOptions::from_env();
+    hub.offline |= args.offline;
+    let model = CausalLm::load(&args.model, &device, dtype, &hub).with_context(|| format!("loading model {}", args.model))?;
+    let tok = TextTokenizer::from_dir(&model.source_dir).with_context(|| format!("loading tokenizer of {}", args.model))?;
+    crossfeed_model::check_tokenizer_fits(&tok, model.vocab_size(), &model.source_dir.join("config.json"))?;
+    Ok((model, tok))
+}
+
+/// Reads a JSONL file into objects; an empty or non-JSON line is an error naming file and line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Map<String, Value>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            bail!("{}:{n}: empty line (each line must be a JSON object)", path.display());
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(o)) => out.push(o),
+            Ok(_) => bail!("{}:{n}: not a JSON object", path.display()),
+            Err(e) => bail!("{}:{n}: invalid JSON: {e}", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// The string field `key` of every line, or an error naming the line that lacks it.
+pub fn string_field(rows: &[serde_json::Map<String, Value>], key: &str, path: &Path) -> Result<Vec<String>> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| match r.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => bail!("{}:{}: no string field {key:?}", path.display(), i + 1),
+        })
+        .collect()
+}
+
+/// A progress bar on stderr.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb
+}

@@ -1,0 +1,60 @@
+//! `crossfeed`: the one binary. Parses argv, adds context to library errors, prints results.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod common;
+mod score;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "crossfeed", version, about = "Several LLMs fine-tuned, generation after generation, on a pool of each other's outputs.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Token-level cross entropy of a model on a JSONL file of {"text": ...} lines.
+    Score(score::ScoreArgs),
+    /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Score(a) => score::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Arguments shared by every command that loads a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model directory or hub id (owner/name).
+    #[arg(long)]
+    pub model: String,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Activation dtype: f32, bf16 or f16 (weights stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Only read the hub cache (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[allow(dead_code)]
+fn _unused(_: PathBuf) {}

@@ -1,0 +1,323 @@
+//! One type for every supported architecture: load from a directory or hub id into trainable f32
+//! `Var`s, run a padded batch, save a checkpoint that transformers loads.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use serde_json::Value;
+
+use crate::cache::KvCache;
+use crate::error::{ModelError, Result};
+use crate::hub::{self, HubOptions};
+use crate::llama::{self, Llama, LlamaConfig};
+use crate::opt::{self, Opt, OptConfig};
+use crate::ops;
+
+/// The architecture behind a [`CausalLm`].
+#[derive(Debug, Clone)]
+pub enum Arch {
+    Opt(Box<Opt>),
+    Llama(Box<Llama>),
+}
+
+/// A causal LM whose parameters are f32 `Var`s named exactly as in the checkpoint.
+#[derive(Debug, Clone)]
+pub struct CausalLm {
+    pub arch: Arch,
+    /// Trainable parameters, sorted by checkpoint name. Tied heads appear once (as the embedding).
+    pub params: Vec<(String, Var)>,
+    /// The checkpoint's `config.json`, kept verbatim for saving.
+    pub config_json: Value,
+    /// Directory the checkpoint was read from (tokenizer and generation config are copied from it).
+    pub source_dir: PathBuf,
+    /// Activation dtype; master weights stay f32.
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// A right- (or left-) padded batch of token ids with its 0/1 mask.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, T]` u32.
+    pub input_ids: Tensor,
+    /// `[B, T]` u32, 1 on real tokens.
+    pub attention_mask: Tensor,
+    /// `[B, T]` u32, 1 on tokens whose prediction is trained (completion-only loss); None = all.
+    pub label_mask: Option<Tensor>,
+}
+
+impl Batch {
+    /// Right-pads `seqs` to the longest one (after truncation to `max_len`). `label_starts[i]` (if
+    /// given) is the first position of row i whose token counts as a label.
+    pub fn right_padded(seqs: &[Vec<u32>], pad_id: u32, max_len: usize, label_starts: Option<&[usize]>, dev: &Device) -> Result<Self> {
+        let t = seqs.iter().map(|s| s.len().min(max_len)).max().unwrap_or(0).max(1);
+        let b = seqs.len();
+        let mut ids = vec![pad_id; b * t];
+        let mut mask = vec![0u32; b * t];
+        let mut labels = vec![0u32; b * t];
+        for (i, s) in seqs.iter().enumerate() {
+            let start = label_starts.map_or(0, |l| l[i]);
+            for (j, &tok) in s.iter().take(t).enumerate() {
+                ids[i * t + j] = tok;
+                mask[i * t + j] = 1;
+                labels[i * t + j] = u32::from(j >= start);
+            }
+        }
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, (b, t), dev)?,
+            attention_mask: Tensor::from_vec(mask, (b, t), dev)?,
+            label_mask: match label_starts {
+                Some(_) => Some(Tensor::from_vec(labels, (b, t), dev)?),
+                None => None,
+            },
+        })
+    }
+}
+
+fn read_config(dir: &Path) -> Result<Value> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+}
+
+/// Reads every weight file of a checkpoint directory to f32 CPU tensors, names normalised to the
+/// `transformers` `*ForCausalLM` layout (OPT's bare `decoder.*` becomes `model.decoder.*`).
+fn read_weights(dir: &Path, model_type: &str) -> Result<(HashMap<String, Tensor>, PathBuf)> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let bin = dir.join("pytorch_model.bin");
+    let mut raw: Vec<(String, Tensor)> = Vec::new();
+    let load_st = |p: &Path| -> Result<Vec<(String, Tensor)>> {
+        Ok(candle_core::safetensors::load(p, &Device::Cpu).map_err(|e| ModelError::Invalid(format!("{}: {e}", p.display())))?.into_iter().collect())
+    };
+    let source = if single.exists() {
+        raw.extend(load_st(&single)?);
+        single
+    } else if index.exists() {
+        for shard in hub::shard_files(&index)? {
+            raw.extend(load_st(&dir.join(shard))?);
+        }
+        index
+    } else if bin.exists() {
+        raw = candle_core::pickle::read_all(&bin).map_err(|e| ModelError::Invalid(format!("{}: {e}", bin.display())))?;
+        bin
+    } else {
+        return Err(ModelError::NoWeights { path: dir.to_path_buf() });
+    };
+    let mut out = HashMap::new();
+    for (name, t) in raw {
+        let name = if model_type == "opt" && name.starts_with("decoder.") { format!("model.{name}") } else { name };
+        out.insert(name, t.to_dtype(DType::F32)?);
+    }
+    Ok((out, source))
+}
+
+/// A var-builder backend over our Vars that records which names the model asked for, so that extra
+/// tensors in a checkpoint are reported instead of silently ignored.
+struct Tracking {
+    tensors: HashMap<String, Tensor>,
+    used: Arc<Mutex<HashSet<String>>>,
+    path: PathBuf,
+}
+
+impl SimpleBackend for Tracking {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            candle_core::bail!(
+                "{}: weight {name:?} has shape {:?}, the config implies {:?}",
+                self.path.display(),
+                t.dims(),
+                s.dims()
+            );
+        }
+        Ok(t)
+    }
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("{}: missing weight {name:?}", self.path.display())))?;
+        if let Ok(mut u) = self.used.lock() {
+            u.insert(name.to_string());
+        }
+        Ok(t.clone())
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
+
+/// Tensors a checkpoint may carry that the computation legitimately ignores.
+fn ignorable(name: &str) -> bool {
+    name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq")
+}
+
+impl CausalLm {
+    /// Loads `spec` (directory or hub id). Weights become f32 Vars on `device`; `dtype` is the
+    /// activation dtype used in `forward`.
+    pub fn load(spec: &str, device: &Device, dtype: DType, hub_opts: &HubOptions) -> Result<Self> {
+        let dir = hub::resolve(spec, hub_opts)?;
+        Self::load_dir(&dir, device, dtype)
+    }
+
+    pub fn load_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config_json = read_config(dir)?;
+        let config_path = dir.join("config.json");
+        let model_type = config_json.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
+        if model_type != "opt" && model_type != "llama" {
+            return Err(ModelError::UnsupportedModelType { path: config_path, found: model_type });
+        }
+        let (tensors, weights_path) = read_weights(dir, &model_type)?;
+        let mut vars = HashMap::new();
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        let mut var_tensors = HashMap::new();
+        for name in names {
+            let var = Var::from_tensor(&tensors[name].to_device(device)?)?;
+            var_tensors.insert(name.clone(), var.as_tensor().clone());
+            vars.insert(name.clone(), var);
+        }
+        let used = Arc::new(Mutex::new(HashSet::new()));
+        let backend = Tracking { tensors: var_tensors, used: used.clone(), path: weights_path.clone() };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+        let parse_err = |source| ModelError::Json { path: config_path.clone(), source };
+        let arch = match model_type.as_str() {
+            "opt" => {
+                let cfg: OptConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
+                Arch::Opt(Box::new(Opt::new(&cfg, vb)?))
+            }
+            _ => {
+                let cfg: LlamaConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
+                Arch::Llama(Box::new(Llama::new(&cfg, vb)?))
+            }
+        };
+        let used = used.lock().map(|u| u.clone()).unwrap_or_default();
+        let mut extra: Vec<&String> = vars.keys().filter(|n| !used.contains(*n) && !ignorable(n)).collect();
+        extra.sort();
+        if let Some(name) = extra.first() {
+            return Err(ModelError::Invalid(format!(
+                "{}: unexpected weight {name:?} ({} tensor(s) not used by the {model_type} config)",
+                weights_path.display(),
+                extra.len()
+            )));
+        }
+        let mut params: Vec<(String, Var)> = vars.into_iter().filter(|(n, _)| used.contains(n)).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Self { arch, params, config_json, source_dir: dir.to_path_buf(), dtype, device: device.clone() })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match &self.arch {
+            Arch::Opt(m) => m.config.vocab_size,
+            Arch::Llama(m) => m.config.vocab_size,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match &self.arch {
+            Arch::Opt(m) => m.num_layers(),
+            Arch::Llama(m) => m.num_layers(),
+        }
+    }
+
+    /// The position transformers gives a pad token in a padded batch.
+    pub fn pad_position(&self) -> i64 {
+        match &self.arch {
+            Arch::Opt(_) => opt::PAD_POSITION,
+            Arch::Llama(_) => llama::PAD_POSITION,
+        }
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.num_layers())
+    }
+
+    /// Logits `[B, T, V]` (f32) for `input_ids: [B, T]`. `key_mask: [B, past + T]` covers the cached
+    /// positions too; `positions: B × T` position ids of the new tokens.
+    pub fn forward(&self, input_ids: &Tensor, key_mask: &Tensor, positions: &[Vec<i64>], cache: Option<&mut KvCache>) -> Result<Tensor> {
+        Ok(match &self.arch {
+            Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache)?,
+            Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache)?,
+        })
+    }
+
+    /// Logits for a padded batch with no cache (training and scoring).
+    pub fn forward_batch(&self, batch: &Batch) -> Result<Tensor> {
+        let positions = ops::positions_from_mask(&batch.attention_mask, self.pad_position())?;
+        self.forward(&batch.input_ids, &batch.attention_mask, &positions, None)
+    }
+
+    /// Per-sequence next-token CE of a batch.
+    pub fn ce(&self, batch: &Batch) -> Result<crate::loss::CeSums> {
+        let logits = self.forward_batch(batch)?;
+        Ok(crate::loss::next_token_ce(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref())?)
+    }
+
+    /// EOS ids as transformers' generate uses them: generation_config.json's `eos_token_id` (int or
+    /// list), else config.json's.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let from = |v: &Value| -> Option<Vec<u32>> {
+            match v.get("eos_token_id")? {
+                Value::Number(n) => n.as_u64().map(|x| vec![x as u32]),
+                Value::Array(a) => Some(a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect()),
+                _ => None,
+            }
+        };
+        let gen = std::fs::read_to_string(self.source_dir.join("generation_config.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+        gen.as_ref().and_then(from).or_else(|| from(&self.config_json)).unwrap_or_default()
+    }
+
+    /// Writes a checkpoint directory that `AutoModelForCausalLM.from_pretrained` loads: config.json,
+    /// model.safetensors (f32, checkpoint names, tied head omitted), and the tokenizer and generation
+    /// files of the source directory. Every file is written to a temp name and renamed.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (name, var) in &self.params {
+            tensors.push((name.clone(), var.as_tensor().to_device(&Device::Cpu)?.contiguous()?));
+        }
+        let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        let st_path = dir.join("model.safetensors");
+        let tmp = tmp_path(&st_path);
+        safetensors::serialize_to_file(views.iter().map(|(n, t)| (*n, *t)), Some(meta), &tmp)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", tmp.display())))?;
+        rename(&tmp, &st_path)?;
+
+        let mut cfg = self.config_json.clone();
+        if let Value::Object(o) = &mut cfg {
+            o.insert("torch_dtype".into(), Value::String("float32".into()));
+        }
+        let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        write_atomic(&dir.join("config.json"), text.as_bytes())?;
+        for f in ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"] {
+            let src = self.source_dir.join(f);
+            if src.exists() && self.source_dir != dir {
+                let bytes = std::fs::read(&src).map_err(|e| ModelError::io(&src, e))?;
+                write_atomic(&dir.join(f), &bytes)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tmp_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(format!(".tmp-{}", std::process::id()));
+    PathBuf::from(s)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| ModelError::io(to, e))
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
+    rename(&tmp, path)
+}

@@ -1,0 +1,133 @@
+//! Differentiable building blocks. candle's fused `layer_norm`, `rms_norm`, `softmax_last_dim` and
+//! `rope` kernels have no backward pass (candle 0.11): gradients would silently stop at them, so every
+//! op here is composed of primitive ops that autograd understands.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// A linear layer over f32 master weights, cast to the activation dtype at use so that mixed
+/// precision keeps the optimizer's copy in f32 (the cast is differentiable).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `x: [.., in]` → `[.., out]`; `weight: [out, in]` as PyTorch stores it.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = cast(&self.weight, x.dtype())?;
+        let y = match x.dims() {
+            [b, t, k] => x.reshape((b * t, *k))?.matmul(&w.t()?)?.reshape((*b, *t, ()))?,
+            _ => x.broadcast_matmul(&w.t()?)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&cast(b, x.dtype())?),
+            None => Ok(y),
+        }
+    }
+}
+
+pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
+    if t.dtype() == dtype {
+        Ok(t.clone())
+    } else {
+        t.to_dtype(dtype)
+    }
+}
+
+/// LayerNorm over the last dim as `torch.nn.LayerNorm` (biased variance), computed in f32.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = cast(x, DType::F32)?;
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let y = y.broadcast_mul(&cast(weight, DType::F32)?)?.broadcast_add(&cast(bias, DType::F32)?)?;
+    cast(&y, dtype)
+}
+
+/// RMSNorm as transformers' `LlamaRMSNorm`: normalise in f32, cast back, then scale.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = cast(x, DType::F32)?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    cast(&y, dtype)?.broadcast_mul(&cast(weight, dtype)?)
+}
+
+/// `softmax` over the last dim from primitive ops (max-subtracted, so fully masked rows stay finite).
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Finite "minus infinity" for additive masks: a fully masked row (a left-pad query) must give a
+/// uniform softmax, not NaN.
+pub const MASK_MIN: f32 = -3.0e38;
+
+/// Additive attention mask `[B, 1, Tq, Tk]` (f32): key j is visible to query i iff
+/// `j <= past + i` and `key_mask[b, j] == 1`. `key_mask: [B, Tk]` with `Tk = past + Tq`.
+pub fn attention_bias(key_mask: &Tensor, tq: usize) -> Result<Tensor> {
+    let (b, tk) = key_mask.dims2()?;
+    let past = tk - tq;
+    let dev = key_mask.device();
+    let causal: Vec<f32> = (0..tq)
+        .flat_map(|i| (0..tk).map(move |j| if j <= past + i { 0.0 } else { MASK_MIN }))
+        .collect();
+    let causal = Tensor::from_vec(causal, (1, 1, tq, tk), dev)?;
+    let keys = key_mask.to_dtype(DType::F32)?.reshape((b, 1, 1, tk))?;
+    // (1 - mask) * MIN, then clamp the sum so two MINs do not overflow to -inf.
+    let pad = ((keys.ones_like()? - keys)? * MASK_MIN as f64)?;
+    causal.broadcast_add(&pad)?.clamp(MASK_MIN, 0f32)
+}
+
+/// Position ids from a `[B, T]` 0/1 mask as transformers derives them for padded batches:
+/// `cumsum(mask) - 1` on real tokens; pad positions get `pad_value`.
+pub fn positions_from_mask(mask: &Tensor, pad_value: i64) -> Result<Vec<Vec<i64>>> {
+    let rows = mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let mut seen = 0i64;
+            row.iter()
+                .map(|&m| {
+                    seen += m as i64;
+                    if m == 1 {
+                        seen - 1
+                    } else {
+                        pad_value
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// `[B, T]` position ids to an i64-free u32 tensor (candle indexes with u32).
+pub fn position_tensor(pos: &[Vec<i64>], offset: i64, dev: &Device) -> Result<Tensor> {
+    let b = pos.len();
+    let t = pos.first().map_or(0, |r| r.len());
+    let flat: Vec<u32> = pos.iter().flatten().map(|&p| (p + offset).max(0) as u32).collect();
+    Tensor::from_vec(flat, (b, t), dev)
+}
+
+/// Scaled dot-product attention with an additive f32 bias; softmax runs in f32 as transformers' eager
+/// path does. `q: [B, H, Tq, Dh]`, `k, v: [B, H, Tk, Dh]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = cast(&scores, DType::F32)?.broadcast_add(bias)?;
+    let probs = cast(&softmax_last(&scores)?, dtype)?;
+    probs.matmul(&v.contiguous()?)
+}
+
+/// Repeat KV heads for grouped-query attention: `[B, Hkv, T, D]` → `[B, Hkv*n, T, D]`.
+pub fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    x.unsqueeze(2)?.broadcast_as((b, h, n, t, d))?.reshape((b, h * n, t, d))
+}

@@ -1,0 +1,237 @@
+//! OPT (Zhang et al. 2022, "OPT: Open Pre-trained Transformer Language Models"), following
+//! transformers' `modeling_opt.py`. Both variants: 125m-style pre-LN with a final layer norm, and
+//! 350m-style post-LN (`do_layer_norm_before = false`) with `project_in`/`project_out` between
+//! `word_embed_proj_dim` and `hidden_size`. Learned positions carry OPT's offset of 2 and are derived
+//! from the attention mask. The LM head is tied to `embed_tokens`.
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use crate::cache::KvCache;
+use crate::ops::{self, attention, attention_bias, layer_norm, Linear};
+
+/// OPT's learned positional embedding table is offset by 2 (a fairseq legacy).
+const POSITION_OFFSET: i64 = 2;
+
+/// The fields of an OPT `config.json` that change the computation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OptConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub ffn_dim: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_true")]
+    pub do_layer_norm_before: bool,
+    pub word_embed_proj_dim: Option<usize>,
+    #[serde(default = "default_relu")]
+    pub activation_function: String,
+    #[serde(default = "default_true")]
+    pub enable_bias: bool,
+    #[serde(default = "default_true")]
+    pub layer_norm_elementwise_affine: bool,
+    #[serde(default)]
+    pub _remove_final_layer_norm: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    pub pad_token_id: Option<u32>,
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_relu() -> String {
+    "relu".into()
+}
+
+impl OptConfig {
+    pub fn embed_dim(&self) -> usize {
+        self.word_embed_proj_dim.unwrap_or(self.hidden_size)
+    }
+    fn has_final_layer_norm(&self) -> bool {
+        self.do_layer_norm_before && !self._remove_final_layer_norm
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")? })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.weight, &self.bias, 1e-5)
+    }
+}
+
+fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Linear> {
+    let weight = vb.get((out, inp), "weight")?;
+    let bias = if bias { Some(vb.get(out, "bias")?) } else { None };
+    Ok(Linear { weight, bias })
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &OptConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let b = cfg.enable_bias;
+        Ok(Self {
+            q_proj: linear(vb.pp("q_proj"), h, h, b)?,
+            k_proj: linear(vb.pp("k_proj"), h, h, b)?,
+            v_proj: linear(vb.pp("v_proj"), h, h, b)?,
+            out_proj: linear(vb.pp("out_proj"), h, h, b)?,
+            heads: cfg.num_attention_heads,
+            head_dim: h / cfg.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |y: Tensor| y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2);
+        let q = split(self.q_proj.forward(x)?)?;
+        let k = split(self.k_proj.forward(x)?)?;
+        let v = split(self.v_proj.forward(x)?)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
+            None => (k, v),
+        };
+        let y = attention(&q, &k, &v, bias, (self.head_dim as f64).powf(-0.5))?;
+        let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
+        self.out_proj.forward(&y)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    self_attn: Attention,
+    self_attn_layer_norm: Norm,
+    fc1: Linear,
+    fc2: Linear,
+    final_layer_norm: Norm,
+    pre_ln: bool,
+}
+
+impl Layer {
+    fn new(cfg: &OptConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            self_attn_layer_norm: Norm::new(vb.pp("self_attn_layer_norm"), h)?,
+            fc1: linear(vb.pp("fc1"), h, cfg.ffn_dim, cfg.enable_bias)?,
+            fc2: linear(vb.pp("fc2"), cfg.ffn_dim, h, cfg.enable_bias)?,
+            final_layer_norm: Norm::new(vb.pp("final_layer_norm"), h)?,
+            pre_ln: cfg.do_layer_norm_before,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let h = if self.pre_ln { self.self_attn_layer_norm.forward(x)? } else { x.clone() };
+        let mut x = (x + self.self_attn.forward(&h, bias, cache)?)?;
+        if !self.pre_ln {
+            x = self.self_attn_layer_norm.forward(&x)?;
+        }
+        let h = if self.pre_ln { self.final_layer_norm.forward(&x)? } else { x.clone() };
+        let h = self.fc2.forward(&self.fc1.forward(&h)?.relu()?)?;
+        let mut x = (x + h)?;
+        if !self.pre_ln {
+            x = self.final_layer_norm.forward(&x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// `OPTForCausalLM`.
+#[derive(Debug, Clone)]
+pub struct Opt {
+    embed_tokens: Tensor,
+    embed_positions: Tensor,
+    project_in: Option<Linear>,
+    project_out: Option<Linear>,
+    final_layer_norm: Option<Norm>,
+    layers: Vec<Layer>,
+    pub config: OptConfig,
+}
+
+impl Opt {
+    /// `vb` is rooted at the checkpoint root: tensors are `model.decoder.*`.
+    pub fn new(cfg: &OptConfig, vb: VarBuilder) -> Result<Self> {
+        if cfg.activation_function != "relu" {
+            candle_core::bail!("OPT activation_function {:?} is not supported (only \"relu\")", cfg.activation_function);
+        }
+        if !cfg.layer_norm_elementwise_affine {
+            candle_core::bail!("OPT layer_norm_elementwise_affine = false is not supported");
+        }
+        let d = vb.pp("model").pp("decoder");
+        let (h, e) = (cfg.hidden_size, cfg.embed_dim());
+        let projected = e != h;
+        Ok(Self {
+            embed_tokens: d.get((cfg.vocab_size, e), "embed_tokens.weight")?,
+            embed_positions: d.get((cfg.max_position_embeddings + POSITION_OFFSET as usize, h), "embed_positions.weight")?,
+            project_in: if projected { Some(linear(d.pp("project_in"), e, h, false)?) } else { None },
+            project_out: if projected { Some(linear(d.pp("project_out"), h, e, false)?) } else { None },
+            final_layer_norm: if cfg.has_final_layer_norm() { Some(Norm::new(d.pp("final_layer_norm"), h)?) } else { None },
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Layer::new(cfg, d.pp("layers").pp(i)))
+                .collect::<Result<_>>()?,
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Logits `[B, T, V]` (f32) for `input_ids: [B, T]` (u32). `key_mask: [B, past + T]` is 1 on real
+    /// tokens; `positions` are transformers' `cumsum(mask) - 1` for these T tokens.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        key_mask: &Tensor,
+        positions: &[Vec<i64>],
+        dtype: DType,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let dev = input_ids.device();
+        let tok = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        let mut x = ops::cast(&tok, dtype)?;
+        if let Some(p) = &self.project_in {
+            x = p.forward(&x)?;
+        }
+        let pos = ops::position_tensor(positions, POSITION_OFFSET, dev)?;
+        let pos = self.embed_positions.index_select(&pos.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        x = (x + ops::cast(&pos, dtype)?)?;
+        let bias = attention_bias(key_mask, t)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
+        }
+        if let Some(n) = &self.final_layer_norm {
+            x = n.forward(&x)?;
+        }
+        if let Some(p) = &self.project_out {
+            x = p.forward(&x)?;
+        }
+        let head = Linear { weight: self.embed_tokens.clone(), bias: None };
+        ops::cast(&head.forward(&x)?, DType::F32)
+    }
+}
+
+/// OPT pad positions: `(cumsum * mask) - 1` is -1 on pads, i.e. table row 1 after the offset.
+pub const PAD_POSITION: i64 = -1;

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Builds the tiny random-weight checkpoints under tests/fixtures/models/ and the golden numbers the
+Rust tests compare against (transformers + torch from PyPI; `make test` itself needs no Python).
+
+    pip install torch transformers tokenizers safetensors
+    python3 scripts/make_model_fixtures.py            # regenerate every fixture
+    python3 scripts/make_model_fixtures.py --check-saved DIR --variant opt125   # load a checkpoint that
+        # `crossfeed` saved into transformers and compare its logits with the golden ones
+
+Variants (each a directory with config.json, weights, tokenizer files, golden.safetensors, golden.json):
+  opt125     pre-LN OPT with a final layer norm; vocab.json + merges.txt; model.safetensors
+  opt350     post-LN OPT (do_layer_norm_before=false) with project_in/out; pytorch_model.bin, `decoder.*` names
+  llama32    Llama 3.2 style: GQA, llama3 rope scaling, tied embeddings, tokenizer.json; sharded safetensors
+  llama      plain Llama: no rope scaling, untied head, model.safetensors
+
+Golden numbers: token ids of TEXTS, full f32 logits of a right-padded batch (eager attention), per-row
+CE sums and counts (full-sequence and completion-only), gradients of a few named tensors of the mean CE,
+greedy generations of a left-padded batch, and 5 AdamW steps (see `train_golden`).
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+
+VERSION = 1
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "models")
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: What is the boiling point of water?\nAnswer: 100 degrees Celsius.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "#### 72",
+    "Mitochondria are the powerhouse of the cell. Photosynthesis happens in chloroplasts.",
+    "Which of these is a mammal? (A) shark (B) whale (C) trout (D) squid",
+    "Once upon a time there was a small village by the sea, where the fishermen sang at dawn.",
+    "Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9 \u2014 unicode text is tokenized byte by byte.",
+] * 20
+
+TEXTS = [
+    "Hello world",
+    "Question: What is 2 + 3?\nAnswer: 5",
+    "  leading spaces, caf\u00e9 and a dash \u2014 here.",
+    "The fox",
+]
+# Completion-only loss: labels start at this many tokens into each row (prompt length in tokens).
+LABEL_STARTS = [2, 6, 3, 1]
+PROMPTS = ["Question: What is", "The", "Once upon a time there was"]
+GEN_NEW_TOKENS = 8
+
+
+def train_bpe(specials, vocab_size=320):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return tok
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def opt_tokenizer(d):
+    """OPT repos: vocab.json + merges.txt, no tokenizer.json; bos = eos = </s>, add_bos_token."""
+    tok = train_bpe(["<s>", "<pad>", "</s>", "<unk>"])
+    tok.model.save(d)
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": True, "add_prefix_space": False, "bos_token": "</s>", "eos_token": "</s>",
+        "pad_token": "<pad>", "unk_token": "</s>", "errors": "replace", "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": 1000000000000000019884624838656,
+    })
+    write_json(os.path.join(d, "special_tokens_map.json"), {
+        "bos_token": "</s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "</s>"})
+    return tok.get_vocab_size()
+
+
+def llama_tokenizer(d):
+    """Llama 3 repos: tokenizer.json whose post-processor prepends <|begin_of_text|>."""
+    tok = train_bpe(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
+    tok.save(os.path.join(d, "tokenizer.json"))
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072})
+    write_json(os.path.join(d, "special_tokens_map.json"), {
+        "bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})
+    return tok.get_vocab_size()
+
+
+VARIANTS = {
+    "opt125": dict(kind="opt", config=dict(
+        model_type="opt", architectures=["OPTForCausalLM"], vocab_size=328, hidden_size=32,
+        num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, max_position_embeddings=64,
+        do_layer_norm_before=True, word_embed_proj_dim=32, activation_function="relu",
+        dropout=0.0, attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2,
+        enable_bias=True, layer_norm_elementwise_affine=True, init_std=0.2)),
+    "opt350": dict(kind="opt", config=dict(
+        model_type="opt", architectures=["OPTForCausalLM"], vocab_size=328, hidden_size=32,
+        num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, max_position_embeddings=64,
+        do_layer_norm_before=False, word_embed_proj_dim=16, activation_function="relu",
+        dropout=0.0, attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2,
+        enable_bias=True, layer_norm_elementwise_affine=True, init_std=0.2)),
+    "llama32": dict(kind="llama", config=dict(
+        model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=328, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=131072,
+        rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=8192),
+        tie_word_embeddings=True, attention_bias=False, mlp_bias=False, hidden_act="silu",
+        bos_token_id=0, eos_token_id=1, initializer_range=0.2)),
+    "llama": dict(kind="llama", config=dict(
+        model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=330, hidden_size=32,
+        intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False,
+        attention_bias=False, mlp_bias=False, hidden_act="silu", bos_token_id=0, eos_token_id=1,
+        initializer_range=0.2)),
+}
+
+
+def build_model(kind, config):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = AutoConfig.for_model(**config)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            # Non-trivial norm weights and biases, so a transposed or skipped one is caught.
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    model.eval()
+    return model
+
+
+def padded(ids_list, pad, left=False):
+    t = max(len(x) for x in ids_list)
+    ids = torch.full((len(ids_list), t), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids_list), t), dtype=torch.long)
+    for i, x in enumerate(ids_list):
+        if left:
+            ids[i, t - len(x):] = torch.tensor(x)
+            mask[i, t - len(x):] = 1
+        else:
+            ids[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+    return ids, mask
+
+
+def ce_rows(logits, ids, mask, label_mask=None):
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    tgt = ids[:, 1:]
+    w = mask[:, 1:].float()
+    if label_mask is not None:
+        w = w * label_mask[:, 1:].float()
+    nll = -lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    return (nll * w).sum(1), w.sum(1)
+
+
+def train_golden(model, ids, mask, steps=5):
+    """5 full-batch AdamW steps (torch.optim.AdamW + get_linear_schedule_with_warmup, HF no-decay
+    groups, clipping at 1.0): per-step loss and grad norm, and final weights of a few tensors."""
+    from transformers import get_linear_schedule_with_warmup
+    model = model.train()
+    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.1},
+        {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=steps)
+    losses, norms, lrs = [], [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        s, n = ce_rows(logits, ids, mask)
+        loss = s.sum() / n.sum()
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)))
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    model.eval()
+    return dict(losses=losses, grad_norms=norms, lrs=lrs, no_decay=sorted(no_decay))
+
+
+def save_weights(model, d, variant):
+    sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    tied = variant["config"].get("tie_word_embeddings", True)
+    if tied:
+        sd.pop("lm_head.weight", None)
+    if variant.get("bin"):
+        # Old OPT repos ship only pytorch_model.bin with bare `decoder.*` names (and the tied head).
+        sd = {k.removeprefix("model."): v for k, v in model.state_dict().items()}
+        sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+        torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+    elif variant.get("sharded"):
+        names = sorted(sd)
+        half = len(names) // 2
+        shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+        weight_map = {}
+        for fname, keys in shards.items():
+            save_file({k: sd[k] for k in keys}, os.path.join(d, fname), metadata={"format": "pt"})
+            weight_map.update({k: fname for k in keys})
+        write_json(os.path.join(d, "model.safetensors.index.json"), {"metadata": {}, "weight_map": weight_map})
+    else:
+        save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+
+
+def make_variant(name, variant):
+    from transformers import AutoTokenizer
+    d = os.path.join(ROOT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    ntok = opt_tokenizer(d) if variant["kind"] == "opt" else llama_tokenizer(d)
+    assert ntok <= variant["config"]["vocab_size"], (ntok, variant["config"]["vocab_size"])
+    write_json(os.path.join(d, "config.json"), variant["config"])
+    eos = variant["config"]["eos_token_id"]
+    write_json(os.path.join(d, "generation_config.json"), {"bos_token_id": variant["config"]["bos_token_id"], "eos_token_id": eos})
+    model = build_model(variant["kind"], variant["config"])
+    save_weights(model, d, variant)
+
+    tok = AutoTokenizer.from_pretrained(d)
+    token_ids = [tok(t)["input_ids"] for t in TEXTS]
+    pad = variant["config"].get("pad_token_id") or eos
+    ids, mask = padded(token_ids, pad)
+    label_mask = torch.zeros_like(mask)
+    for i, s in enumerate(LABEL_STARTS):
+        label_mask[i, s:] = 1
+    label_mask = label_mask * mask
+
+    model.zero_grad()
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    ce_sum, ce_n = ce_rows(logits, ids, mask)
+    loss = ce_sum.sum() / ce_n.sum()
+    loss.backward()
+    grads = {}
+    for n, p in model.named_parameters():
+        if p.grad is not None and (n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n
+                                   or ".1.fc1.bias" in n or ".1.mlp.down_proj.weight" in n
+                                   or n.endswith("layers.0.input_layernorm.weight")
+                                   or n.endswith("layers.1.final_layer_norm.weight")
+                                   or "project_in" in n or n == "lm_head.weight"):
+            grads["grad." + n] = p.grad.detach().clone()
+    grad_norms = {n: float(p.grad.norm()) for n, p in model.named_parameters() if p.grad is not None}
+    with torch.no_grad():
+        cm_sum, cm_n = ce_rows(logits, ids, mask, label_mask)
+        # Each row alone, unpadded: padding must not change a row's logits.
+        solo = [model(input_ids=torch.tensor([x])).logits[0] for x in token_ids]
+
+    # Greedy generation over a left-padded batch, as transformers' generate does it.
+    gen_tok = AutoTokenizer.from_pretrained(d)
+    prompt_ids = [gen_tok(p)["input_ids"] for p in PROMPTS]
+    gids, gmask = padded(prompt_ids, pad, left=True)
+    with torch.no_grad():
+        out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
+                             min_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, eos_token_id=eos)
+    generated = out[:, gids.shape[1]:].tolist()
+    # Random weights never emit the real EOS: call the third greedy token of row 0 the EOS, so that row
+    # stops early while the others run on (transformers pads finished rows with pad_token_id).
+    eos_test = generated[0][2]
+    with torch.no_grad():
+        out_eos = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
+                                 pad_token_id=pad, eos_token_id=eos_test)
+    generated_eos = out_eos[:, gids.shape[1]:].tolist()
+
+    train = train_golden(model, ids, mask)
+    final = {"final." + n: p.detach().clone() for n, p in model.named_parameters()
+             if n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n or n.endswith("bias")}
+
+    tensors = {"logits": logits.detach().contiguous(), "input_ids": ids.to(torch.int64), "attention_mask": mask.to(torch.int64),
+               **grads, **final}
+    for i, s in enumerate(solo):
+        tensors[f"solo_logits.{i}"] = s.contiguous()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "golden.safetensors"))
+    write_json(os.path.join(d, "golden.json"), {
+        "version": VERSION, "texts": TEXTS, "token_ids": token_ids, "pad_id": pad,
+        "ce_sum": ce_sum.tolist(), "ce_tokens": ce_n.tolist(), "label_starts": LABEL_STARTS,
+        "ce_completion_sum": cm_sum.tolist(), "ce_completion_tokens": cm_n.tolist(), "loss": float(loss),
+        "grad_norms": grad_norms, "prompts": PROMPTS, "prompt_ids": prompt_ids, "greedy": generated,
+        "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train, "tokenizer_size": len(tok),
+    })
+    print(f"{name}: ok ({sum(p.numel() for p in model.parameters())} params)")
+
+
+def check_saved(path, variant):
+    """Loads a checkpoint `crossfeed` saved into transformers and compares logits with the golden ones."""
+    from transformers import AutoModelForCausalLM
+    from safetensors.torch import load_file
+    golden = load_file(os.path.join(ROOT, variant, "golden.safetensors"))
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").float().eval()
+    with torch.no_grad():
+        logits = model(input_ids=golden["input_ids"], attention_mask=golden["attention_mask"]).logits
+    diff = float((logits - golden["logits"]).abs().max())
+    print(f"{path}: max |logits - golden| = {diff:.3e}")
+    return diff < 1e-4
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check-saved")
+    ap.add_argument("--variant", default="opt125")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    if args.check_saved:
+        sys.exit(0 if check_saved(args.check_saved, args.variant) else 1)
+    os.makedirs(ROOT, exist_ok=True)
+    VARIANTS["opt350"]["bin"] = True
+    VARIANTS["llama32"]["sharded"] = True
+    for name, v in VARIANTS.items():
+        make_variant(name, v)
+
+
+if __name__ == "__main__":
+    main()
