@@ -27,11 +27,17 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Time a 21x21 relative-efficiency heatmap for K = 4, d = 50.
+    Theory,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Forward { model, batch_size, seq_len, steps } => forward(&model, batch_size, seq_len, steps),
+        BenchWhat::Theory => {
+            println!("{}", crossfeed_theory::bench_heatmap()?);
+            Ok(())
+        }
     }
 }
 

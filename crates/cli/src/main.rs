@@ -1,13 +1,14 @@
 //! `crossfeed`: the one binary. Parses argv, adds context to library errors, prints results.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod experiment;
+mod generate;
 mod score;
+mod theory;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,6 +24,12 @@ struct Cli {
 enum Command {
     /// Token-level cross entropy of a model on a JSONL file of {"text": ...} lines.
     Score(score::ScoreArgs),
+    /// Batched generation with a KV cache: {"prompt": ...} lines in, completions out.
+    Generate(generate::GenerateArgs),
+    /// The paper's linear model: relative-efficiency heatmaps and curves (CSV + SVG/PNG).
+    Theory(theory::TheoryArgs),
+    #[command(flatten)]
+    Experiment(experiment::ExperimentCommand),
     /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
     Bench(bench::BenchArgs),
 }
@@ -31,6 +38,9 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Score(a) => score::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Theory(a) => theory::run(a),
+        Command::Experiment(c) => experiment::run(c),
         Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
@@ -55,6 +65,3 @@ pub struct ModelArgs {
     #[arg(long)]
     pub offline: bool,
 }
-
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}

@@ -1,0 +1,50 @@
+//! crossfeed-data — every byte of text that reaches a model.
+//!
+//! Table of contents (one file per concept):
+//! - [`error`]: [`DataError`].
+//! - [`example`]: [`Example`] (prompt + completion) and [`LossMask`].
+//! - [`template`]: `{field}` [`Template`]s.
+//! - [`task`]: [`TaskKind`], hub layouts, columns and the documented default templates.
+//! - [`mixture`]: the alpha/beta mixture sampler [`sample_mixture`] and its [`MixtureConfig`].
+//! - [`prompts`]: [`generation_prompts`] for synthetic-data generation.
+//! - [`manifest`]: the JSONL training manifest.
+//! - [`rng`]: deterministic per-(generation, entity) random streams.
+//! - [`source`]: [`SourceConfig`], [`TaskConfig`], [`DataConfig`] and [`load_task`] → [`TaskData`].
+//! - [`files`]: parquet / JSONL row readers (schema checks name file and column).
+//! - [`hub`]: Hugging Face hub + cache resolution, offline mode.
+//! - [`passages`]: BookCorpus streaming passage sampler.
+//! - [`fixtures`]: writers of the small test fixtures in the real hub schemas.
+//! - [`bench`]: the mixture benchmark over a large generated BookCorpus-schema file.
+//! - [`toy`]: the procedurally generated toy world.
+pub mod bench;
+pub mod error;
+pub mod example;
+pub mod files;
+pub mod fixtures;
+pub mod hub;
+pub mod manifest;
+pub mod mixture;
+pub mod passages;
+pub mod prompts;
+pub mod rng;
+pub mod source;
+pub mod task;
+pub mod template;
+pub mod toy;
+
+pub use bench::bench_mixture;
+pub use error::{DataError, Result};
+pub use example::{Example, LossMask};
+pub use files::{read_rows, FileFormat};
+pub use hub::{default_cache_dir, offline_from_env, Hub, ResolvedFile};
+pub use manifest::{append_manifest, manifest_records, read_manifest, write_manifest_jsonl, ManifestRecord};
+pub use mixture::{
+    allocate, mixture_weights, sample_mixture, Allocation, Drawn, Mixture, MixtureConfig, Origin, PoolPolicy,
+    Replacement, Rounding, SourceKind, SourceSlot, SyntheticSample,
+};
+pub use passages::{sample_passages, whitespace_tokens, MemoryCorpus, ParquetCorpus, PassageConfig, PassageSet, SentenceSource};
+pub use prompts::{generation_prompts, prefix_of, synthetic_count, GenerationPrompt, PrefixLength, PromptConfig, PromptSource};
+pub use source::{load_task, load_task_with, DataConfig, SourceConfig, TaskConfig, TaskData};
+pub use task::{gsm8k_final_answer, strip_calculator, Cell, ColumnKind, TaskKind};
+pub use template::Template;
+pub use toy::{toy_world, ToySizes, ToyTask, ToyWorld};

@@ -1,0 +1,67 @@
+//! The run's training manifest: one JSON line per drawn sample, recording its origin.
+
+use crate::error::{DataError, Result};
+use crate::mixture::{Mixture, Origin};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// One manifest line: which sample the trainee `(generation, entity)` saw at `position`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub generation: u64,
+    pub entity: usize,
+    pub position: usize,
+    pub origin: Origin,
+}
+
+/// Manifest records of a mixture, in training order.
+pub fn manifest_records(m: &Mixture) -> Vec<ManifestRecord> {
+    m.samples
+        .iter()
+        .enumerate()
+        .map(|(position, d)| ManifestRecord {
+            generation: m.generation,
+            entity: m.entity,
+            position,
+            origin: d.origin,
+        })
+        .collect()
+}
+
+/// Append a mixture's records as JSON lines to `w`.
+pub fn write_manifest_jsonl<W: Write>(w: &mut W, m: &Mixture) -> std::io::Result<()> {
+    for r in manifest_records(m) {
+        serde_json::to_writer(&mut *w, &r)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Append a mixture's records to the JSONL file at `path` (created if missing).
+pub fn append_manifest(path: &Path, m: &Mixture) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| DataError::io(path, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    write_manifest_jsonl(&mut w, m).map_err(|e| DataError::io(path, e))?;
+    w.flush().map_err(|e| DataError::io(path, e))
+}
+
+/// Read a JSONL manifest back.
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| DataError::Json {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}

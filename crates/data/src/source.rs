@@ -1,0 +1,386 @@
+//! Where a task's rows come from (hub, local directory, toy world) and [`load_task`], which turns
+//! a [`TaskConfig`] into fixed train and eval lists of [`Example`]s.
+
+use crate::error::{DataError, Result};
+use crate::example::{Example, LossMask};
+use crate::files::{read_rows, FileFormat};
+use crate::hub::{default_cache_dir, file_matches_split, offline_from_env, walk, Hub, ResolvedFile};
+use crate::mixture::MixtureConfig;
+use crate::passages::{sample_passages, whitespace_tokens, MemoryCorpus, ParquetCorpus, PassageConfig, SentenceSource};
+use crate::prompts::PromptConfig;
+use crate::rng::Stream;
+use crate::task::{Cell, ColumnKind, TaskKind};
+use crate::template::Template;
+use crate::toy::{toy_world, ToySizes};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The Hugging Face hub (default), through the standard cache.
+    Hub {
+        /// Default: the task's repo (`allenai/sciq`, `openai/gsm8k`, `allenai/ai2_arc`, `bookcorpus`).
+        #[serde(default)]
+        repo: Option<String>,
+        /// Pin this (branch, ref or commit; record it in the run). Default `main`, or
+        /// `refs/convert/parquet` for BookCorpus.
+        #[serde(default)]
+        revision: Option<String>,
+        /// Config directory in the repo. Default `data` (SciQ), `main` (GSM8K), `ARC-Challenge` /
+        /// `ARC-Easy`, `plain_text` (BookCorpus; use `default` for a mirror's conversion).
+        #[serde(default)]
+        config: Option<String>,
+        /// Only read the cache. Default: `HF_HUB_OFFLINE`.
+        #[serde(default)]
+        offline: Option<bool>,
+        /// Default: `HF_HUB_CACHE`, `HF_HOME/hub`, `~/.cache/huggingface/hub`.
+        #[serde(default)]
+        cache_dir: Option<PathBuf>,
+        /// Explicit repo file list (filtered by split); default: the known path, or for
+        /// BookCorpus the repo listing.
+        #[serde(default)]
+        files: Option<Vec<String>>,
+    },
+    /// A local directory of parquet or JSONL files in the hub schema (air-gapped clusters). Files
+    /// are matched to splits as on the hub (`<split>-*.parquet`, `<split>.jsonl`, `<split>/…`),
+    /// inside the `config` subdirectory when it exists.
+    Local {
+        dir: PathBuf,
+        /// Default: the task's hub config directory name (used only if that subdirectory exists).
+        #[serde(default)]
+        config: Option<String>,
+    },
+    /// The procedurally generated toy world ([`crate::toy`]); needs a `toy_*` task kind.
+    Toy {
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Hub {
+            repo: None,
+            revision: None,
+            config: None,
+            offline: None,
+            cache_dir: None,
+            files: None,
+        }
+    }
+}
+
+fn d_eval_size() -> Option<usize> {
+    Some(500)
+}
+
+/// One task's data settings (embedded in the loop's TOML config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub kind: TaskKind,
+    /// Default: the hub.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// Default `train`.
+    #[serde(default)]
+    pub train_split: Option<String>,
+    /// Default `test` (the split lm-evaluation-harness scores; GSM8K has no validation). Never the
+    /// training pool. BookCorpus: ignored, eval passages come from the held-out tail.
+    #[serde(default)]
+    pub eval_split: Option<String>,
+    /// Training examples kept (a seeded subset). Default: the whole split; passages: 12,500.
+    /// More than the split holds is an error.
+    #[serde(default)]
+    pub train_size: Option<usize>,
+    /// Eval examples kept (a seeded subset). Default 500; a size above the split's keeps the whole
+    /// split (ARC-Challenge validation has 299 rows). Passages: exactly this many.
+    #[serde(default = "d_eval_size")]
+    pub eval_size: Option<usize>,
+    /// Seed for the subsets (and passage sampling). Default 0. Independent of the run seed, so the
+    /// eval set is the same in every generation and run.
+    #[serde(default)]
+    pub subset_seed: u64,
+    /// Override the task's default template ([`TaskKind::default_template`]).
+    #[serde(default)]
+    pub template: Option<Template>,
+    /// Passage cutting (BookCorpus only).
+    #[serde(default)]
+    pub passages: PassageConfig,
+}
+
+impl TaskConfig {
+    /// A config with every default for `kind`.
+    pub fn new(kind: TaskKind) -> Self {
+        TaskConfig {
+            kind,
+            source: if kind.is_toy() { SourceConfig::Toy { seed: 0 } } else { SourceConfig::default() },
+            train_split: None,
+            eval_split: None,
+            train_size: None,
+            eval_size: d_eval_size(),
+            subset_seed: 0,
+            template: None,
+            passages: PassageConfig::default(),
+        }
+    }
+}
+
+/// The whole data section of a run config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The public real data (BookCorpus or `toy_public`).
+    pub public: TaskConfig,
+    /// Private task of each entity (K = its length).
+    pub private: Vec<TaskConfig>,
+    #[serde(default)]
+    pub mixture: MixtureConfig,
+    #[serde(default)]
+    pub prompts: PromptConfig,
+    /// Default `full`.
+    #[serde(default)]
+    pub loss_mask: LossMask,
+}
+
+/// A task's fixed train and eval examples, with provenance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskData {
+    pub kind: TaskKind,
+    pub train: Vec<Example>,
+    pub eval: Vec<Example>,
+    /// Files read (with the resolved hub commit, to record in the run).
+    pub files: Vec<ResolvedFile>,
+    /// For each train example, its row in the split (files concatenated in order); for passages,
+    /// the corpus row its block starts at.
+    pub train_rows: Vec<u64>,
+    pub eval_rows: Vec<u64>,
+}
+
+/// `k` sorted indices out of `0..len` (all when `size` is `None` or equals `len`).
+fn subset(len: usize, size: Option<usize>, seed: u64, purpose: &str, what: &str) -> Result<Vec<u64>> {
+    match size {
+        None => Ok((0..len as u64).collect()),
+        Some(k) if k > len => Err(DataError::NotEnough {
+            source_name: what.to_string(),
+            requested: k,
+            available: len,
+        }),
+        Some(k) if k == len => Ok((0..len as u64).collect()),
+        Some(k) => {
+            let mut v = Stream::new(seed, purpose, 0, 0).sample_indices(len as u64, k);
+            v.sort_unstable();
+            Ok(v)
+        }
+    }
+}
+
+struct Resolver<'a> {
+    kind: TaskKind,
+    src: &'a SourceConfig,
+}
+
+impl Resolver<'_> {
+    fn split_files(&self, split: &str) -> Result<Vec<ResolvedFile>> {
+        match self.src {
+            SourceConfig::Hub {
+                repo,
+                revision,
+                config,
+                offline,
+                cache_dir,
+                files,
+            } => {
+                let hub = Hub {
+                    repo: repo.clone().or(self.kind.hub_repo().map(str::to_string)).ok_or_else(|| {
+                        DataError::Config(format!("task {} has no hub repo; set source.repo", self.kind.name()))
+                    })?,
+                    revision: revision.clone().unwrap_or_else(|| self.kind.hub_revision().to_string()),
+                    offline: offline.unwrap_or_else(offline_from_env),
+                    cache_dir: cache_dir.clone().unwrap_or_else(default_cache_dir),
+                };
+                let config = config.clone().or(self.kind.hub_config().map(str::to_string));
+                let names: Vec<String> = match (files, self.kind.hub_file(config.as_deref().unwrap_or(""), split)) {
+                    (Some(list), _) => list.iter().filter(|f| file_matches_split(f, None, split)).cloned().collect(),
+                    (None, Some(f)) => vec![f],
+                    (None, None) => hub
+                        .list()?
+                        .into_iter()
+                        .filter(|f| file_matches_split(f, config.as_deref(), split))
+                        .filter(|f| !f.starts_with('.'))
+                        .collect(),
+                };
+                if names.is_empty() {
+                    return Err(DataError::NoFiles {
+                        dir: PathBuf::from(format!("{}@{}", hub.repo, hub.revision)),
+                        split: split.to_string(),
+                        hint: format!("no repo file matches config {config:?}; set source.config or source.files"),
+                    });
+                }
+                names.iter().map(|f| hub.get(f)).collect()
+            }
+            SourceConfig::Local { dir, config } => {
+                let config = config.clone().or(self.kind.hub_config().map(str::to_string));
+                let config = config.filter(|c| dir.join(c).is_dir());
+                let mut all = Vec::new();
+                walk(dir, dir, &mut all);
+                all.sort();
+                let picked: Vec<ResolvedFile> = all
+                    .into_iter()
+                    .filter(|f| file_matches_split(f, config.as_deref(), split))
+                    .map(|f| ResolvedFile {
+                        repo: dir.display().to_string(),
+                        revision: "local".into(),
+                        commit: None,
+                        path: dir.join(&f),
+                        file: f,
+                    })
+                    .collect();
+                if picked.is_empty() {
+                    return Err(DataError::NoFiles {
+                        dir: dir.clone(),
+                        split: split.to_string(),
+                        hint: format!(
+                            "expected files like `{}{split}-00000-of-00001.parquet`, `{split}.jsonl` or `{split}/0000.parquet`",
+                            config.map(|c| format!("{c}/")).unwrap_or_default()
+                        ),
+                    });
+                }
+                Ok(picked)
+            }
+            SourceConfig::Toy { .. } => Err(DataError::Config("toy source has no files".into())),
+        }
+    }
+}
+
+fn read_split(kind: TaskKind, files: &[ResolvedFile]) -> Result<Vec<(PathBuf, usize, Vec<Cell>)>> {
+    let mut out = Vec::new();
+    for f in files {
+        for (i, row) in read_rows(&f.path, kind.columns())?.into_iter().enumerate() {
+            out.push((f.path.clone(), i, row));
+        }
+    }
+    Ok(out)
+}
+
+fn render(kind: TaskKind, t: &Template, rows: &[(PathBuf, usize, Vec<Cell>)], pick: &[u64]) -> Result<Vec<Example>> {
+    pick.iter()
+        .map(|&i| {
+            let (path, r, cells) = &rows[i as usize];
+            t.render(&kind.fields(cells, path, *r)?)
+        })
+        .collect()
+}
+
+/// Load a task with the default token counter (whitespace words).
+pub fn load_task(cfg: &TaskConfig) -> Result<TaskData> {
+    load_task_with(cfg, &whitespace_tokens)
+}
+
+/// Load a task; `count_tokens` measures passage length (pass the model's tokenizer).
+pub fn load_task_with(cfg: &TaskConfig, count_tokens: &dyn Fn(&str) -> usize) -> Result<TaskData> {
+    let kind = cfg.kind;
+    if let SourceConfig::Toy { seed } = cfg.source {
+        return load_toy(cfg, seed);
+    }
+    if kind.is_toy() {
+        return Err(DataError::Config(format!("task {} needs `source = {{ type = \"toy\" }}`", kind.name())));
+    }
+    let template = cfg.template.clone().unwrap_or_else(|| kind.default_template());
+    template.validate(kind.field_names())?;
+    let (dtrain, deval) = kind.default_splits();
+    let train_split = cfg.train_split.as_deref().unwrap_or(dtrain);
+    let resolver = Resolver { kind, src: &cfg.source };
+
+    if kind.is_passages() {
+        let files = resolver.split_files(train_split)?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        let mut corpus: Box<dyn SentenceSource> = if paths.iter().all(|p| FileFormat::of(p) == Some(FileFormat::Parquet)) {
+            Box::new(ParquetCorpus::open(&paths)?)
+        } else {
+            // JSONL corpora are read into memory; convert large corpora to parquet.
+            let mut v = Vec::new();
+            for p in &paths {
+                v.extend(read_rows(p, &[("text", ColumnKind::Str)])?.into_iter().map(|mut r| match r.pop() {
+                    Some(Cell::Str(s)) => s,
+                    _ => String::new(),
+                }));
+            }
+            Box::new(MemoryCorpus(v))
+        };
+        let set = sample_passages(
+            corpus.as_mut(),
+            &cfg.passages,
+            cfg.train_size.unwrap_or(12_500),
+            cfg.eval_size.unwrap_or(500),
+            cfg.subset_seed,
+            count_tokens,
+        )?;
+        let mk = |v: &[(u64, String)]| -> Result<Vec<Example>> {
+            v.iter().map(|(_, text)| template.render(&[("text", text.clone())])).collect()
+        };
+        return Ok(TaskData {
+            kind,
+            train: mk(&set.train)?,
+            eval: mk(&set.eval)?,
+            files,
+            train_rows: set.train.iter().map(|p| p.0).collect(),
+            eval_rows: set.eval.iter().map(|p| p.0).collect(),
+        });
+    }
+
+    let eval_split = cfg.eval_split.as_deref().unwrap_or(deval);
+    if eval_split == train_split {
+        return Err(DataError::Config(format!(
+            "task {}: eval_split must differ from train_split (`{train_split}`)",
+            kind.name()
+        )));
+    }
+    let train_files = resolver.split_files(train_split)?;
+    let eval_files = resolver.split_files(eval_split)?;
+    let train_rows_all = read_split(kind, &train_files)?;
+    let eval_rows_all = read_split(kind, &eval_files)?;
+    let name = kind.name();
+    let tr = subset(train_rows_all.len(), cfg.train_size, cfg.subset_seed, "subset-train", &format!("{name} {train_split} split"))?;
+    let ev = subset(eval_rows_all.len(), cfg.eval_size.map(|e| e.min(eval_rows_all.len())), cfg.subset_seed, "subset-eval", &format!("{name} {eval_split} split"))?;
+    let mut files = train_files;
+    files.extend(eval_files);
+    Ok(TaskData {
+        kind,
+        train: render(kind, &template, &train_rows_all, &tr)?,
+        eval: render(kind, &template, &eval_rows_all, &ev)?,
+        files,
+        train_rows: tr,
+        eval_rows: ev,
+    })
+}
+
+fn load_toy(cfg: &TaskConfig, seed: u64) -> Result<TaskData> {
+    if !cfg.kind.is_toy() {
+        return Err(DataError::Config(format!("the toy source serves only toy_* tasks, not {}", cfg.kind.name())));
+    }
+    if cfg.template.is_some() {
+        return Err(DataError::Config("toy tasks have fixed formats; remove `template`".into()));
+    }
+    let d = ToySizes::default();
+    let (train, eval) = (cfg.train_size.unwrap_or(d.train), cfg.eval_size.unwrap_or(d.eval));
+    let sizes = ToySizes {
+        train,
+        eval,
+        public_train: train,
+        public_eval: eval,
+    };
+    let w = toy_world(seed, &sizes);
+    let t = w.task(cfg.kind).expect("toy kind");
+    let n = (t.train.len() as u64, t.eval.len() as u64);
+    Ok(TaskData {
+        kind: cfg.kind,
+        train: t.train.clone(),
+        eval: t.eval.clone(),
+        files: Vec::new(),
+        train_rows: (0..n.0).collect(),
+        eval_rows: (0..n.1).collect(),
+    })
+}

@@ -1,0 +1,315 @@
+//! The generation loop: a queue of prompts, up to `batch_size` running sequences sharing one KV cache,
+//! finished sequences leaving the batch at once and new ones joining from the queue (continuous
+//! batching). Sequences of different lengths share the cache left-aligned to its end: each row's
+//! unused leading columns are masked out, and each row keeps its own position counter, so a row's
+//! numbers are those of a batch of one up to float rounding.
+
+use candle_core::{Device, Tensor};
+use crossfeed_model::{CausalLm, KvCache, TextTokenizer};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::sampling::{self, SamplingParams};
+use crate::GenerateError;
+
+/// Everything that decides what gets generated (besides the model and the prompts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationConfig {
+    #[serde(flatten)]
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    /// EOS is not allowed before this many new tokens.
+    pub min_new_tokens: usize,
+    /// Generation stops when the completion text contains one of these; the completion is cut before it.
+    pub stop: Vec<String>,
+    pub seed: u64,
+    /// Sequences decoded together.
+    pub batch_size: usize,
+    /// Prompts longer than this keep their last `max_prompt_len` tokens.
+    pub max_prompt_len: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingParams::default(),
+            max_new_tokens: 64,
+            min_new_tokens: 0,
+            stop: Vec::new(),
+            seed: 0,
+            batch_size: 16,
+            max_prompt_len: 448,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Eos,
+    Length,
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Generated ids, the EOS that ended the sequence included.
+    pub token_ids: Vec<u32>,
+    /// Decoded text without special tokens, cut before a stop string.
+    pub text: String,
+    pub finish_reason: FinishReason,
+}
+
+/// One running sequence.
+struct Slot {
+    index: usize,
+    /// Prompt + generated ids (for the repetition penalty).
+    seen: Vec<u32>,
+    generated: Vec<u32>,
+    /// Real tokens so far = position of the next token.
+    len: usize,
+    rng: ChaCha8Rng,
+    /// The token sampled last, to be fed at the next step.
+    pending: u32,
+}
+
+/// The RNG stream of prompt `index`: independent of batch size and order.
+pub fn sequence_rng(seed: u64, index: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index as u64);
+    rng
+}
+
+fn uniform(rng: &mut ChaCha8Rng) -> f32 {
+    // (0, 1]: a zero would select a token of probability zero.
+    1.0 - rng.random::<f32>()
+}
+
+pub struct Generator<'a> {
+    model: &'a CausalLm,
+    tok: &'a TextTokenizer,
+    cfg: GenerationConfig,
+    eos: Vec<u32>,
+    pad: u32,
+}
+
+impl<'a> Generator<'a> {
+    pub fn new(model: &'a CausalLm, tok: &'a TextTokenizer, cfg: GenerationConfig) -> Self {
+        let eos = model.eos_token_ids();
+        let pad = tok.pad_id.or(eos.first().copied()).unwrap_or(0);
+        Self { model, tok, cfg, eos, pad }
+    }
+
+    pub fn with_eos(mut self, eos: Vec<u32>) -> Self {
+        self.eos = eos;
+        self
+    }
+
+    /// Completions of `prompts` (token ids) in input order. `on_token(n)` reports progress.
+    pub fn run(&self, prompts: &[Vec<u32>], mut on_step: impl FnMut(usize, usize)) -> Result<Vec<Completion>, GenerateError> {
+        let dev = self.model.device.clone();
+        let mut results: Vec<Option<Completion>> = vec![None; prompts.len()];
+        let mut queue = (0..prompts.len()).rev().collect::<Vec<_>>();
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut cache = self.model.new_cache();
+        let mut mask: Vec<Vec<u32>> = Vec::new();
+        let bs = self.cfg.batch_size.max(1);
+        while !queue.is_empty() || !slots.is_empty() {
+            // Refill from the queue.
+            let mut admitted = Vec::new();
+            while slots.len() + admitted.len() < bs {
+                match queue.pop() {
+                    Some(i) => admitted.push(i),
+                    None => break,
+                }
+            }
+            if !admitted.is_empty() {
+                let (new_slots, new_cache, new_mask, logits) = self.prefill(prompts, &admitted, &dev)?;
+                merge(&mut cache, &mut mask, new_cache, new_mask)?;
+                slots.extend(new_slots);
+                let first = slots.len() - admitted.len();
+                self.sample_into(&mut slots[first..], &logits)?;
+            } else {
+                // One decode step for every running row.
+                let b = slots.len();
+                let input = Tensor::from_vec(slots.iter().map(|s| s.pending).collect::<Vec<_>>(), (b, 1), &dev)?;
+                for row in mask.iter_mut() {
+                    row.push(1);
+                }
+                let t = mask[0].len();
+                let key_mask = Tensor::from_vec(mask.concat(), (b, t), &dev)?;
+                let positions: Vec<Vec<i64>> = slots.iter().map(|s| vec![s.len as i64]).collect();
+                for s in slots.iter_mut() {
+                    s.len += 1;
+                }
+                let logits = self.model.forward(&input, &key_mask, &positions, Some(&mut cache))?;
+                let logits = logits.squeeze(1)?;
+                self.sample_into(&mut slots, &logits)?;
+            }
+            on_step(slots.len(), results.iter().filter(|r| r.is_some()).count());
+            // Retire finished rows.
+            let mut keep = Vec::new();
+            let mut kept_slots = Vec::new();
+            for (row, slot) in slots.drain(..).enumerate() {
+                match self.finished(&slot)? {
+                    Some(done) => results[slot.index] = Some(done),
+                    None => {
+                        keep.push(row as u32);
+                        kept_slots.push(slot);
+                    }
+                }
+            }
+            if keep.len() < mask.len() {
+                if keep.is_empty() {
+                    cache = self.model.new_cache();
+                    mask.clear();
+                } else {
+                    cache.select_rows(&Tensor::new(keep.as_slice(), &dev)?)?;
+                    mask = keep.iter().map(|&r| mask[r as usize].clone()).collect();
+                    trim(&mut cache, &mut mask)?;
+                }
+            }
+            slots = kept_slots;
+        }
+        results.into_iter().enumerate().map(|(i, r)| r.ok_or(GenerateError::Lost(i))).collect()
+    }
+
+    /// Runs the admitted prompts as one left-padded batch; returns their slots, cache, mask rows and
+    /// last-position logits `[n, V]`.
+    #[allow(clippy::type_complexity)]
+    fn prefill(&self, prompts: &[Vec<u32>], admitted: &[usize], dev: &Device) -> Result<(Vec<Slot>, KvCache, Vec<Vec<u32>>, Tensor), GenerateError> {
+        let rows: Vec<&[u32]> = admitted
+            .iter()
+            .map(|&i| {
+                let p = &prompts[i];
+                &p[p.len().saturating_sub(self.cfg.max_prompt_len)..]
+            })
+            .collect();
+        if let Some(pos) = rows.iter().position(|r| r.is_empty()) {
+            return Err(GenerateError::EmptyPrompt(admitted[pos]));
+        }
+        let t = rows.iter().map(|r| r.len()).max().unwrap_or(1);
+        let n = rows.len();
+        let mut ids = vec![self.pad; n * t];
+        let mut mask = vec![vec![0u32; t]; n];
+        for (i, r) in rows.iter().enumerate() {
+            let off = t - r.len();
+            ids[i * t + off..(i + 1) * t].copy_from_slice(r);
+            mask[i][off..].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (n, t), dev)?;
+        let key_mask = Tensor::from_vec(mask.concat(), (n, t), dev)?;
+        let positions = crossfeed_model::ops::positions_from_mask(&key_mask, self.model.pad_position())?;
+        let mut cache = self.model.new_cache();
+        let logits = self.model.forward(&ids, &key_mask, &positions, Some(&mut cache))?;
+        let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let slots = admitted
+            .iter()
+            .zip(&rows)
+            .map(|(&index, r)| Slot {
+                index,
+                seen: r.to_vec(),
+                generated: Vec::new(),
+                len: r.len(),
+                rng: sequence_rng(self.cfg.seed, index),
+                pending: 0,
+            })
+            .collect();
+        Ok((slots, cache, mask, last))
+    }
+
+    fn sample_into(&self, slots: &mut [Slot], logits: &candle_core::Tensor) -> Result<(), GenerateError> {
+        let p = &self.cfg.sampling;
+        let mut logits = logits.clone();
+        if p.repetition_penalty != 1.0 {
+            let seen: Vec<Vec<u32>> = slots.iter().map(|s| s.seen.clone()).collect();
+            logits = sampling::repetition_penalty(&logits, &seen, p.repetition_penalty)?;
+        }
+        let young: Vec<bool> = slots.iter().map(|s| s.generated.len() < self.cfg.min_new_tokens).collect();
+        logits = sampling::forbid(&logits, &young, &self.eos)?;
+        // Every row draws its uniform even when greedy, so streams stay aligned whatever the params.
+        let u: Vec<f32> = slots.iter_mut().map(|s| uniform(&mut s.rng)).collect();
+        let next = sampling::next_tokens(&logits, p, &u)?;
+        for (s, t) in slots.iter_mut().zip(next) {
+            s.generated.push(t);
+            s.seen.push(t);
+            s.pending = t;
+        }
+        Ok(())
+    }
+
+    fn finished(&self, s: &Slot) -> Result<Option<Completion>, GenerateError> {
+        let last = *s.generated.last().unwrap_or(&u32::MAX);
+        let reason = if self.eos.contains(&last) {
+            Some(FinishReason::Eos)
+        } else if s.generated.len() >= self.cfg.max_new_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let text_of = |ids: &[u32]| self.tok.decode(ids, true).map_err(GenerateError::from);
+        if !self.cfg.stop.is_empty() {
+            let text = text_of(&s.generated)?;
+            if let Some(cut) = self.cfg.stop.iter().filter_map(|st| text.find(st.as_str())).min() {
+                return Ok(Some(Completion { token_ids: s.generated.clone(), text: text[..cut].to_string(), finish_reason: FinishReason::Stop }));
+            }
+        }
+        match reason {
+            Some(r) => Ok(Some(Completion { token_ids: s.generated.clone(), text: text_of(&s.generated)?, finish_reason: r })),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Appends `new` rows to the running cache, left-padding whichever is shorter with masked zeros.
+fn merge(cache: &mut KvCache, mask: &mut Vec<Vec<u32>>, new: KvCache, new_mask: Vec<Vec<u32>>) -> Result<(), GenerateError> {
+    if mask.is_empty() {
+        *cache = new;
+        *mask = new_mask;
+        return Ok(());
+    }
+    let (t_old, t_new) = (mask[0].len(), new_mask[0].len());
+    let t = t_old.max(t_new);
+    let pad_left = |x: &Tensor, by: usize| -> candle_core::Result<Tensor> {
+        if by == 0 {
+            return Ok(x.clone());
+        }
+        let mut dims = x.dims().to_vec();
+        dims[2] = by;
+        Tensor::cat(&[&Tensor::zeros(dims, x.dtype(), x.device())?, x], 2)
+    };
+    for (old, fresh) in cache.layers_mut().iter_mut().zip(new.layers()) {
+        if let (Some((ok, ov)), Some((nk, nv))) = (old.as_ref(), fresh.as_ref()) {
+            let k = Tensor::cat(&[&pad_left(ok, t - t_old)?, &pad_left(nk, t - t_new)?], 0)?;
+            let v = Tensor::cat(&[&pad_left(ov, t - t_old)?, &pad_left(nv, t - t_new)?], 0)?;
+            *old = Some((k, v));
+        }
+    }
+    for row in mask.iter_mut() {
+        row.splice(0..0, std::iter::repeat_n(0, t - t_old));
+    }
+    for mut row in new_mask {
+        row.splice(0..0, std::iter::repeat_n(0, t - t_new));
+        mask.push(row);
+    }
+    Ok(())
+}
+
+/// Drops leading cache columns that every remaining row masks out.
+fn trim(cache: &mut KvCache, mask: &mut [Vec<u32>]) -> Result<(), GenerateError> {
+    let dead = mask.iter().map(|r| r.iter().take_while(|&&m| m == 0).count()).min().unwrap_or(0);
+    if dead == 0 {
+        return Ok(());
+    }
+    for (k, v) in cache.layers_mut().iter_mut().flatten() {
+        let t = k.dims()[2];
+        *k = k.narrow(2, dead, t - dead)?;
+        *v = v.narrow(2, dead, t - dead)?;
+    }
+    for row in mask.iter_mut() {
+        row.drain(..dead);
+    }
+    Ok(())
+}

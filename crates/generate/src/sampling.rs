@@ -1,0 +1,140 @@
+//! Turning a batch of logits into next tokens, all rows at once on the device. The order follows
+//! transformers' generate: repetition penalty, then temperature, top-k, top-p, then a draw.
+//!
+//! The draw is inverse-CDF sampling with one uniform per row. The uniforms come from each sequence's
+//! own RNG stream (seeded by (seed, prompt index)), so a sequence's tokens do not depend on which other
+//! sequences share its batch. candle's `cumsum` multiplies by a V×V triangular matrix (128k² for
+//! Llama 3), so the CDF is built blockwise with 256×256 and nb×nb matrices instead.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+/// Sampling parameters; the defaults are plain multinomial sampling at temperature 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f64,
+    /// Keep the k most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p; 1.0 disables.
+    pub top_p: f64,
+    /// transformers' `repetition_penalty` (CTRL): 1.0 disables.
+    pub repetition_penalty: f64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, ..Self::default() }
+    }
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+const BLOCK: usize = 256;
+
+/// Inclusive cumulative sum over the last dim of `x: [B, V]`, built from two small triangular matmuls.
+pub fn blocked_cumsum(x: &Tensor) -> Result<Tensor> {
+    let (b, v) = x.dims2()?;
+    let dev = x.device();
+    let bs = BLOCK.min(v.max(1));
+    let nb = v.div_ceil(bs);
+    let padded = if nb * bs > v { Tensor::cat(&[x, &Tensor::zeros((b, nb * bs - v), x.dtype(), dev)?], 1)? } else { x.clone() };
+    let inner = padded.reshape((b, nb, bs))?.broadcast_matmul(&Tensor::triu2(bs, x.dtype(), dev)?)?;
+    let totals = inner.narrow(2, bs - 1, 1)?.squeeze(2)?;
+    let strict = (Tensor::triu2(nb, x.dtype(), dev)? - Tensor::eye(nb, x.dtype(), dev)?)?;
+    let offsets = totals.matmul(&strict)?;
+    inner.broadcast_add(&offsets.unsqueeze(2)?)?.reshape((b, nb * bs))?.narrow(1, 0, v)
+}
+
+/// Probabilities `[B, V]` after temperature, top-k and top-p (rows sum to 1 over the kept tokens).
+pub fn warp(logits: &Tensor, p: &SamplingParams) -> Result<Tensor> {
+    let v = logits.dim(D::Minus1)?;
+    let mut logits = (logits.to_dtype(DType::F32)? / p.temperature)?;
+    if p.top_k > 0 && p.top_k < v {
+        let (sorted, _) = logits.sort_last_dim(false)?;
+        let kth = sorted.narrow(1, p.top_k - 1, 1)?;
+        let neg = Tensor::full(f32::NEG_INFINITY, logits.shape(), logits.device())?;
+        logits = logits.broadcast_lt(&kth)?.where_cond(&neg, &logits)?;
+    }
+    let max = logits.max_keepdim(D::Minus1)?;
+    let e = logits.broadcast_sub(&max)?.exp()?;
+    let mut probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    if p.top_p < 1.0 {
+        // transformers' TopPLogitsWarper: in ascending order, drop tokens whose cumulative probability
+        // is <= 1 - top_p, always keeping the most likely one. The kept set is every token at least as
+        // likely as the first kept one in that order (ties at that threshold are all kept).
+        let (asc, _) = probs.sort_last_dim(true)?;
+        let cum = blocked_cumsum(&asc)?;
+        let removed = cum.le(1.0 - p.top_p)?.to_dtype(DType::F32)?.sum_keepdim(1)?;
+        let removed = removed.clamp(0f32, (v - 1) as f32)?.to_dtype(DType::U32)?;
+        let threshold = asc.gather(&removed, 1)?;
+        let zeros = probs.zeros_like()?;
+        probs = probs.broadcast_lt(&threshold)?.where_cond(&zeros, &probs)?;
+        probs = probs.broadcast_div(&probs.sum_keepdim(1)?)?;
+    }
+    Ok(probs)
+}
+
+/// One token per row: the first index whose CDF reaches `u_i · total_i`, `u_i ∈ (0, 1]`.
+pub fn draw(probs: &Tensor, uniforms: &[f32]) -> Result<Vec<u32>> {
+    let (b, v) = probs.dims2()?;
+    let cum = blocked_cumsum(probs)?;
+    let total = cum.narrow(1, v - 1, 1)?;
+    let u = Tensor::from_slice(uniforms, (b, 1), probs.device())?;
+    let target = (total * u)?;
+    let idx = cum.broadcast_lt(&target)?.to_dtype(DType::F32)?.sum(1)?;
+    idx.clamp(0f32, (v - 1) as f32)?.to_dtype(DType::U32)?.to_vec1::<u32>()
+}
+
+/// transformers' RepetitionPenaltyLogitsProcessor: every token already in the row (prompt included)
+/// has its logit divided by the penalty when positive, multiplied when negative.
+pub fn repetition_penalty(logits: &Tensor, seen: &[Vec<u32>], penalty: f64) -> Result<Tensor> {
+    let (b, v) = logits.dims2()?;
+    let mut mask = vec![0u8; b * v];
+    for (i, row) in seen.iter().enumerate() {
+        for &t in row {
+            if (t as usize) < v {
+                mask[i * v + t as usize] = 1;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mask, (b, v), logits.device())?;
+    let penalised = logits.lt(0.0)?.where_cond(&(logits * penalty)?, &(logits / penalty)?)?;
+    mask.where_cond(&penalised, logits)
+}
+
+/// Forbids `ids` in the rows flagged by `rows` (min_new_tokens not yet reached) by setting their
+/// logits to -inf.
+pub fn forbid(logits: &Tensor, rows: &[bool], ids: &[u32]) -> Result<Tensor> {
+    if !rows.iter().any(|&r| r) || ids.is_empty() {
+        return Ok(logits.clone());
+    }
+    let (b, v) = logits.dims2()?;
+    let dev: &Device = logits.device();
+    let flag = Tensor::from_vec(rows.iter().map(|&r| u8::from(r)).collect::<Vec<_>>(), (b, 1), dev)?;
+    let neg = Tensor::full(f32::NEG_INFINITY, (b, 1), dev)?;
+    let mut out = logits.clone();
+    for &id in ids.iter().filter(|&&i| (i as usize) < v) {
+        let id = id as usize;
+        let col = out.narrow(1, id, 1)?;
+        let col = flag.where_cond(&neg, &col)?;
+        out = out.slice_assign(&[0..b, id..id + 1], &col)?;
+    }
+    Ok(out)
+}
+
+/// Next token per row from `logits: [B, V]` (f32).
+pub fn next_tokens(logits: &Tensor, p: &SamplingParams, uniforms: &[f32]) -> Result<Vec<u32>> {
+    if p.is_greedy() {
+        return logits.argmax(D::Minus1)?.to_vec1::<u32>();
+    }
+    draw(&warp(logits, p)?, uniforms)
+}

@@ -1,0 +1,103 @@
+//! Fine-tuning a crossfeed-model [`CausalLm`] on text: tokenisation with an optional completion-only
+//! label mask, right-padded micro-batches in the trainer's seeded order, and checkpoints that hold the
+//! model (transformers-loadable) next to the optimizer and trainer state.
+
+use std::path::Path;
+
+use crossfeed_model::{Batch, CausalLm, TextTokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::trainer::{StepStats, TrainConfig, Trainer};
+
+/// One training text: `prompt + completion`. With a completion-only loss, only the completion's tokens
+/// are predicted; otherwise the whole text is (an empty prompt means the same either way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmExample {
+    #[serde(default)]
+    pub prompt: String,
+    pub completion: String,
+}
+
+/// Token ids of every example and the position where its labels start.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub seqs: Vec<Vec<u32>>,
+    /// None = full-sequence loss.
+    pub label_starts: Option<Vec<usize>>,
+}
+
+/// Full-sequence: ids of `prompt + completion` as `AutoTokenizer` gives them. Completion-only:
+/// `encode(prompt) ++ encode_plain(completion)` (TRL's split), labels from the completion on.
+/// Sequences are cut to `max_len` tokens.
+pub fn tokenize(tok: &TextTokenizer, examples: &[LmExample], max_len: usize, completion_only: bool) -> Result<Tokenized> {
+    let mut seqs = Vec::with_capacity(examples.len());
+    let mut starts = Vec::with_capacity(examples.len());
+    for ex in examples {
+        let mut ids = if completion_only {
+            let mut p = tok.encode(&ex.prompt)?;
+            starts.push(p.len());
+            p.extend(tok.encode_plain(&ex.completion)?);
+            p
+        } else {
+            tok.encode(&format!("{}{}", ex.prompt, ex.completion))?
+        };
+        ids.truncate(max_len);
+        seqs.push(ids);
+    }
+    Ok(Tokenized { seqs, label_starts: completion_only.then_some(starts) })
+}
+
+/// A fine-tuning run over one model and one tokenized dataset.
+pub struct FineTune<'a> {
+    model: &'a CausalLm,
+    data: Tokenized,
+    trainer: Trainer,
+    pad_id: u32,
+    max_len: usize,
+}
+
+impl<'a> FineTune<'a> {
+    pub fn new(model: &'a CausalLm, data: Tokenized, cfg: TrainConfig, pad_id: u32, max_len: usize) -> Result<Self> {
+        if data.seqs.is_empty() {
+            return Err(TrainError::Config("no training examples".into()));
+        }
+        let mut trainer = Trainer::new(model.params.clone(), cfg)?;
+        trainer.set_dataset_len(data.seqs.len());
+        Ok(Self { model, data, trainer, pad_id, max_len })
+    }
+
+    /// Continues from a checkpoint written by [`FineTune::save`] (the model itself must already have
+    /// been loaded from that directory).
+    pub fn resume(&mut self, dir: &Path) -> Result<()> {
+        self.trainer.load_state(dir)
+    }
+
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    pub fn done(&self) -> bool {
+        self.trainer.step_count() >= self.trainer.config().total_steps
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches of `batch_size` examples.
+    pub fn step(&mut self) -> Result<StepStats> {
+        let micro = self.trainer.next_micro_batches()?;
+        let (model, data, pad, max_len) = (self.model, &self.data, self.pad_id, self.max_len);
+        self.trainer.step(&micro, |idx: &Vec<usize>| -> std::result::Result<_, crossfeed_model::ModelError> {
+            let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| data.seqs[i].clone()).collect();
+            let starts: Option<Vec<usize>> = data.label_starts.as_ref().map(|s| idx.iter().map(|&i| s[i]).collect());
+            let batch = Batch::right_padded(&seqs, pad, max_len, starts.as_deref(), &model.device)?;
+            let ce = model.ce(&batch)?;
+            let tokens = ce.total_tokens();
+            Ok((ce.ce_sum.sum_all()?, tokens))
+        })
+    }
+
+    /// Writes the model (config, weights, tokenizer) and the optimizer/trainer state into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir)?;
+        self.trainer.save_state(dir)
+    }
+}

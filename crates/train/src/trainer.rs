@@ -1,0 +1,442 @@
+//! Model-agnostic optimizer-step driver: accumulation, loss normalisation, clipping, schedule,
+//! AdamW, NaN guards and exact resume.
+//!
+//! The caller owns the model and the data; per optimizer step it hands over the micro-batches and
+//! a closure returning each micro-batch's *summed* token cross-entropy and its number of predicted
+//! tokens. The step loss is `Σ ce_sum / Σ tokens` over the step (transformers' current semantics).
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::accum::GradAccumulator;
+use crate::adamw::{hf_decay, AdamW, AdamWConfig};
+use crate::clip::clip_coefficient;
+use crate::error::{BoxError, Result, TrainError};
+use crate::order::DataCursor;
+use crate::schedule::{warmup_steps, LrSchedule, Schedule};
+use crate::state::{
+    write_atomic, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE, TRAINER_STATE_FORMAT,
+};
+
+/// Training hyper-parameters. Every field has a default (the paper's setting), so a config file
+/// only lists what it changes; unknown keys are rejected so a typo cannot silently fall back to
+/// a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Peak learning rate. Default 8e-6.
+    pub lr: f64,
+    /// Learning-rate schedule. Default `linear` (warmup then linear decay to 0).
+    pub schedule: Schedule,
+    /// Explicit warmup steps; overrides `warmup_ratio` when set. Default unset.
+    pub warmup_steps: Option<u64>,
+    /// Warmup as a fraction of `total_steps`, rounded up (HF). Default 0.025.
+    pub warmup_ratio: f64,
+    /// Number of optimizer steps of the run (the schedule's horizon). Default 100.
+    pub total_steps: u64,
+    /// Examples per micro-batch (used by the caller's loader / [`Trainer::next_micro_batches`]). Default 2.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step. Default 2.
+    pub grad_accum: usize,
+    /// Decoupled weight decay (never applied to biases and norm weights, HF rule). Default 0.0.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; 0 disables. Default 1.0.
+    pub max_grad_norm: f64,
+    /// Adam betas. Default [0.9, 0.999].
+    pub betas: [f64; 2],
+    /// Adam epsilon. Default 1e-8.
+    pub eps: f64,
+    /// Seed for the data order. Default 42 (HF's default seed).
+    pub seed: u64,
+    /// Skip parameters without gradient instead of failing. Default false.
+    pub allow_missing_grads: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: 8e-6,
+            schedule: Schedule::Linear,
+            warmup_steps: None,
+            warmup_ratio: 0.025,
+            total_steps: 100,
+            batch_size: 2,
+            grad_accum: 2,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            seed: 42,
+            allow_missing_grads: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges; called by [`Trainer::new`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.total_steps == 0 {
+            return bad("total_steps must be >= 1".into());
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be >= 1".into());
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return bad(format!(
+                "max_grad_norm must be finite and >= 0, got {}",
+                self.max_grad_norm
+            ));
+        }
+        warmup_steps(self.warmup_steps, self.warmup_ratio, self.total_steps)?;
+        Ok(())
+    }
+
+    /// The optimizer configuration this implies.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            beta1: self.betas[0],
+            beta2: self.betas[1],
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            allow_missing_grads: self.allow_missing_grads,
+        }
+    }
+
+    /// The learning-rate schedule with warmup resolved as HF does.
+    pub fn lr_schedule(&self) -> Result<LrSchedule> {
+        Ok(LrSchedule {
+            schedule: self.schedule,
+            base_lr: self.lr,
+            warmup_steps: warmup_steps(self.warmup_steps, self.warmup_ratio, self.total_steps)?,
+            total_steps: self.total_steps,
+        })
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    /// Optimizer steps completed, including this one (1-based, HF's `global_step`).
+    pub step: u64,
+    /// Mean cross-entropy over all predicted tokens of the step.
+    pub loss: f64,
+    /// Learning rate used for this update.
+    pub lr: f64,
+    /// Global gradient norm before clipping (of the token-mean loss), as HF logs it.
+    pub grad_norm: f64,
+    /// Whether clipping scaled the gradients.
+    pub clipped: bool,
+    /// Predicted tokens in the step.
+    pub tokens: usize,
+    /// Micro-batches in the step.
+    pub micro_batches: usize,
+}
+
+/// Drives optimizer steps for any model whose trainable weights are f32 [`Var`]s.
+pub struct Trainer {
+    cfg: TrainConfig,
+    opt: AdamW,
+    schedule: LrSchedule,
+    accum: GradAccumulator,
+    step: u64,
+    micro_batches_seen: u64,
+    tokens_seen: u64,
+    data: DataCursor,
+}
+
+impl Trainer {
+    /// Trainer with HF's weight-decay groups ([`hf_decay`]).
+    pub fn new(params: Vec<(String, Var)>, cfg: TrainConfig) -> Result<Self> {
+        Self::with_decay(params, cfg, hf_decay)
+    }
+
+    /// Trainer with a custom weight-decay rule (`true` = decay this parameter).
+    pub fn with_decay(
+        params: Vec<(String, Var)>,
+        cfg: TrainConfig,
+        decay: impl Fn(&str, &Var) -> bool,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let schedule = cfg.lr_schedule()?;
+        let accum = GradAccumulator::new(params.clone(), cfg.allow_missing_grads);
+        let opt = AdamW::new(params, cfg.adamw(), decay)?;
+        let data = DataCursor::new(0, cfg.seed);
+        Ok(Trainer {
+            cfg,
+            opt,
+            schedule,
+            accum,
+            step: 0,
+            micro_batches_seen: 0,
+            tokens_seen: 0,
+            data,
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    pub fn optimizer(&self) -> &AdamW {
+        &self.opt
+    }
+
+    /// Optimizer steps completed so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Learning rate the next call to [`Trainer::step`] will use.
+    pub fn next_lr(&self) -> f64 {
+        self.schedule.lr_at(self.step)
+    }
+
+    pub fn schedule(&self) -> &LrSchedule {
+        &self.schedule
+    }
+
+    /// Predicted tokens consumed so far.
+    pub fn tokens_seen(&self) -> u64 {
+        self.tokens_seen
+    }
+
+    /// Micro-batches consumed so far.
+    pub fn micro_batches_seen(&self) -> u64 {
+        self.micro_batches_seen
+    }
+
+    /// Registers the dataset size so the trainer owns (and checkpoints) the data order.
+    /// Resets the cursor to the start of epoch 0 unless the size is unchanged.
+    pub fn set_dataset_len(&mut self, n: usize) {
+        if self.data.n != n {
+            self.data = DataCursor::new(n, self.cfg.seed);
+        }
+    }
+
+    /// Current data position (saved by [`Trainer::save_state`]).
+    pub fn data_cursor(&self) -> &DataCursor {
+        &self.data
+    }
+
+    /// Example indices for the next optimizer step: `grad_accum` micro-batches of `batch_size`,
+    /// from the seeded epoch permutations. Call [`Trainer::set_dataset_len`] first.
+    pub fn next_micro_batches(&mut self) -> Result<Vec<Vec<usize>>> {
+        if self.data.n == 0 {
+            return Err(TrainError::Config(
+                "dataset length not set (set_dataset_len) or zero".into(),
+            ));
+        }
+        Ok((0..self.cfg.grad_accum)
+            .map(|_| self.data.take(self.cfg.batch_size))
+            .collect())
+    }
+
+    /// One optimizer step over `micro_batches` (exactly `grad_accum` of them).
+    ///
+    /// `loss_sum(b)` runs the model's forward on micro-batch `b` and returns the *summed*
+    /// cross-entropy over its predicted tokens (a scalar tensor connected to the parameters) and
+    /// the number of predicted tokens. Errors name the (1-based) optimizer step and the
+    /// micro-batch index; after an error, parameters and optimizer state are unchanged.
+    pub fn step<B, E, F>(&mut self, micro_batches: &[B], mut loss_sum: F) -> Result<StepStats>
+    where
+        F: FnMut(&B) -> std::result::Result<(Tensor, usize), E>,
+        E: Into<BoxError>,
+    {
+        let step = self.step + 1;
+        if micro_batches.is_empty() {
+            return Err(TrainError::NoMicroBatches { step });
+        }
+        if micro_batches.len() != self.cfg.grad_accum {
+            return Err(TrainError::Config(format!(
+                "optimizer step {step}: got {} micro-batches, grad_accum is {}",
+                micro_batches.len(),
+                self.cfg.grad_accum
+            )));
+        }
+        self.accum.clear();
+        let result = self.step_inner(step, micro_batches, &mut loss_sum);
+        if result.is_err() {
+            self.accum.clear();
+        }
+        result
+    }
+
+    fn step_inner<B, E, F>(
+        &mut self,
+        step: u64,
+        micro_batches: &[B],
+        loss_sum: &mut F,
+    ) -> Result<StepStats>
+    where
+        F: FnMut(&B) -> std::result::Result<(Tensor, usize), E>,
+        E: Into<BoxError>,
+    {
+        let mut ce_total = 0f64;
+        let mut tokens = 0usize;
+        let mut last_sq = 0f64;
+        for (i, b) in micro_batches.iter().enumerate() {
+            let (ce, n) = loss_sum(b).map_err(|e| TrainError::LossFn {
+                step,
+                micro_batch: i,
+                source: e.into(),
+            })?;
+            if ce.elem_count() != 1 {
+                return Err(TrainError::LossNotScalar {
+                    step,
+                    micro_batch: i,
+                    shape: ce.shape().clone(),
+                });
+            }
+            let value = ce.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?[0] as f64;
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step,
+                    micro_batch: i,
+                    value,
+                });
+            }
+            let grads = ce.backward()?;
+            let report = self.accum.add(grads)?;
+            if let Some(param) = report.non_finite {
+                return Err(TrainError::NonFiniteGrad {
+                    step,
+                    micro_batch: i,
+                    param,
+                    sq_norm: report.sq_norm,
+                });
+            }
+            last_sq = report.sq_norm;
+            ce_total += value;
+            tokens += n;
+        }
+        if tokens == 0 {
+            return Err(TrainError::NoTokens { step });
+        }
+        let scale = 1.0 / tokens as f64;
+        let raw_sq = if micro_batches.len() == 1 {
+            last_sq
+        } else {
+            self.accum.sq_norm()?
+        };
+        let grad_norm = raw_sq.sqrt() * scale;
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFiniteGrad {
+                step,
+                micro_batch: micro_batches.len() - 1,
+                param: "<sum over micro-batches>".into(),
+                sq_norm: raw_sq,
+            });
+        }
+        let coef = clip_coefficient(grad_norm, self.cfg.max_grad_norm);
+        let lr = self.schedule.lr_at(self.step);
+        let grads = self.accum.take();
+        self.opt
+            .step_scaled(&grads, lr, scale * coef.unwrap_or(1.0))?;
+        self.step = step;
+        self.micro_batches_seen += micro_batches.len() as u64;
+        self.tokens_seen += tokens as u64;
+        Ok(StepStats {
+            step,
+            loss: ce_total * scale,
+            lr,
+            grad_norm,
+            clipped: coef.is_some(),
+            tokens,
+            micro_batches: micro_batches.len(),
+        })
+    }
+
+    /// Writes `optimizer.safetensors` then `trainer_state.json` into `dir` (created if needed),
+    /// each atomically; the JSON is written last so its presence marks a complete checkpoint.
+    pub fn save_state(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        self.opt.save(dir.join(OPTIMIZER_FILE))?;
+        let state = TrainerState {
+            format: TRAINER_STATE_FORMAT.to_string(),
+            step: self.step,
+            micro_batches_seen: self.micro_batches_seen,
+            tokens_seen: self.tokens_seen,
+            data: self.data.clone(),
+            config: self.cfg.clone(),
+        };
+        let path = dir.join(TRAINER_STATE_FILE);
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| TrainError::StateFormat {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+        write_atomic(&path, &json)
+    }
+
+    /// Restores a checkpoint written by [`Trainer::save_state`]. The saved configuration must equal
+    /// this trainer's (a changed schedule or horizon would not continue the same run); the error
+    /// names the first differing key. Parameters themselves are the model's business (the caller
+    /// saves/loads weights); this restores optimizer moments, step counters and data position.
+    pub fn load_state(&mut self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let path = dir.join(TRAINER_STATE_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        let state: TrainerState =
+            serde_json::from_slice(&bytes).map_err(|e| TrainError::StateFormat {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
+        if state.format != TRAINER_STATE_FORMAT {
+            return Err(TrainError::StateFormat {
+                path,
+                msg: format!(
+                    "unknown format `{}` (expected `{TRAINER_STATE_FORMAT}`)",
+                    state.format
+                ),
+            });
+        }
+        if state.config != self.cfg {
+            return Err(config_diff(&path, &state.config, &self.cfg));
+        }
+        self.opt.load(dir.join(OPTIMIZER_FILE))?;
+        if self.opt.step_count() != state.step {
+            return Err(TrainError::StateFormat {
+                path,
+                msg: format!(
+                    "optimizer is at step {} but trainer state says {} (files from different checkpoints?)",
+                    self.opt.step_count(),
+                    state.step
+                ),
+            });
+        }
+        self.step = state.step;
+        self.micro_batches_seen = state.micro_batches_seen;
+        self.tokens_seen = state.tokens_seen;
+        self.data = state.data;
+        self.accum.clear();
+        Ok(())
+    }
+}
+
+fn config_diff(path: &Path, saved: &TrainConfig, current: &TrainConfig) -> TrainError {
+    let s = serde_json::to_value(saved).unwrap_or_default();
+    let c = serde_json::to_value(current).unwrap_or_default();
+    if let (Some(so), Some(co)) = (s.as_object(), c.as_object()) {
+        for (k, sv) in so {
+            let cv = co.get(k).cloned().unwrap_or_default();
+            if *sv != cv {
+                return TrainError::ConfigMismatch {
+                    path: path.to_path_buf(),
+                    what: format!("config.{k}"),
+                    saved: sv.to_string(),
+                    current: cv.to_string(),
+                };
+            }
+        }
+    }
+    TrainError::ConfigMismatch {
+        path: path.to_path_buf(),
+        what: "config".into(),
+        saved: s.to_string(),
+        current: c.to_string(),
+    }
+}
