@@ -17,7 +17,8 @@ test:
 
 # Throughput, side by side with PyTorch where a counterpart exists (needs torch from PyPI).
 bench: build
-	$(BIN) bench forward --model tests/fixtures/models/llama32 --batch-size 4 --seq-len 64
+	python3 scripts/bench_train.py --crossfeed $(BIN)
+	$(BIN) bench theory
 
 # Regenerate the golden fixtures from transformers (pip install torch transformers tokenizers safetensors).
 fixtures:

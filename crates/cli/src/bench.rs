@@ -27,6 +27,19 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Training steps/s and tokens/s (forward, CE, backward, clipping, AdamW) on random token batches.
+    Train {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+    },
     /// Time a 21x21 relative-efficiency heatmap for K = 4, d = 50.
     Theory,
 }
@@ -34,6 +47,7 @@ pub enum BenchWhat {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Forward { model, batch_size, seq_len, steps } => forward(&model, batch_size, seq_len, steps),
+        BenchWhat::Train { model, batch_size, seq_len, steps, warmup } => train(&model, batch_size, seq_len, steps, warmup),
         BenchWhat::Theory => {
             println!("{}", crossfeed_theory::bench_heatmap()?);
             Ok(())
@@ -73,5 +87,29 @@ fn forward(args: &ModelArgs, b: usize, t: usize, steps: usize) -> Result<()> {
         toks / median(fwd),
         toks / median(both)
     );
+    Ok(())
+}
+
+/// Same token pattern as scripts/bench_train.py, so both sides see identical batches.
+fn bench_tokens(b: usize, t: usize, v: u32) -> Vec<Vec<u32>> {
+    (0..b).map(|i| (0..t).map(|j| ((i * 7919 + j * 104729) as u32) % v).collect()).collect()
+}
+
+fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> Result<()> {
+    use crossfeed_train::{FineTune, TrainConfig, Tokenized};
+    let (model, _) = load_model(args)?;
+    let seqs = bench_tokens(b, t, model.vocab_size() as u32);
+    let cfg = TrainConfig { lr: 1e-5, total_steps: (steps + warmup) as u64, batch_size: b, grad_accum: 1, warmup_steps: Some(0), ..TrainConfig::default() };
+    let mut ft = FineTune::new(&model, Tokenized { seqs, label_starts: None }, cfg, 0, t)?;
+    let mut times = Vec::new();
+    for i in 0..steps + warmup {
+        let t0 = Instant::now();
+        ft.step()?;
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let med = median(times);
+    println!("crossfeed train: {:.1} ms/step, {:.0} tok/s (batch {b}x{t}, median of {steps})", med * 1e3, (b * t) as f64 / med);
     Ok(())
 }

@@ -5,10 +5,12 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod embed;
 mod experiment;
 mod generate;
 mod score;
 mod theory;
+mod train;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,6 +26,10 @@ struct Cli {
 enum Command {
     /// Token-level cross entropy of a model on a JSONL file of {"text": ...} lines.
     Score(score::ScoreArgs),
+    /// Fine-tune a model on a JSONL file ({"text"} or {"prompt","completion"} lines) with AdamW.
+    Train(train::TrainArgs),
+    /// Sentence embeddings (all-MiniLM-L6-v2 style): {"text"} lines gain "embedding".
+    Embed(embed::EmbedArgs),
     /// Batched generation with a KV cache: {"prompt": ...} lines in, completions out.
     Generate(generate::GenerateArgs),
     /// The paper's linear model: relative-efficiency heatmaps and curves (CSV + SVG/PNG).
@@ -39,6 +45,8 @@ fn main() {
     let result: Result<()> = match cli.command {
         Command::Score(a) => score::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Theory(a) => theory::run(a),
         Command::Experiment(c) => experiment::run(c),
         Command::Bench(a) => bench::run(a),

@@ -1,0 +1,130 @@
+//! The fine-tuning path on real model code against PyTorch: 5 full-batch AdamW steps on every tiny
+//! fixture model (torch.optim.AdamW + get_linear_schedule_with_warmup, HF no-decay groups, weight
+//! decay 0.1, warmup 2, clipping at 1.0; goldens from scripts/make_model_fixtures.py), resume
+//! bit-identity on a real model, and a memorisation check.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use crossfeed_model::{CausalLm, TextTokenizer};
+use crossfeed_train::{tokenize, FineTune, LmExample, Schedule, TrainConfig};
+use serde_json::Value;
+
+const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama"];
+
+fn fixture(v: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(v)
+}
+
+fn golden(v: &str) -> (Value, std::collections::HashMap<String, Tensor>) {
+    let dir = fixture(v);
+    let json = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let t = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    (json, t)
+}
+
+fn examples(g: &Value) -> Vec<LmExample> {
+    g["texts"].as_array().unwrap().iter().map(|t| LmExample { prompt: String::new(), completion: t.as_str().unwrap().into() }).collect()
+}
+
+#[test]
+fn five_adamw_steps_match_pytorch_on_every_model() {
+    for v in VARIANTS {
+        let (g, tensors) = golden(v);
+        let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+        let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
+        let data = tokenize(&tok, &examples(&g), 512, false).unwrap();
+        let cfg = TrainConfig {
+            lr: 1e-2,
+            schedule: Schedule::Linear,
+            warmup_steps: Some(2),
+            total_steps: 5,
+            batch_size: 4,
+            grad_accum: 1,
+            weight_decay: 0.1,
+            max_grad_norm: 1.0,
+            ..TrainConfig::default()
+        };
+        let pad = g["pad_id"].as_u64().unwrap() as u32;
+        let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
+        let want_loss: Vec<f64> = g["train"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let want_norm: Vec<f64> = g["train"]["grad_norms"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let want_lr: Vec<f64> = g["train"]["lrs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        for i in 0..5 {
+            let s = ft.step().unwrap();
+            let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
+            assert!(rel(s.loss, want_loss[i]) < 1e-5, "{v} step {i}: loss {} vs {}", s.loss, want_loss[i]);
+            assert!(rel(s.grad_norm, want_norm[i]) < 1e-4, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
+            assert!((s.lr - want_lr[i]).abs() < 1e-12, "{v} step {i}: lr {} vs {}", s.lr, want_lr[i]);
+        }
+        // k_proj.bias has a zero true gradient (it shifts every score of a query row equally), so Adam
+        // normalises float noise into full-size steps on both sides: its final value is arbitrary.
+        for (key, want) in tensors.iter().filter(|(k, _)| k.starts_with("final.") && !k.ends_with("k_proj.bias")) {
+            let name = &key["final.".len()..];
+            let var = &model.params.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{v}: no {name}")).1;
+            let got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-2)).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{v}: final {name} differs (worst rel {worst})");
+        }
+    }
+}
+
+fn weights(m: &CausalLm) -> Vec<Vec<f32>> {
+    m.params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+}
+
+#[test]
+fn resume_is_bit_identical_on_a_real_model() {
+    let v = "llama32";
+    let (g, _) = golden(v);
+    let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
+    let mut ex = examples(&g);
+    ex.extend(ex.clone().into_iter().map(|e| LmExample { prompt: "Q: ".into(), completion: e.completion }));
+    let cfg = TrainConfig { lr: 5e-3, total_steps: 6, batch_size: 2, grad_accum: 2, warmup_ratio: 0.2, ..TrainConfig::default() };
+    let data = || tokenize(&tok, &ex, 64, true).unwrap();
+
+    let straight = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+    let mut ft = FineTune::new(&straight, data(), cfg.clone(), 1, 64).unwrap();
+    let losses: Vec<f64> = (0..6).map(|_| ft.step().unwrap().loss).collect();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let first = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+    let mut ft = FineTune::new(&first, data(), cfg.clone(), 1, 64).unwrap();
+    let mut resumed: Vec<f64> = (0..3).map(|_| ft.step().unwrap().loss).collect();
+    ft.save(tmp.path()).unwrap();
+    drop(ft);
+    let second = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+    let mut ft = FineTune::new(&second, data(), cfg, 1, 64).unwrap();
+    ft.resume(tmp.path()).unwrap();
+    resumed.extend((0..3).map(|_| ft.step().unwrap().loss));
+    assert!(ft.done());
+    assert_eq!(losses, resumed, "losses differ after resume");
+    assert_eq!(weights(&straight), weights(&second), "weights differ after resume");
+}
+
+#[test]
+fn a_tiny_model_memorises_ten_lines() {
+    let v = "opt125";
+    let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+    let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
+    let lines: Vec<LmExample> = (0..10)
+        .map(|i| {
+            let body: Vec<String> = (0..12).map(|j| format!("w{}", (i * 7 + j * 3) % 23)).collect();
+            LmExample { prompt: format!("line {i}:"), completion: format!(" {}", body.join(" ")) }
+        })
+        .collect();
+    // Completion-only loss: which line comes next after BOS is unpredictable (ln 10 nats), the rest is
+    // determined by the prompt, so the floor is 0.
+    let data = tokenize(&tok, &lines, 128, true).unwrap();
+    let cfg = TrainConfig { lr: 2e-2, total_steps: 400, batch_size: 10, grad_accum: 1, warmup_steps: Some(5), schedule: Schedule::Constant, ..TrainConfig::default() };
+    let mut ft = FineTune::new(&model, data, cfg, 1, 128).unwrap();
+    let mut last = f64::MAX;
+    while !ft.done() {
+        last = ft.step().unwrap().loss;
+        if last < 0.05 {
+            break;
+        }
+    }
+    assert!(last < 0.05, "loss {last} after {} steps", ft.trainer().step_count());
+}
