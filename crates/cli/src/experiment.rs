@@ -1,10 +1,224 @@
-//! The experiment commands (`run`, `resume`, `status`, `report`, `stage`): filled in with crates/loop.
+//! The experiment commands: `run`, `resume`, `status`, `report`, `stage` (the loop lives in
+//! crates/loop; this file parses arguments, prints progress and adds context to errors).
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use crossfeed_loop::stages::plan;
+use crossfeed_loop::{Event, ExperimentConfig, GenId, LoopError, RunDir, Runner, Stage, StageId};
+
+/// The config `crossfeed run` uses when none is given.
+const DEFAULT_CONFIG: &str = include_str!("../../../configs/tiny.toml");
 
 #[derive(clap::Subcommand, Debug)]
-pub enum ExperimentCommand {}
+pub enum ExperimentCommand {
+    /// Run an experiment (K entities trained on each other's outputs) into RUNS_DIR/NAME; an
+    /// existing run of the same config is continued.
+    Run(RunArgs),
+    /// Continue a run from its last finished stage (optionally with more generations).
+    Resume(ResumeArgs),
+    /// Which stages of a run are done, with their wall time and tokens.
+    Status(DirArgs),
+    /// Write RUN_DIR/report.md (CE init → final, similarity/diversity by generation) and print it.
+    Report(DirArgs),
+    /// Run a single stage of a run (its dependencies must be done).
+    Stage(StageArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Experiment TOML (default: the built-in tiny config).
+    pub config: Option<PathBuf>,
+    /// Override a config key: --set alpha=0.5 --set train.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run name (default: the config's `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Stop after one stage, e.g. `1:0:train` or `base::eval` (simulates an interruption; for tests).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    pub run_dir: PathBuf,
+    /// Extend a run to this many generations.
+    #[arg(long)]
+    pub generations: Option<u64>,
+    #[arg(long, hide = true)]
+    pub stop_after: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DirArgs {
+    pub run_dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StageArgs {
+    pub run_dir: PathBuf,
+    /// `base` or a generation number.
+    #[arg(long)]
+    pub generation: String,
+    /// Entity (omit for the `similarity` stage and the base model's `eval`).
+    #[arg(long)]
+    pub entity: Option<usize>,
+    /// generate, train, eval or similarity.
+    #[arg(long)]
+    pub stage: String,
+}
 
 pub fn run(c: ExperimentCommand) -> Result<()> {
-    match c {}
+    match c {
+        ExperimentCommand::Run(a) => run_cmd(a),
+        ExperimentCommand::Resume(a) => resume_cmd(a),
+        ExperimentCommand::Status(a) => status_cmd(&a.run_dir),
+        ExperimentCommand::Report(a) => report_cmd(&a.run_dir),
+        ExperimentCommand::Stage(a) => stage_cmd(a),
+    }
+}
+
+fn parse_stage_id(s: &str) -> Result<StageId> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [g, e, st] = parts[..] else { bail!("--stop-after {s:?}: expected GEN:ENTITY:STAGE, e.g. 1:0:train") };
+    let gen = GenId::parse(g).with_context(|| format!("--stop-after {s:?}: bad generation {g:?}"))?;
+    let entity = if e.is_empty() { None } else { Some(e.parse().with_context(|| format!("--stop-after {s:?}: bad entity {e:?}"))?) };
+    let stage = Stage::parse(st).with_context(|| format!("--stop-after {s:?}: bad stage {st:?}"))?;
+    Ok(StageId { gen, entity, stage })
+}
+
+/// crossfeed-embed's sentence embedder behind the loop's `TextEmbedder` seam.
+struct SentenceEmbedder(crossfeed_embed::Embedder);
+
+impl crossfeed_loop::TextEmbedder for SentenceEmbedder {
+    fn embed(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        self.0.embed(texts, 32).map_err(|e| e.to_string())
+    }
+}
+
+/// The embedder named by `eval.embed_model`, or None when the cosine metric is off.
+fn load_embedder(cfg: &ExperimentConfig) -> Result<Option<SentenceEmbedder>> {
+    if cfg.eval.embed_model.is_empty() {
+        return Ok(None);
+    }
+    let device = crossfeed_model::parse_device(&cfg.device)?;
+    let e = crossfeed_embed::Embedder::load(&cfg.eval.embed_model, &device).with_context(|| format!("loading eval.embed_model {}", cfg.eval.embed_model))?;
+    Ok(Some(SentenceEmbedder(e)))
+}
+
+fn printer() -> impl FnMut(&Event) {
+    |ev: &Event| match ev {
+        Event::Skipped(id) => eprintln!("  done already: {id}"),
+        Event::Started(_) => {}
+        Event::Done { id, wall_s, tokens, note } => {
+            let rate = if *wall_s > 0.0 { *tokens as f64 / wall_s } else { 0.0 };
+            eprintln!("  {:<36} {wall_s:>8.2}s {tokens:>9} tok {rate:>9.0} tok/s  {note}", id.to_string());
+        }
+        Event::Warning(w) => eprintln!("  warning: {w}"),
+        Event::GenerationDone { gen, wall_s, tokens } => {
+            eprintln!("generation {gen} finished: {wall_s:.2}s, {tokens} tokens ({:.0} tok/s)", *tokens as f64 / wall_s.max(1e-9))
+        }
+    }
+}
+
+fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<()> {
+    let stop = stop_after.as_deref().map(parse_stage_id).transpose()?;
+    let start = std::time::Instant::now();
+    let mut p = printer();
+    match runner.run(stop, &mut p) {
+        Ok(lines) => {
+            eprintln!(
+                "run finished in {:.2}s: {} metric lines in {}",
+                start.elapsed().as_secs_f64(),
+                lines.len(),
+                runner.dir.root.join("metrics.jsonl").display()
+            );
+            println!("{}", runner.dir.root.display());
+            Ok(())
+        }
+        Err(LoopError::Stopped(what)) => {
+            eprintln!("stopped after {what}; continue with `crossfeed resume {}`", runner.dir.root.display());
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("run {}", runner.dir.root.display())),
+    }
+}
+
+fn run_cmd(a: RunArgs) -> Result<()> {
+    let (text, origin) = match &a.config {
+        Some(p) => (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string()),
+        None => (DEFAULT_CONFIG.to_string(), "<built-in tiny config>".to_string()),
+    };
+    let mut cfg = ExperimentConfig::from_toml_str(&text, &origin, &a.set)?;
+    if let Some(n) = &a.name {
+        cfg.name = n.clone();
+        cfg.validate()?;
+    }
+    cfg.resolve_base_model()?;
+    let embedder = load_embedder(&cfg)?;
+    let dir = RunDir::create(&a.runs_dir, &cfg)?;
+    eprintln!("run {} (K = {}, alpha = {}, beta = {}, {} generations) in {}", cfg.name, cfg.k, cfg.alpha, cfg.beta, cfg.generations, dir.root.display());
+    let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
+    drive(&mut runner, a.stop_after)
+}
+
+fn resume_cmd(a: ResumeArgs) -> Result<()> {
+    let (dir, mut cfg) = RunDir::open(&a.run_dir)?;
+    if let Some(g) = a.generations {
+        if g < cfg.generations {
+            bail!("--generations {g} is fewer than the run's {} (a run is only ever extended)", cfg.generations);
+        }
+        if g != cfg.generations {
+            cfg.generations = g;
+            dir.store_config(&cfg)?;
+            eprintln!("extended to {g} generations");
+        }
+    }
+    let embedder = load_embedder(&cfg)?;
+    let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
+    drive(&mut runner, a.stop_after)
+}
+
+fn status_cmd(run_dir: &Path) -> Result<()> {
+    let (dir, cfg) = RunDir::open(run_dir)?;
+    let stages = plan(&cfg);
+    let mut done = 0;
+    println!("{} ({} generations, K = {})", dir.root.display(), cfg.generations, cfg.k);
+    for id in &stages {
+        match dir.read_marker(id)? {
+            Some(m) => {
+                done += 1;
+                println!("  done     {:<36} {:>8.2}s {:>9} tok", id.to_string(), m.wall_s, m.tokens);
+            }
+            None => println!("  pending  {id}"),
+        }
+    }
+    println!("{done}/{} stages done", stages.len());
+    Ok(())
+}
+
+fn report_cmd(run_dir: &Path) -> Result<()> {
+    let (dir, cfg) = RunDir::open(run_dir)?;
+    let mut runner = Runner::new(dir.clone(), cfg.clone(), None)?;
+    let names = runner.eval_set_names().context("loading the eval sets")?;
+    let r = crossfeed_loop::write_report(&dir, &cfg, &names)?;
+    println!("{}", r.markdown);
+    eprintln!("wrote {}", dir.root.join("report.md").display());
+    Ok(())
+}
+
+fn stage_cmd(a: StageArgs) -> Result<()> {
+    let (dir, cfg) = RunDir::open(&a.run_dir)?;
+    let gen = GenId::parse(&a.generation).with_context(|| format!("--generation {:?}: expected `base` or a number", a.generation))?;
+    let stage = Stage::parse(&a.stage).with_context(|| format!("--stage {:?}: expected generate, train, eval or similarity", a.stage))?;
+    let embedder = load_embedder(&cfg)?;
+    let id = StageId { gen, entity: a.entity, stage };
+    let mut runner = Runner::new(dir.clone(), cfg.clone(), embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
+    let mut p = printer();
+    runner.run_stage(&id, &mut p)?;
+    crossfeed_loop::metrics::rebuild(&dir, &cfg)?;
+    Ok(())
 }

@@ -1,0 +1,68 @@
+//! Typed errors of the loop; each names the file, key or stage at fault.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, LoopError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+
+    #[error("unknown config key `{key}`; valid keys here: {}", valid.join(", "))]
+    UnknownKey { key: String, valid: Vec<String> },
+
+    #[error("invalid config: {0}")]
+    Config(String),
+
+    #[error("bad override `{0}` (expected key=value, e.g. alpha=0.5 or train.lr=1e-4)")]
+    Override(String),
+
+    #[error(
+        "run directory {dir} was made from a different config; nothing was changed. Differing keys:\n  {}\n(use a new --name, or delete the directory)",
+        diffs.join("\n  ")
+    )]
+    ConfigMismatch { dir: PathBuf, diffs: Vec<String> },
+
+    #[error("{0} is not a run directory (no config.toml)")]
+    NotARun(PathBuf),
+
+    #[error("stage {stage} needs {missing} to be done first")]
+    MissingStage { stage: String, missing: String },
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{path}: {message}")]
+    Json { path: PathBuf, message: String },
+
+    #[error("eval.embed_model = {0:?} is set but no embedder was supplied to the runner")]
+    NoEmbedder(String),
+
+    #[error("embedding failed: {0}")]
+    Embed(String),
+
+    #[error("stopped after {0} (stop_after)")]
+    Stopped(String),
+
+    #[error(transparent)]
+    Model(#[from] crossfeed_model::ModelError),
+
+    #[error(transparent)]
+    Train(#[from] crossfeed_train::TrainError),
+
+    #[error(transparent)]
+    Data(#[from] crossfeed_data::DataError),
+
+    #[error(transparent)]
+    Generate(#[from] crossfeed_generate::GenerateError),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl LoopError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LoopError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,30 @@
+//! crossfeed-loop — the experiment loop of the paper: K entities, each fine-tuned generation after
+//! generation on a mixture of its private task, public text and the pooled synthetic outputs of
+//! every entity's previous model, evaluated after every generation.
+//!
+//! One file per concept:
+//! - [`config`]: the experiment TOML ([`ExperimentConfig`]), `key=value` overrides, validation.
+//! - [`rundir`]: the run directory layout, atomic writes, `DONE` markers, config comparison.
+//! - [`seeds`]: per-(generation, entity, stage) seeds derived from the run seed.
+//! - [`stages`]: the stages (generate, train, eval, similarity) and the driver that runs them in order.
+//! - [`eval`]: token-level CE, eval prompts, distinct-n, the optional embedding similarity.
+//! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
+//!   how often the run was interrupted.
+//! - [`report`]: the markdown report in the paper's form.
+
+pub mod config;
+pub mod error;
+pub mod eval;
+pub mod metrics;
+pub mod report;
+pub mod rundir;
+pub mod seeds;
+pub mod stages;
+
+pub use config::{apply_overrides, EvalConfig, ExperimentConfig, MixtureSection};
+pub use error::{LoopError, Result};
+pub use eval::{distinct_n, TextEmbedder};
+pub use metrics::MetricLine;
+pub use report::{write_report, Report};
+pub use rundir::{RunDir, StageMarker};
+pub use stages::{Event, GenId, Runner, Stage, StageId, StopAfter};

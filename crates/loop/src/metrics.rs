@@ -1,0 +1,82 @@
+//! `metrics.jsonl` and `metrics.csv`: rebuilt from the stages' own output files after every
+//! generation, in plan order, so their bytes depend only on the config — not on how often the run
+//! was interrupted or which process ran which stage.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LoopError, Result};
+use crate::rundir::{write_atomic, RunDir};
+use crate::stages::{plan, Stage};
+use crate::ExperimentConfig;
+
+/// One measurement. `metric` is `ce` (token-mean cross entropy, with `tokens` the predicted-token
+/// count), `distinct_1` / `distinct_2` (diversity of completions of the shared eval prompts; no
+/// entity = all entities pooled) or `cosine` (mean pairwise embedding similarity between entities).
+/// `generation` -1 is the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricLine {
+    pub generation: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub entity: Option<usize>,
+    pub eval_set: String,
+    pub metric: String,
+    pub value: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tokens: Option<u64>,
+}
+
+pub const EVAL_FILE: &str = "eval.jsonl";
+pub const SIMILARITY_FILE: &str = "similarity.jsonl";
+
+pub fn to_jsonl(lines: &[MetricLine]) -> String {
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(&serde_json::to_string(l).unwrap_or_default());
+        s.push('\n');
+    }
+    s
+}
+
+pub fn read_jsonl(path: &Path) -> Result<Vec<MetricLine>> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoopError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| LoopError::Json { path: path.to_path_buf(), message: format!("line {}: {e}", i + 1) })
+        })
+        .collect()
+}
+
+/// Collects every finished eval/similarity stage's lines in plan order and rewrites
+/// `metrics.jsonl` and `metrics.csv`. Returns the lines.
+pub fn rebuild(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> {
+    let mut all = Vec::new();
+    for id in plan(cfg) {
+        let file = match id.stage {
+            Stage::Eval => EVAL_FILE,
+            Stage::Similarity => SIMILARITY_FILE,
+            _ => continue,
+        };
+        if dir.is_done(&id) {
+            all.extend(read_jsonl(&dir.stage_dir(&id).join(file))?);
+        }
+    }
+    write_atomic(&dir.root.join("metrics.jsonl"), to_jsonl(&all).as_bytes())?;
+    let mut csv = String::from("generation,entity,eval_set,metric,value,tokens\n");
+    for l in &all {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            l.generation,
+            l.entity.map(|e| e.to_string()).unwrap_or_default(),
+            l.eval_set,
+            l.metric,
+            l.value,
+            l.tokens.map(|t| t.to_string()).unwrap_or_default()
+        ));
+    }
+    write_atomic(&dir.root.join("metrics.csv"), csv.as_bytes())?;
+    Ok(all)
+}

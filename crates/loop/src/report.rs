@@ -1,0 +1,119 @@
+//! The report: CE of each entity on its own task and on the others' tasks, init (generation 0)
+//! → final, as in the paper's tables; and similarity/diversity by generation.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::metrics::{read_jsonl, MetricLine};
+use crate::rundir::{write_atomic, RunDir};
+use crate::ExperimentConfig;
+
+/// The rendered report.
+pub struct Report {
+    pub markdown: String,
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
+}
+
+/// Builds `report.md` from `metrics.jsonl`; `set_names` are the eval sets (private tasks in entity
+/// order, then `public`).
+pub fn write_report(dir: &RunDir, cfg: &ExperimentConfig, set_names: &[String]) -> Result<Report> {
+    let lines: Vec<MetricLine> = read_jsonl(&dir.root.join("metrics.jsonl"))?;
+    let mut ce: BTreeMap<(i64, Option<usize>, String), f64> = BTreeMap::new();
+    let mut other: BTreeMap<(i64, String, String), f64> = BTreeMap::new();
+    let mut gens: Vec<i64> = Vec::new();
+    for l in &lines {
+        if l.metric == "ce" {
+            ce.insert((l.generation, l.entity, l.eval_set.clone()), l.value);
+        } else if l.entity.is_none() || l.generation < 0 {
+            other.insert((l.generation, l.metric.clone(), l.eval_set.clone()), l.value);
+        }
+        if !gens.contains(&l.generation) {
+            gens.push(l.generation);
+        }
+    }
+    let last = gens.iter().copied().filter(|&g| g >= 0).max();
+    let mut md = format!("# {}\n\n", cfg.name);
+    md.push_str(&format!(
+        "K = {}, alpha = {}, beta = {}, n = {}, generations = {} (finished: {}), base = `{}`\n\n",
+        cfg.k,
+        cfg.alpha,
+        cfg.beta,
+        cfg.n,
+        cfg.generations,
+        last.map(|l| (l + 1).to_string()).unwrap_or_else(|| "0".into()),
+        cfg.base_model
+    ));
+    md.push_str("## Token-level CE, init (generation 0) → final\n\n");
+    let get = |g: Option<i64>, e: usize, s: &str| g.and_then(|g| ce.get(&(g, Some(e), s.to_string())).copied());
+    let mut header = String::from("| Model | Own task |");
+    let mut sep = String::from("|---|---|");
+    for s in set_names {
+        header.push_str(&format!(" {s} |"));
+        sep.push_str("---|");
+    }
+    md.push_str(&header);
+    md.push('\n');
+    md.push_str(&sep);
+    md.push('\n');
+    for e in 0..cfg.k {
+        let own = &set_names[e];
+        md.push_str(&format!("| M{} | {} {} → {} |", e + 1, own, fmt(get(Some(0), e, own)), fmt(get(last, e, own))));
+        for s in set_names {
+            let mark = if s == own { " (own)" } else { "" };
+            md.push_str(&format!(" {} → {}{mark} |", fmt(get(Some(0), e, s)), fmt(get(last, e, s))));
+        }
+        md.push('\n');
+    }
+    if ce.keys().any(|k| k.0 == -1) {
+        md.push_str("| base | – |");
+        for s in set_names {
+            md.push_str(&format!(" {} |", fmt(ce.get(&(-1, None, s.clone())).copied())));
+        }
+        md.push('\n');
+    }
+    md.push_str("\n## CE by generation\n\n| generation | entity |");
+    for s in set_names {
+        md.push_str(&format!(" {s} |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---|".repeat(set_names.len()));
+    md.push('\n');
+    for &g in &gens {
+        let ents: Vec<Option<usize>> = if g < 0 { vec![None] } else { (0..cfg.k).map(Some).collect() };
+        for e in ents {
+            md.push_str(&format!("| {} | {} |", if g < 0 { "base".to_string() } else { g.to_string() }, e.map(|x| format!("M{}", x + 1)).unwrap_or("–".into())));
+            for s in set_names {
+                md.push_str(&format!(" {} |", fmt(ce.get(&(g, e, s.clone())).copied())));
+            }
+            md.push('\n');
+        }
+    }
+    md.push_str("\n## Homogenization by generation (all entities' completions of the same prompts)\n\n");
+    let metrics: Vec<&str> = ["cosine", "distinct_1", "distinct_2"].into_iter().filter(|m| other.keys().any(|k| k.1 == *m)).collect();
+    md.push_str("| generation |");
+    for s in set_names {
+        for m in &metrics {
+            md.push_str(&format!(" {s} {m} |"));
+        }
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(set_names.len() * metrics.len()));
+    md.push('\n');
+    for &g in &gens {
+        md.push_str(&format!("| {} |", if g < 0 { "base".to_string() } else { g.to_string() }));
+        for s in set_names {
+            for m in &metrics {
+                md.push_str(&format!(" {} |", fmt(other.get(&(g, m.to_string(), s.clone())).copied())));
+            }
+        }
+        md.push('\n');
+    }
+    if !metrics.contains(&"cosine") {
+        md.push_str("\n(cosine similarity not computed: `eval.embed_model` is empty)\n");
+    }
+    write_atomic(&dir.root.join("report.md"), md.as_bytes())?;
+    Ok(Report { markdown: md })
+}

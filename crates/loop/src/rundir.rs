@@ -1,0 +1,163 @@
+//! The run directory: `config.toml`, `gen-XXX/entity-K/` stage outputs, `DONE` markers, metrics.
+//!
+//! A stage is done exactly when its marker exists; the marker is written last, through a temp file
+//! and a rename, so a crash leaves either a finished stage or one that runs again from scratch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ExperimentConfig;
+use crate::error::{LoopError, Result};
+use crate::seeds::fnv64_hex;
+use crate::stages::{GenId, StageId};
+
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// What a finished stage leaves behind: its seed, checksums of the files it wrote, and its cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageMarker {
+    pub stage: String,
+    /// -1 = the base model.
+    pub generation: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub entity: Option<usize>,
+    pub seed: u64,
+    /// File (relative to the stage's directory) → FNV-1a 64 of its bytes.
+    pub files: BTreeMap<String, String>,
+    pub wall_s: f64,
+    /// Tokens processed (generated, trained on, or scored).
+    pub tokens: u64,
+}
+
+/// An opened run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| LoopError::io(parent, e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| LoopError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| LoopError::io(path, e))
+}
+
+impl RunDir {
+    /// Creates `<runs_dir>/<cfg.name>` and writes the resolved config, or reopens it when it holds
+    /// the same config. A directory made from a different config is refused with the differing keys,
+    /// and nothing in it is touched.
+    pub fn create(runs_dir: &Path, cfg: &ExperimentConfig) -> Result<Self> {
+        let root = runs_dir.join(&cfg.name);
+        let cfg_path = root.join(CONFIG_FILE);
+        if cfg_path.exists() {
+            let stored = ExperimentConfig::load(&cfg_path, &[])?;
+            let diffs = stored.diff(cfg)?;
+            if !diffs.is_empty() {
+                return Err(LoopError::ConfigMismatch { dir: root, diffs });
+            }
+            return Ok(RunDir { root });
+        }
+        if root.exists() {
+            let non_empty = std::fs::read_dir(&root).map_err(|e| LoopError::io(&root, e))?.next().is_some();
+            if non_empty {
+                return Err(LoopError::Config(format!(
+                    "{} exists, is not empty and has no {CONFIG_FILE}; refusing to write into it",
+                    root.display()
+                )));
+            }
+        }
+        std::fs::create_dir_all(&root).map_err(|e| LoopError::io(&root, e))?;
+        write_atomic(&cfg_path, cfg.to_toml()?.as_bytes())?;
+        Ok(RunDir { root })
+    }
+
+    /// Opens an existing run and reads its config.
+    pub fn open(root: &Path) -> Result<(Self, ExperimentConfig)> {
+        let cfg_path = root.join(CONFIG_FILE);
+        if !cfg_path.exists() {
+            return Err(LoopError::NotARun(root.to_path_buf()));
+        }
+        let cfg = ExperimentConfig::load(&cfg_path, &[])?;
+        Ok((RunDir { root: root.to_path_buf() }, cfg))
+    }
+
+    /// Rewrites the stored config (only `resume --generations` does this).
+    pub fn store_config(&self, cfg: &ExperimentConfig) -> Result<()> {
+        write_atomic(&self.root.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())
+    }
+
+    pub fn gen_dir(&self, g: GenId) -> PathBuf {
+        self.root.join(g.dir_name())
+    }
+
+    /// Where a stage's files live: `gen-XXX/entity-K` (or the generation directory for stages of
+    /// the whole generation and for the base model).
+    pub fn stage_dir(&self, id: &StageId) -> PathBuf {
+        match id.entity {
+            Some(e) => self.gen_dir(id.gen).join(format!("entity-{e}")),
+            None => self.gen_dir(id.gen),
+        }
+    }
+
+    pub fn model_dir(&self, g: GenId, entity: usize) -> PathBuf {
+        self.gen_dir(g).join(format!("entity-{entity}")).join("model")
+    }
+
+    pub fn marker_path(&self, id: &StageId) -> PathBuf {
+        self.stage_dir(id).join(format!("{}.DONE", id.stage.name()))
+    }
+
+    pub fn is_done(&self, id: &StageId) -> bool {
+        self.marker_path(id).exists()
+    }
+
+    pub fn read_marker(&self, id: &StageId) -> Result<Option<StageMarker>> {
+        let p = self.marker_path(id);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => serde_json::from_str(&s).map(Some).map_err(|e| LoopError::Json { path: p, message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LoopError::io(p, e)),
+        }
+    }
+
+    /// Writes the marker of `id` with checksums of `files` (relative to the stage directory).
+    pub fn mark_done(&self, id: &StageId, seed: u64, files: &[&str], wall_s: f64, tokens: u64) -> Result<StageMarker> {
+        let dir = self.stage_dir(id);
+        let mut sums = BTreeMap::new();
+        for f in files {
+            let p = dir.join(f);
+            let bytes = std::fs::read(&p).map_err(|e| LoopError::io(&p, e))?;
+            sums.insert(f.to_string(), fnv64_hex(&bytes));
+        }
+        let m = StageMarker {
+            stage: id.stage.name().to_string(),
+            generation: id.gen.as_i64(),
+            entity: id.entity,
+            seed,
+            files: sums,
+            wall_s,
+            tokens,
+        };
+        let text = serde_json::to_string_pretty(&m).map_err(|e| LoopError::Json { path: self.marker_path(id), message: e.to_string() })?;
+        write_atomic(&self.marker_path(id), text.as_bytes())?;
+        Ok(m)
+    }
+
+    /// Re-hashes the files a marker lists; returns the ones that changed or vanished.
+    pub fn verify(&self, id: &StageId) -> Result<Vec<String>> {
+        let Some(m) = self.read_marker(id)? else { return Ok(Vec::new()) };
+        let dir = self.stage_dir(id);
+        Ok(m.files
+            .iter()
+            .filter(|(f, sum)| std::fs::read(dir.join(f)).map(|b| &fnv64_hex(&b) != *sum).unwrap_or(true))
+            .map(|(f, _)| f.clone())
+            .collect())
+    }
+}

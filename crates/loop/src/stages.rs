@@ -1,0 +1,563 @@
+//! The stages of the loop and the driver that runs them in order, skipping finished ones.
+//!
+//! Per generation t: `generate` (t >= 1: entity e's generation t-1 model completes its prompts;
+//! the outputs go to `gen-t/entity-e/synthetic.jsonl`), `train` (pool every entity's synthetic set,
+//! subsample the alpha/beta mixture, fine-tune), `eval` (CE matrix and completions of the shared eval
+//! prompts), and once per generation `similarity` (distinct-n, optional embedding cosine). Every
+//! stage reads its inputs from disk — never from memory left by an earlier stage — so running it in
+//! a fresh process after an interruption gives the same bytes.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use crossfeed_data::{
+    generation_prompts, load_task, sample_mixture, write_manifest_jsonl, Example, LossMask, PoolPolicy, SyntheticSample, TaskData,
+};
+use crossfeed_generate::{GenerationConfig, Generator};
+use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
+use crossfeed_train::{tokenize, FineTune, LmExample};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ExperimentConfig;
+use crate::error::{LoopError, Result};
+use crate::eval::{distinct_n, eval_prompts, mean_pairwise_cosine, token_ce, TextEmbedder};
+use crate::metrics::{self, to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
+use crate::rundir::{write_atomic, RunDir, StageMarker};
+use crate::seeds::derive;
+
+/// A generation: the base model, or generation t of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GenId {
+    Base,
+    Gen(u64),
+}
+
+impl GenId {
+    pub fn as_i64(self) -> i64 {
+        match self {
+            GenId::Base => -1,
+            GenId::Gen(t) => t as i64,
+        }
+    }
+    pub fn dir_name(self) -> String {
+        match self {
+            GenId::Base => "gen-base".into(),
+            GenId::Gen(t) => format!("gen-{t:03}"),
+        }
+    }
+    /// `base`, `-1` or a generation number.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "base" | "-1" => Some(GenId::Base),
+            _ => s.parse().ok().map(GenId::Gen),
+        }
+    }
+}
+
+impl fmt::Display for GenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GenId::Base => write!(f, "base"),
+            GenId::Gen(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Generate,
+    Train,
+    Eval,
+    Similarity,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Generate => "generate",
+            Stage::Train => "train",
+            Stage::Eval => "eval",
+            Stage::Similarity => "similarity",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity].into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// One unit of work; `entity` is `None` for whole-generation stages and the base model's eval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StageId {
+    pub gen: GenId,
+    pub entity: Option<usize>,
+    pub stage: Stage,
+}
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.entity {
+            Some(e) => write!(f, "generation {} entity {} {}", self.gen, e, self.stage.name()),
+            None => write!(f, "generation {} {}", self.gen, self.stage.name()),
+        }
+    }
+}
+
+/// Test/debug hook: stop the driver right after this stage (simulates an interruption).
+pub type StopAfter = Option<StageId>;
+
+/// Progress reported to the caller (the CLI prints it).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Skipped(StageId),
+    Started(StageId),
+    Done { id: StageId, wall_s: f64, tokens: u64, note: String },
+    Warning(String),
+    GenerationDone { gen: GenId, wall_s: f64, tokens: u64 },
+}
+
+/// Every stage of a config, in the order the driver runs them.
+pub fn plan(cfg: &ExperimentConfig) -> Vec<StageId> {
+    let mut out = Vec::new();
+    let id = |gen, entity, stage| StageId { gen, entity, stage };
+    if cfg.eval.base {
+        out.push(id(GenId::Base, None, Stage::Eval));
+        out.push(id(GenId::Base, None, Stage::Similarity));
+    }
+    for t in 0..cfg.generations {
+        let g = GenId::Gen(t);
+        if t >= 1 {
+            out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Generate)));
+        }
+        out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Train)));
+        out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Eval)));
+        out.push(id(g, None, Stage::Similarity));
+    }
+    out
+}
+
+/// The stages that must be done before `id` can run.
+pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
+    let mk = |gen, entity, stage| StageId { gen, entity, stage };
+    let all = |g: GenId, s: Stage| (0..cfg.k).map(move |e| mk(g, Some(e), s));
+    match (id.gen, id.stage, id.entity) {
+        (GenId::Base, Stage::Similarity, _) => vec![mk(GenId::Base, None, Stage::Eval)],
+        (GenId::Base, _, _) => vec![],
+        (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
+        (GenId::Gen(t), Stage::Train, Some(e)) => {
+            let mut v = Vec::new();
+            if t >= 1 {
+                let first = if cfg.mixture.pool_policy == PoolPolicy::Accumulate { 1 } else { t };
+                for g in first..=t {
+                    v.extend(all(GenId::Gen(g), Stage::Generate));
+                }
+                if cfg.warm_start {
+                    v.push(mk(GenId::Gen(t - 1), Some(e), Stage::Train));
+                }
+            }
+            v
+        }
+        (g, Stage::Eval, Some(e)) => vec![mk(g, Some(e), Stage::Train)],
+        (g, Stage::Similarity, None) => all(g, Stage::Eval).collect(),
+        _ => vec![],
+    }
+}
+
+/// A synthetic sample as stored in `synthetic.jsonl` (its origin kept).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SyntheticLine {
+    entity: usize,
+    /// Generation of the model that produced it.
+    generation: u64,
+    index: u64,
+    /// What enters the pool: prompt + completion.
+    text: String,
+    prompt: String,
+    completion: String,
+    finish_reason: String,
+}
+
+/// A completion of a shared eval prompt (`outputs.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OutputLine {
+    eval_set: String,
+    index: usize,
+    prompt: String,
+    completion: String,
+}
+
+/// An eval set: a name (the task kind; `public` for the public data) and its examples.
+struct EvalSet {
+    name: String,
+    examples: Vec<Example>,
+}
+
+struct Tasks {
+    public: TaskData,
+    private: Vec<TaskData>,
+    sets: Vec<EvalSet>,
+}
+
+/// Runs the stages of one run directory.
+pub struct Runner<'a> {
+    pub dir: RunDir,
+    pub cfg: ExperimentConfig,
+    device: Device,
+    dtype: DType,
+    embedder: Option<&'a dyn TextEmbedder>,
+    tasks: Option<Tasks>,
+}
+
+fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(dir: RunDir, cfg: ExperimentConfig, embedder: Option<&'a dyn TextEmbedder>) -> Result<Self> {
+        let device = crossfeed_model::parse_device(&cfg.device)?;
+        let dtype = crossfeed_model::parse_dtype(&cfg.dtype)?;
+        Ok(Runner { dir, cfg, device, dtype, embedder, tasks: None })
+    }
+
+    fn tasks(&mut self) -> Result<&Tasks> {
+        if self.tasks.is_none() {
+            let public = load_task(&self.cfg.public)?;
+            let private: Vec<TaskData> = self.cfg.private[..self.cfg.k].iter().map(load_task).collect::<std::result::Result<_, _>>()?;
+            let cap = |v: &[Example]| -> Vec<Example> {
+                let n = if self.cfg.eval.max_examples == 0 { v.len() } else { self.cfg.eval.max_examples.min(v.len()) };
+                v[..n].to_vec()
+            };
+            let mut sets = Vec::new();
+            for (i, t) in private.iter().enumerate() {
+                let base = t.kind.name().to_string();
+                let dup = private[..i].iter().any(|p| p.kind == t.kind);
+                let name = if dup { format!("{base}#{i}") } else { base };
+                sets.push(EvalSet { name, examples: cap(&t.eval) });
+            }
+            sets.push(EvalSet { name: "public".into(), examples: cap(&public.eval) });
+            self.tasks = Some(Tasks { public, private, sets });
+        }
+        Ok(self.tasks.as_ref().expect("just set"))
+    }
+
+    /// Names of the eval sets: the k private tasks, then `public`.
+    pub fn eval_set_names(&mut self) -> Result<Vec<String>> {
+        Ok(self.tasks()?.sets.iter().map(|s| s.name.clone()).collect())
+    }
+
+    fn load_model(&self, g: GenId, entity: Option<usize>) -> Result<(CausalLm, TextTokenizer, u32)> {
+        let model = match (g, entity) {
+            (GenId::Gen(t), Some(e)) => CausalLm::load_dir(&self.dir.model_dir(GenId::Gen(t), e), &self.device, self.dtype)?,
+            _ => CausalLm::load(&self.cfg.base_model, &self.device, self.dtype, &HubOptions::from_env())?,
+        };
+        let tok = TextTokenizer::from_dir(&model.source_dir)?;
+        let pad = tok.pad_id.or(tok.eos_id).or(model.eos_token_ids().first().copied()).unwrap_or(0);
+        Ok((model, tok, pad))
+    }
+
+    fn completion_only(&self) -> bool {
+        self.cfg.loss_mask == LossMask::CompletionOnly
+    }
+
+    /// Runs every unfinished stage in plan order. Returns `Err(LoopError::Stopped)` when
+    /// `stop_after` names a stage and it has just run.
+    pub fn run(&mut self, stop_after: StopAfter, report: &mut dyn FnMut(&Event)) -> Result<Vec<MetricLine>> {
+        let mut gen_start = Instant::now();
+        let mut gen_tokens = 0u64;
+        for id in plan(&self.cfg) {
+            if self.dir.is_done(&id) {
+                report(&Event::Skipped(id));
+            } else {
+                let m = self.run_stage(&id, report)?;
+                gen_tokens += m.tokens;
+            }
+            if id.stage == Stage::Similarity {
+                metrics::rebuild(&self.dir, &self.cfg)?;
+                self.prune(id.gen)?;
+                report(&Event::GenerationDone { gen: id.gen, wall_s: secs(gen_start), tokens: gen_tokens });
+                gen_start = Instant::now();
+                gen_tokens = 0;
+            }
+            if stop_after == Some(id) {
+                metrics::rebuild(&self.dir, &self.cfg)?;
+                return Err(LoopError::Stopped(id.to_string()));
+            }
+        }
+        metrics::rebuild(&self.dir, &self.cfg)
+    }
+
+    /// Runs one stage (again, if it was done), after checking its dependencies are done.
+    pub fn run_stage(&mut self, id: &StageId, report: &mut dyn FnMut(&Event)) -> Result<StageMarker> {
+        if !plan(&self.cfg).contains(id) {
+            return Err(LoopError::Config(format!("{id} is not a stage of this run (k = {}, generations = {})", self.cfg.k, self.cfg.generations)));
+        }
+        for dep in dependencies(&self.cfg, id) {
+            if !self.dir.is_done(&dep) {
+                return Err(LoopError::MissingStage { stage: id.to_string(), missing: dep.to_string() });
+            }
+        }
+        report(&Event::Started(*id));
+        let start = Instant::now();
+        // A re-run starts from a clean marker-less state: remove the old marker first.
+        let marker = self.dir.marker_path(id);
+        if marker.exists() {
+            std::fs::remove_file(&marker).map_err(|e| LoopError::io(&marker, e))?;
+        }
+        std::fs::create_dir_all(self.dir.stage_dir(id)).map_err(|e| LoopError::io(self.dir.stage_dir(id), e))?;
+        let (seed, files, tokens, note) = match (id.stage, id.gen, id.entity) {
+            (Stage::Generate, GenId::Gen(t), Some(e)) => self.generate(t, e)?,
+            (Stage::Train, GenId::Gen(t), Some(e)) => self.train(t, e, report)?,
+            (Stage::Eval, g, e) => self.eval(g, e)?,
+            (Stage::Similarity, g, None) => self.similarity(g)?,
+            _ => return Err(LoopError::Config(format!("{id} is not a stage"))),
+        };
+        let wall = secs(start);
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        let m = self.dir.mark_done(id, seed, &refs, wall, tokens)?;
+        report(&Event::Done { id: *id, wall_s: wall, tokens, note });
+        Ok(m)
+    }
+
+    /// The synthetic-data generation config of (generation, entity): the configured one with a
+    /// derived seed.
+    fn gen_config(&self, seed: u64, max_new: Option<usize>) -> GenerationConfig {
+        let mut g = self.cfg.generation.clone();
+        g.seed = seed;
+        if let Some(m) = max_new.filter(|&m| m > 0) {
+            g.max_new_tokens = m;
+        }
+        g
+    }
+
+    fn generate(&mut self, t: u64, e: usize) -> Result<(u64, Vec<String>, u64, String)> {
+        let seed = derive(self.cfg.seed, "generate", t as i64, e as u64);
+        let (cfg, k) = (self.cfg.clone(), self.cfg.k);
+        let tasks = self.tasks()?;
+        let prompts = generation_prompts(&cfg.prompts, &cfg.mixture(), cfg.seed, t - 1, e, k, &tasks.private[e].train, &tasks.public.train)?;
+        let (model, tok, _) = self.load_model(GenId::Gen(t - 1), Some(e))?;
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(&p.prompt)).collect::<std::result::Result<_, _>>()?;
+        let out = Generator::new(&model, &tok, self.gen_config(seed, None)).run(&ids, |_, _| {})?;
+        let mut text = String::new();
+        let mut tokens = 0u64;
+        for (p, c) in prompts.iter().zip(out) {
+            tokens += c.token_ids.len() as u64;
+            let line = SyntheticLine {
+                entity: e,
+                generation: t - 1,
+                index: p.index,
+                text: format!("{}{}", p.prompt, c.text),
+                prompt: p.prompt.clone(),
+                completion: c.text,
+                finish_reason: serde_json::to_value(c.finish_reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            };
+            text.push_str(&serde_json::to_string(&line).map_err(|er| LoopError::Json { path: "synthetic.jsonl".into(), message: er.to_string() })?);
+            text.push('\n');
+        }
+        let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Generate });
+        write_atomic(&dir.join("synthetic.jsonl"), text.as_bytes())?;
+        Ok((seed, vec!["synthetic.jsonl".into()], tokens, format!("{} samples", prompts.len())))
+    }
+
+    fn read_synthetic(&self, g: u64, e: usize) -> Result<Vec<SyntheticSample>> {
+        let p = self.dir.gen_dir(GenId::Gen(g)).join(format!("entity-{e}")).join("synthetic.jsonl");
+        let text = std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let s: SyntheticLine = serde_json::from_str(l).map_err(|er| LoopError::Json { path: p.clone(), message: er.to_string() })?;
+                Ok(SyntheticSample { entity: s.entity, generation: s.generation, index: s.index, text: s.text })
+            })
+            .collect()
+    }
+
+    fn train(&mut self, t: u64, e: usize, report: &mut dyn FnMut(&Event)) -> Result<(u64, Vec<String>, u64, String)> {
+        let seed = derive(self.cfg.seed, "train", t as i64, e as u64);
+        let cfg = self.cfg.clone();
+        let mut pool = Vec::new();
+        if t >= 1 {
+            let first = if cfg.mixture.pool_policy == PoolPolicy::Accumulate { 1 } else { t };
+            for g in first..=t {
+                for j in 0..cfg.k {
+                    pool.extend(self.read_synthetic(g, j)?);
+                }
+            }
+        }
+        let completion_only = self.completion_only();
+        let tasks = self.tasks()?;
+        let mix = sample_mixture(&cfg.mixture(), cfg.seed, t, e, cfg.k, &tasks.private[e].train, &tasks.public.train, &pool)?;
+        for w in &mix.warnings {
+            report(&Event::Warning(format!("generation {t} entity {e}: {w}")));
+        }
+        let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Train });
+        let mut manifest = Vec::new();
+        write_manifest_jsonl(&mut manifest, &mix).map_err(|er| LoopError::io(dir.join("manifest.jsonl"), er))?;
+        write_atomic(&dir.join("manifest.jsonl"), &manifest)?;
+        let alloc = serde_json::to_string_pretty(&serde_json::json!({"allocation": mix.allocation, "warnings": mix.warnings}))
+            .map_err(|er| LoopError::Json { path: dir.join("mixture.json"), message: er.to_string() })?;
+        write_atomic(&dir.join("mixture.json"), alloc.as_bytes())?;
+
+        let examples: Vec<LmExample> = mix
+            .samples
+            .iter()
+            .map(|d| {
+                let cut = d.prompt_len_bytes.min(d.text.len());
+                LmExample { prompt: d.text[..cut].to_string(), completion: d.text[cut..].to_string() }
+            })
+            .collect();
+        let start_from = if t == 0 || !cfg.warm_start { (GenId::Base, None) } else { (GenId::Gen(t - 1), Some(e)) };
+        let (model, tok, pad) = self.load_model(start_from.0, start_from.1)?;
+        let data = tokenize(&tok, &examples, cfg.max_len, completion_only)?;
+        let mut tcfg = cfg.train.clone();
+        tcfg.seed = seed;
+        let mut ft = FineTune::new(&model, data, tcfg, pad, cfg.max_len)?;
+        let mut log = String::new();
+        let mut tokens = 0u64;
+        let mut last_loss = f64::NAN;
+        while !ft.done() {
+            let s = ft.step()?;
+            tokens += s.tokens as u64;
+            last_loss = s.loss;
+            log.push_str(
+                &serde_json::json!({"step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "clipped": s.clipped, "tokens": s.tokens})
+                    .to_string(),
+            );
+            log.push('\n');
+        }
+        write_atomic(&dir.join("train_log.jsonl"), log.as_bytes())?;
+        // Save beside the final place and rename, so `model/` is always a whole checkpoint.
+        let model_dir = dir.join("model");
+        let partial: PathBuf = dir.join("model.partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|er| LoopError::io(&partial, er))?;
+        }
+        ft.save(&partial)?;
+        if model_dir.exists() {
+            std::fs::remove_dir_all(&model_dir).map_err(|er| LoopError::io(&model_dir, er))?;
+        }
+        std::fs::rename(&partial, &model_dir).map_err(|er| LoopError::io(&model_dir, er))?;
+        Ok((
+            seed,
+            vec!["manifest.jsonl".into(), "mixture.json".into(), "train_log.jsonl".into(), "model/model.safetensors".into()],
+            tokens,
+            format!("{} samples, last loss {last_loss:.4}", mix.samples.len()),
+        ))
+    }
+
+    fn eval(&mut self, g: GenId, e: Option<usize>) -> Result<(u64, Vec<String>, u64, String)> {
+        let seed = derive(self.cfg.seed, "eval", g.as_i64(), e.map(|x| x as u64 + 1).unwrap_or(0));
+        let cfg = self.cfg.clone();
+        let completion_only = self.completion_only();
+        let (model, tok, pad) = self.load_model(g, e)?;
+        self.tasks()?;
+        let tasks = self.tasks.as_ref().expect("loaded");
+        let mut lines = Vec::new();
+        let mut outputs = String::new();
+        let mut tokens = 0u64;
+        for (si, set) in tasks.sets.iter().enumerate() {
+            let (ce, n) = token_ce(&model, &tok, pad, &set.examples, cfg.max_len, completion_only, cfg.eval.batch_size)?;
+            tokens += n;
+            lines.push(MetricLine {
+                generation: g.as_i64(),
+                entity: e,
+                eval_set: set.name.clone(),
+                metric: "ce".into(),
+                value: if ce.is_finite() { ce } else { 0.0 },
+                tokens: Some(n),
+            });
+            let prompts = eval_prompts(&set.examples, cfg.eval.prompts_per_set, cfg.prompts.prefix);
+            if prompts.is_empty() {
+                continue;
+            }
+            // The same seed for every entity and generation: completions differ only by the model.
+            let gseed = derive(cfg.seed, "eval-generate", 0, si as u64);
+            let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p)).collect::<std::result::Result<_, _>>()?;
+            let max_new = (cfg.eval.max_new_tokens > 0).then_some(cfg.eval.max_new_tokens);
+            let out = Generator::new(&model, &tok, self.gen_config(gseed, max_new)).run(&ids, |_, _| {})?;
+            for (i, (p, c)) in prompts.iter().zip(out).enumerate() {
+                tokens += c.token_ids.len() as u64;
+                let l = OutputLine { eval_set: set.name.clone(), index: i, prompt: p.clone(), completion: c.text };
+                outputs.push_str(&serde_json::to_string(&l).map_err(|er| LoopError::Json { path: "outputs.jsonl".into(), message: er.to_string() })?);
+                outputs.push('\n');
+            }
+        }
+        let dir = self.dir.stage_dir(&StageId { gen: g, entity: e, stage: Stage::Eval });
+        write_atomic(&dir.join(EVAL_FILE), to_jsonl(&lines).as_bytes())?;
+        write_atomic(&dir.join("outputs.jsonl"), outputs.as_bytes())?;
+        let note = lines.iter().map(|l| format!("{} {:.3}", l.eval_set, l.value)).collect::<Vec<_>>().join(", ");
+        Ok((seed, vec![EVAL_FILE.into(), "outputs.jsonl".into()], tokens, format!("CE {note}")))
+    }
+
+    fn read_outputs(&self, g: GenId, e: Option<usize>) -> Result<Vec<OutputLine>> {
+        let p = self.dir.stage_dir(&StageId { gen: g, entity: e, stage: Stage::Eval }).join("outputs.jsonl");
+        let text = std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|er| LoopError::Json { path: p.clone(), message: er.to_string() }))
+            .collect()
+    }
+
+    fn similarity(&mut self, g: GenId) -> Result<(u64, Vec<String>, u64, String)> {
+        if !self.cfg.eval.embed_model.is_empty() && self.embedder.is_none() {
+            return Err(LoopError::NoEmbedder(self.cfg.eval.embed_model.clone()));
+        }
+        let entities: Vec<Option<usize>> = match g {
+            GenId::Base => vec![None],
+            GenId::Gen(_) => (0..self.cfg.k).map(Some).collect(),
+        };
+        let outputs: Vec<Vec<OutputLine>> = entities.iter().map(|&e| self.read_outputs(g, e)).collect::<Result<_>>()?;
+        let names = self.eval_set_names()?;
+        let mut lines = Vec::new();
+        let line = |entity, set: &str, metric: &str, value| MetricLine {
+            generation: g.as_i64(),
+            entity,
+            eval_set: set.to_string(),
+            metric: metric.to_string(),
+            value,
+            tokens: None,
+        };
+        for set in &names {
+            let per: Vec<Vec<String>> =
+                outputs.iter().map(|o| o.iter().filter(|l| &l.eval_set == set).map(|l| l.completion.clone()).collect()).collect();
+            if per.iter().all(|v| v.is_empty()) {
+                continue;
+            }
+            for (e, texts) in entities.iter().zip(&per) {
+                lines.push(line(*e, set, "distinct_1", distinct_n(texts, 1)));
+                lines.push(line(*e, set, "distinct_2", distinct_n(texts, 2)));
+            }
+            if entities.len() > 1 {
+                let pooled: Vec<String> = per.concat();
+                lines.push(line(None, set, "distinct_1", distinct_n(&pooled, 1)));
+                lines.push(line(None, set, "distinct_2", distinct_n(&pooled, 2)));
+                if let Some(emb) = self.embedder {
+                    let vecs: Vec<Vec<Vec<f32>>> = per.iter().map(|t| emb.embed(t)).collect::<std::result::Result<_, _>>().map_err(LoopError::Embed)?;
+                    if let Some(c) = mean_pairwise_cosine(&vecs) {
+                        lines.push(line(None, set, "cosine", c));
+                    }
+                }
+            }
+        }
+        let dir = self.dir.stage_dir(&StageId { gen: g, entity: None, stage: Stage::Similarity });
+        write_atomic(&dir.join(SIMILARITY_FILE), to_jsonl(&lines).as_bytes())?;
+        Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
+    }
+
+    /// Deletes model checkpoints older than the last `keep_last` generations (never one a later
+    /// stage still needs: only generations before `gen - keep_last + 1`).
+    fn prune(&self, gen: GenId) -> Result<()> {
+        let (GenId::Gen(t), k) = (gen, self.cfg.keep_last) else { return Ok(()) };
+        if k == 0 || t < k {
+            return Ok(());
+        }
+        for old in 0..=(t - k) {
+            for e in 0..self.cfg.k {
+                let d = self.dir.model_dir(GenId::Gen(old), e);
+                if d.exists() {
+                    std::fs::remove_dir_all(&d).map_err(|er| LoopError::io(&d, er))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

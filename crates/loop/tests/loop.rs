@@ -1,0 +1,182 @@
+//! The loop end to end on the tiny config: artefacts, byte-identical resume, config errors, K = 1.
+
+use std::path::{Path, PathBuf};
+
+use crossfeed_loop::stages::plan;
+use crossfeed_loop::{Event, ExperimentConfig, GenId, LoopError, RunDir, Runner, Stage, StageId};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn tiny(extra: &[&str]) -> Result<ExperimentConfig, LoopError> {
+    let text = std::fs::read_to_string(repo().join("configs/tiny.toml")).unwrap();
+    let mut sets = vec![format!("base_model=\"{}\"", repo().join("tests/fixtures/models/llama32").display())];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let mut cfg = ExperimentConfig::from_toml_str(&text, "tiny.toml", &sets)?;
+    cfg.resolve_base_model()?;
+    Ok(cfg)
+}
+
+fn quiet() -> impl FnMut(&Event) {
+    |_: &Event| {}
+}
+
+fn run(runs: &Path, cfg: &ExperimentConfig, stop: Option<StageId>) -> Result<(), LoopError> {
+    let dir = RunDir::create(runs, cfg)?;
+    let mut r = Runner::new(dir, cfg.clone(), None)?;
+    r.run(stop, &mut quiet()).map(|_| ())
+}
+
+#[test]
+fn tiny_run_artefacts_and_byte_identical_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(&[]).unwrap();
+    let straight = tmp.path().join("a");
+    run(&straight, &cfg, None).unwrap();
+    let root = straight.join("tiny");
+    for f in ["config.toml", "metrics.jsonl", "metrics.csv", "gen-base/eval.jsonl", "gen-base/eval.DONE", "gen-base/similarity.DONE"] {
+        assert!(root.join(f).is_file(), "missing {f}");
+    }
+    for t in 0..cfg.generations {
+        let g = root.join(format!("gen-{t:03}"));
+        assert!(g.join("similarity.jsonl").is_file());
+        for e in 0..cfg.k {
+            let d = g.join(format!("entity-{e}"));
+            let mut files = vec!["model/model.safetensors", "model/optimizer.safetensors", "manifest.jsonl", "train_log.jsonl", "eval.jsonl", "outputs.jsonl", "train.DONE", "eval.DONE"];
+            if t >= 1 {
+                files.extend(["synthetic.jsonl", "generate.DONE"]);
+            }
+            for f in files {
+                assert!(d.join(f).is_file(), "missing gen {t} entity {e} {f}");
+            }
+        }
+    }
+    // One CE line per generation × entity × eval set (2 tasks + public), plus the base model's 3.
+    let metrics = std::fs::read_to_string(root.join("metrics.jsonl")).unwrap();
+    let ce = metrics.lines().filter(|l| l.contains("\"metric\":\"ce\"")).count();
+    assert_eq!(ce, 3 + 3 * 2 * 3);
+    assert!(metrics.contains("distinct_2"));
+    // Generation 1 trains on synthetic data of both entities (alpha = 0.5, K = 2).
+    let manifest = std::fs::read_to_string(root.join("gen-001/entity-0/manifest.jsonl")).unwrap();
+    assert!(manifest.contains("\"source\":\"synthetic\",\"entity\":1"));
+    assert!(manifest.contains("\"source\":\"synthetic\",\"entity\":0"));
+    // Generation 0 trains on real data only.
+    assert!(!std::fs::read_to_string(root.join("gen-000/entity-1/manifest.jsonl")).unwrap().contains("synthetic"));
+
+    // Interrupted twice (after a train stage mid-generation, and after an eval stage), then resumed
+    // in fresh runners: same bytes.
+    let interrupted = tmp.path().join("b");
+    let stop1 = StageId { gen: GenId::Gen(1), entity: Some(0), stage: Stage::Train };
+    assert!(matches!(run(&interrupted, &cfg, Some(stop1)), Err(LoopError::Stopped(_))));
+    let stop2 = StageId { gen: GenId::Gen(2), entity: Some(1), stage: Stage::Eval };
+    assert!(matches!(run(&interrupted, &cfg, Some(stop2)), Err(LoopError::Stopped(_))));
+    // A half-written stage (files but no marker) is redone.
+    let half = interrupted.join("tiny/gen-002/similarity.jsonl");
+    std::fs::write(&half, "garbage").unwrap();
+    let (dir, stored) = RunDir::open(&interrupted.join("tiny")).unwrap();
+    let mut skipped = 0;
+    Runner::new(dir, stored, None)
+        .unwrap()
+        .run(None, &mut |e: &Event| {
+            if matches!(e, Event::Skipped(_)) {
+                skipped += 1
+            }
+        })
+        .unwrap();
+    assert!(skipped > 10, "resume should skip finished stages");
+    for f in ["metrics.jsonl", "metrics.csv", "gen-002/entity-1/synthetic.jsonl", "gen-002/entity-0/manifest.jsonl", "gen-002/entity-1/model/model.safetensors"] {
+        assert_eq!(std::fs::read(root.join(f)).unwrap(), std::fs::read(interrupted.join("tiny").join(f)).unwrap(), "{f} differs after resume");
+    }
+
+    // Every stage of the plan is done, and its checksums still match.
+    let (dir, stored) = RunDir::open(&root).unwrap();
+    for id in plan(&stored) {
+        assert!(dir.is_done(&id), "{id}");
+        assert!(dir.verify(&id).unwrap().is_empty(), "{id} checksum");
+    }
+
+    // The same run dir with a different config is refused, naming the key; nothing changes.
+    let before = std::fs::read(root.join("config.toml")).unwrap();
+    let other = tiny(&["alpha=0.25"]).unwrap();
+    match RunDir::create(&straight, &other) {
+        Err(LoopError::ConfigMismatch { diffs, .. }) => assert!(diffs.iter().any(|d| d.starts_with("alpha:")), "{diffs:?}"),
+        other => panic!("expected a config mismatch, got {other:?}"),
+    }
+    assert_eq!(before, std::fs::read(root.join("config.toml")).unwrap());
+    // The same config reopens it (idempotent).
+    RunDir::create(&straight, &cfg).unwrap();
+
+    // Report.
+    let mut r = Runner::new(dir.clone(), stored.clone(), None).unwrap();
+    let names = r.eval_set_names().unwrap();
+    let rep = crossfeed_loop::write_report(&dir, &stored, &names).unwrap();
+    assert!(rep.markdown.contains("| M1 | toy_arithmetic"), "{}", rep.markdown);
+    assert!(root.join("report.md").is_file());
+}
+
+#[test]
+fn k1_is_the_classic_self_consuming_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["k=1", "name=\"tiny-k1\"", "generations=2", "alpha=1.0", "keep_last=1"]).unwrap();
+    run(tmp.path(), &cfg, None).unwrap();
+    let root = tmp.path().join("tiny-k1");
+    let manifest = std::fs::read_to_string(root.join("gen-001/entity-0/manifest.jsonl")).unwrap();
+    assert!(manifest.lines().all(|l| l.contains("\"source\":\"synthetic\",\"entity\":0")));
+    assert!(root.join("metrics.jsonl").is_file());
+    assert!(!root.join("gen-001/entity-1").exists());
+    // keep_last = 1: only the last generation's checkpoint is kept.
+    assert!(!root.join("gen-000/entity-0/model").exists());
+    assert!(root.join("gen-001/entity-0/model/model.safetensors").is_file());
+}
+
+#[test]
+fn config_errors_are_clear() {
+    let err = |sets: &[&str]| tiny(sets).unwrap_err().to_string();
+    let e = err(&["alpah=0.5"]);
+    assert!(e.contains("alpah") && e.contains("alpha"), "{e}");
+    let e = err(&["train.lrr=1e-4"]);
+    assert!(e.contains("lrr") && e.contains("lr"), "{e}");
+    // Inside the flattened generation section too.
+    let e = err(&["generation.temprature=0.5"]);
+    assert!(e.contains("generation.temprature") && e.contains("temperature"), "{e}");
+    let e = err(&["alpha=1.5"]);
+    assert!(e.contains("alpha = 1.5") && e.contains("[0, 1]"), "{e}");
+    let e = err(&["beta=-0.1"]);
+    assert!(e.contains("beta"), "{e}");
+    let e = err(&["k=4"]);
+    assert!(e.contains("k = 4") && e.contains("3 private task"), "{e}");
+    let e = err(&["base_model=\"/nonexistent/model/dir\""]);
+    assert!(e.contains("/nonexistent/model/dir") && e.contains("does not exist"), "{e}");
+    let e = err(&["noequals"]);
+    assert!(e.contains("noequals"), "{e}");
+    // Overrides reach nested keys and list entries.
+    let c = tiny(&["train.lr=1e-4", "private.0.train_size=8", "mixture.pool_policy=\"accumulate\""]).unwrap();
+    assert_eq!(c.train.lr, 1e-4);
+    assert_eq!(c.private[0].train_size, Some(8));
+}
+
+#[test]
+fn missing_model_dir_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(tiny(&["base_model=\"./relative/missing\""]).is_err());
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn every_shipped_config_parses() {
+    let dir = repo().join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name == "tiny.toml" || (name.starts_with("paper-") && name.ends_with(".toml")) {
+            let c = ExperimentConfig::load(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // The resolved form round-trips.
+            let back = ExperimentConfig::from_toml_str(&c.to_toml().unwrap(), &name, &[]).unwrap();
+            assert_eq!(c, back, "{name}");
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
