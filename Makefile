@@ -7,9 +7,11 @@ BIN := target/release/crossfeed
 build:
 	$(CARGO) build --release -p crossfeed-cli
 
-# The main job on the embedded default.
+# The main job on the embedded default: the full loop (generate -> pool -> subsample -> fine-tune ->
+# evaluate) for K = 2 entities, then the paper-style report (runs/demo/report.md).
 demo: build
-	$(BIN) score --model tests/fixtures/models/llama32 --data tests/fixtures/text/sample.jsonl
+	$(BIN) run --name demo
+	$(BIN) report runs/demo
 
 # Everything CI runs; needs no Python and no network.
 test:
@@ -18,6 +20,7 @@ test:
 # Throughput, side by side with PyTorch where a counterpart exists (needs torch from PyPI).
 bench: build
 	python3 scripts/bench_train.py --crossfeed $(BIN)
+	python3 scripts/bench_generate.py --crossfeed $(BIN)
 	$(BIN) bench theory
 
 # Regenerate the golden fixtures from transformers (pip install torch transformers tokenizers safetensors).

@@ -40,6 +40,22 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         warmup: usize,
     },
+    /// Generation tokens/s: N prompts of a fixed token pattern, fixed new-token count (no EOS stop).
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 32)]
+        prompts: usize,
+        #[arg(long, default_value_t = 32)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+    },
     /// Time a 21x21 relative-efficiency heatmap for K = 4, d = 50.
     Theory,
 }
@@ -48,6 +64,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Forward { model, batch_size, seq_len, steps } => forward(&model, batch_size, seq_len, steps),
         BenchWhat::Train { model, batch_size, seq_len, steps, warmup } => train(&model, batch_size, seq_len, steps, warmup),
+        BenchWhat::Generate { model, prompts, prompt_len, new_tokens, batch_size, temperature } => {
+            generate(&model, prompts, prompt_len, new_tokens, batch_size, temperature)
+        }
         BenchWhat::Theory => {
             println!("{}", crossfeed_theory::bench_heatmap()?);
             Ok(())
@@ -111,5 +130,26 @@ fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> R
     }
     let med = median(times);
     println!("crossfeed train: {:.1} ms/step, {:.0} tok/s (batch {b}x{t}, median of {steps})", med * 1e3, (b * t) as f64 / med);
+    Ok(())
+}
+
+fn generate(args: &ModelArgs, n: usize, prompt_len: usize, new_tokens: usize, batch_size: usize, temperature: f64) -> Result<()> {
+    use crossfeed_generate::{GenerationConfig, Generator, SamplingParams};
+    let (model, tok) = load_model(args)?;
+    let prompts = bench_tokens(n, prompt_len, model.vocab_size() as u32);
+    let cfg = GenerationConfig {
+        sampling: SamplingParams { temperature, ..Default::default() },
+        max_new_tokens: new_tokens,
+        min_new_tokens: new_tokens,
+        batch_size,
+        ..Default::default()
+    };
+    // Warm-up on a few prompts, then the timed run.
+    Generator::new(&model, &tok, GenerationConfig { max_new_tokens: 4, min_new_tokens: 4, ..cfg.clone() }).run(&prompts[..batch_size.min(n)], |_, _| {})?;
+    let t0 = Instant::now();
+    let out = Generator::new(&model, &tok, cfg).run(&prompts, |_, _| {})?;
+    let secs = t0.elapsed().as_secs_f64();
+    let toks: usize = out.iter().map(|c| c.token_ids.len()).sum();
+    println!("crossfeed generate: {toks} new tokens in {secs:.2}s = {:.0} tok/s ({n} prompts x {prompt_len} tokens, batch {batch_size})", toks as f64 / secs);
     Ok(())
 }

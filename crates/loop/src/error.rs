@@ -45,6 +45,9 @@ pub enum LoopError {
     #[error("stopped after {0} (stop_after)")]
     Stopped(String),
 
+    #[error("plot {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+
     #[error(transparent)]
     Model(#[from] crossfeed_model::ModelError),
 

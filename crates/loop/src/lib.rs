@@ -11,11 +11,13 @@
 //! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
 //!   how often the run was interrupted.
 //! - [`report`]: the markdown report in the paper's form.
+//! - [`plot`]: SVG/PNG figures of CE and similarity against generation.
 
 pub mod config;
 pub mod error;
 pub mod eval;
 pub mod metrics;
+pub mod plot;
 pub mod report;
 pub mod rundir;
 pub mod seeds;

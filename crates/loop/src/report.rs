@@ -114,6 +114,8 @@ pub fn write_report(dir: &RunDir, cfg: &ExperimentConfig, set_names: &[String]) 
     if !metrics.contains(&"cosine") {
         md.push_str("\n(cosine similarity not computed: `eval.embed_model` is empty)\n");
     }
+    crate::plot::write_plots(&dir.root, &lines, cfg.k, set_names)?;
+    md.push_str("\nFigures: `ce.svg`/`ce.png` (CE of every entity on every eval set against generation), `similarity.svg`/`similarity.png`.\n");
     write_atomic(&dir.root.join("report.md"), md.as_bytes())?;
     Ok(Report { markdown: md })
 }

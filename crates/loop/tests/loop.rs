@@ -113,6 +113,9 @@ fn tiny_run_artefacts_and_byte_identical_resume() {
     let rep = crossfeed_loop::write_report(&dir, &stored, &names).unwrap();
     assert!(rep.markdown.contains("| M1 | toy_arithmetic"), "{}", rep.markdown);
     assert!(root.join("report.md").is_file());
+    for f in ["ce.svg", "ce.png", "similarity.svg", "similarity.png"] {
+        assert!(root.join(f).is_file(), "report did not write {f}");
+    }
 }
 
 #[test]

@@ -1,0 +1,133 @@
+//! Figures for the report: CE of every entity on every eval set against generation (one panel per
+//! eval set), and the homogenization metrics against generation. Each is drawn once per backend
+//! (SVG, PNG) into a temp file that is renamed into place.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::error::{LoopError, Result};
+use crate::metrics::MetricLine;
+
+static FONT: Once = Once::new();
+
+/// ab_glyph has no system fonts: register the bundled DejaVu Sans once per process.
+fn ensure_font() {
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// One line of a panel: a label and (generation, value) points.
+type Series = (String, Vec<(f64, f64)>);
+
+fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, y_desc: &str, series: &[Series]) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let pts = series.iter().flat_map(|s| s.1.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Ok(());
+    }
+    let pad = ((y1 - y0) * 0.1).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0 - 0.2..x1 + 0.2, y0 - pad..y1 + pad)
+        .map_err(|e| format!("{e:?}"))?;
+    chart.configure_mesh().x_desc("generation (-1 = base)").y_desc(y_desc).draw().map_err(|e| format!("{e:?}"))?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| format!("{e:?}"))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| format!("{e:?}"))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+fn grid<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[(String, String, Vec<Series>)]) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| format!("{e:?}"))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, (title, y, series)) in areas.iter().zip(panels) {
+        panel(area, title, y, series)?;
+    }
+    root.present().map_err(|e| format!("{e:?}"))
+}
+
+fn draw(dir: &Path, stem: &str, panels: &[(String, String, Vec<Series>)]) -> Result<()> {
+    ensure_font();
+    let w = 420 * panels.len().max(1) as u32;
+    let err = |path: &Path, message: String| LoopError::Plot { path: path.to_path_buf(), message };
+    for ext in ["svg", "png"] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
+        let res = if ext == "svg" { grid(SVGBackend::new(&tmp, (w, 360)).into_drawing_area(), panels) } else { grid(BitMapBackend::new(&tmp, (w, 360)).into_drawing_area(), panels) };
+        res.map_err(|m| err(&path, m))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Writes `ce.{svg,png}` and `similarity.{svg,png}` into the run directory.
+pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[String]) -> Result<()> {
+    let ce_panels: Vec<(String, String, Vec<Series>)> = set_names
+        .iter()
+        .map(|set| {
+            let mut series: Vec<Series> = (0..k)
+                .map(|e| {
+                    let mut pts: Vec<(f64, f64)> = lines
+                        .iter()
+                        .filter(|l| l.metric == "ce" && &l.eval_set == set && (l.entity == Some(e) || (l.generation < 0 && l.entity.is_none())))
+                        .map(|l| (l.generation as f64, l.value))
+                        .collect();
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (format!("M{}", e + 1), pts)
+                })
+                .collect();
+            series.retain(|s| !s.1.is_empty());
+            (format!("CE on {set}"), "token CE (nats)".to_string(), series)
+        })
+        .collect();
+    draw(dir, "ce", &ce_panels)?;
+    let metrics: Vec<&str> = ["cosine", "distinct_2"].into_iter().filter(|m| lines.iter().any(|l| l.metric == *m)).collect();
+    let sim_panels: Vec<(String, String, Vec<Series>)> = metrics
+        .iter()
+        .map(|m| {
+            let series: Vec<Series> = set_names
+                .iter()
+                .map(|set| {
+                    let mut pts: Vec<(f64, f64)> = lines
+                        .iter()
+                        .filter(|l| l.metric == *m && &l.eval_set == set && l.entity.is_none())
+                        .map(|l| (l.generation as f64, l.value))
+                        .collect();
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (set.clone(), pts)
+                })
+                .filter(|s| !s.1.is_empty())
+                .collect();
+            let title = if *m == "cosine" { "mean pairwise cosine between entities" } else { "distinct-2 of all entities' outputs" };
+            (title.to_string(), m.to_string(), series)
+        })
+        .collect();
+    draw(dir, "similarity", &sim_panels)
+}
