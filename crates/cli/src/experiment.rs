@@ -7,8 +7,6 @@ use anyhow::{bail, Context, Result};
 use crossfeed_loop::stages::plan;
 use crossfeed_loop::{Event, ExperimentConfig, GenId, LoopError, RunDir, Runner, Stage, StageId};
 
-/// The config `crossfeed run` uses when none is given.
-const DEFAULT_CONFIG: &str = include_str!("../../../configs/tiny.toml");
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ExperimentCommand {
@@ -27,7 +25,7 @@ pub enum ExperimentCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Experiment TOML (default: the built-in tiny config).
+    /// Experiment TOML; without one, `crossfeed run` runs the embedded demo (see `crossfeed demo`).
     pub config: Option<PathBuf>,
     /// Override a config key: --set alpha=0.5 --set train.lr=1e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -91,7 +89,7 @@ fn parse_stage_id(s: &str) -> Result<StageId> {
 }
 
 /// crossfeed-embed's sentence embedder behind the loop's `TextEmbedder` seam.
-struct SentenceEmbedder(crossfeed_embed::Embedder);
+pub(crate) struct SentenceEmbedder(crossfeed_embed::Embedder);
 
 impl crossfeed_loop::TextEmbedder for SentenceEmbedder {
     fn embed(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String> {
@@ -100,7 +98,7 @@ impl crossfeed_loop::TextEmbedder for SentenceEmbedder {
 }
 
 /// The embedder named by `eval.embed_model`, or None when the cosine metric is off.
-fn load_embedder(cfg: &ExperimentConfig) -> Result<Option<SentenceEmbedder>> {
+pub(crate) fn load_embedder(cfg: &ExperimentConfig) -> Result<Option<SentenceEmbedder>> {
     if cfg.eval.embed_model.is_empty() {
         return Ok(None);
     }
@@ -124,7 +122,7 @@ fn printer() -> impl FnMut(&Event) {
     }
 }
 
-fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<()> {
+pub(crate) fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<()> {
     let stop = stop_after.as_deref().map(parse_stage_id).transpose()?;
     let start = std::time::Instant::now();
     let mut p = printer();
@@ -148,10 +146,10 @@ fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<()> {
 }
 
 fn run_cmd(a: RunArgs) -> Result<()> {
-    let (text, origin) = match &a.config {
-        Some(p) => (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string()),
-        None => (DEFAULT_CONFIG.to_string(), "<built-in tiny config>".to_string()),
+    let Some(path) = &a.config else {
+        return crate::demo::run(crate::demo::DemoArgs { runs_dir: a.runs_dir, alphas: crate::demo::DEFAULT_ALPHAS.to_vec(), quick: false, set: a.set });
     };
+    let (text, origin) = (std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?, path.display().to_string());
     let mut cfg = ExperimentConfig::from_toml_str(&text, &origin, &a.set)?;
     if let Some(n) = &a.name {
         cfg.name = n.clone();

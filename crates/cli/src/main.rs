@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod demo;
 mod embed;
 mod experiment;
 mod generate;
@@ -34,6 +35,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// The paper's linear model: relative-efficiency heatmaps and curves (CSV + SVG/PNG).
     Theory(theory::TheoryArgs),
+    /// The embedded default: toy world, self-built base model, alpha in {0, 0.5, 1}, paper-style table.
+    Demo(demo::DemoArgs),
     #[command(flatten)]
     Experiment(experiment::ExperimentCommand),
     /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
@@ -48,6 +51,7 @@ fn main() {
         Command::Train(a) => train::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Theory(a) => theory::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Experiment(c) => experiment::run(c),
         Command::Bench(a) => bench::run(a),
     };

@@ -27,8 +27,8 @@ fn fails(args: &[&str]) -> String {
 fn run_interrupt_resume_status_report_stage() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().to_str().unwrap();
-    // Built-in tiny config, uninterrupted.
-    ok(&["run", "--runs-dir", runs, "--name", "straight"]);
+    // Tiny config, uninterrupted.
+    ok(&["run", "configs/tiny.toml", "--runs-dir", runs, "--name", "straight"]);
     // Interrupted after generation 1's first train stage, then resumed.
     ok(&["run", "configs/tiny.toml", "--runs-dir", runs, "--name", "cut", "--stop-after", "1:0:train"]);
     let cut = tmp.path().join("cut");
@@ -73,4 +73,27 @@ fn errors_name_the_problem_and_write_nothing() {
     let e = fails(&["run", "configs/tiny.toml", "--runs-dir", runs, "--set", "generations=1", "--set", "beta=0.2"]);
     assert!(e.contains("different config") && e.contains("beta"), "{e}");
     assert_eq!(before, std::fs::read(&cfg).unwrap());
+}
+
+#[test]
+fn quick_demo_produces_every_artefact_and_reuses_its_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let out = ok(&["demo", "--quick", "--runs-dir", runs]);
+    assert!(out.contains("| 0.5 | M1 | toy_arithmetic") && out.contains("| 1 | M2 | toy_facts"), "{out}");
+    let base = tmp.path().join("demo-base-quick");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "base.json"] {
+        assert!(base.join(f).is_file(), "base lacks {f}");
+    }
+    for a in ["0", "0.5", "1"] {
+        let run = tmp.path().join(format!("demo-quick-a{a}"));
+        for f in ["config.toml", "metrics.jsonl", "metrics.csv", "report.md", "ce.svg", "ce.png", "similarity.svg"] {
+            assert!(run.join(f).is_file(), "run a{a} lacks {f}");
+        }
+    }
+    assert!(tmp.path().join("demo-quick-summary.md").is_file());
+    // A second demo reuses the cached base and the finished runs.
+    let o = crossfeed(&["demo", "--quick", "--runs-dir", runs]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("base model: reusing"));
 }

@@ -1,0 +1,151 @@
+//! `crossfeed demo` (and `crossfeed run` with no config): the embedded default. Builds — or reuses —
+//! the toy base model, runs configs/demo.toml once per alpha, and prints the paper-style comparison:
+//! each entity's own task and the other's task, init (generation 0) → final, and the homogenization
+//! trend. Everything it shows is computed from the runs' metrics.jsonl.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use crossfeed_loop::{ExperimentConfig, MetricLine, RunDir, Runner};
+use crossfeed_pretrain::{BaseConfig, ModelShape};
+
+/// configs/demo.toml, compiled in so a fresh clone runs the demo with no arguments.
+const DEMO_CONFIG: &str = include_str!("../../../configs/demo.toml");
+pub const DEFAULT_ALPHAS: [f64; 3] = [0.0, 0.5, 1.0];
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// The alphas to compare (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_ALPHAS.to_vec())]
+    pub alphas: Vec<f64>,
+    /// A seconds-long version (micro base model, tiny sizes) that exercises the whole pipeline.
+    #[arg(long)]
+    pub quick: bool,
+    /// Overrides applied to every run's config (key=value, as `crossfeed run --set`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+fn base_config(quick: bool) -> BaseConfig {
+    if !quick {
+        return BaseConfig::default();
+    }
+    BaseConfig {
+        sizes: crossfeed_data::toy::ToySizes { train: 40, eval: 10, public_train: 120, public_eval: 20 },
+        vocab_size: 320,
+        model: ModelShape {
+            hidden_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            intermediate_size: 64,
+            max_position_embeddings: 128,
+            ..ModelShape::default()
+        },
+        steps: 10,
+        batch_size: 8,
+        lr: 1e-2,
+        warmup_steps: 2,
+        max_len: 64,
+        ..BaseConfig::default()
+    }
+}
+
+/// The quick demo's loop: the same config, shrunk to seconds.
+const QUICK_SETS: &[&str] = &[
+    "n=16",
+    "generations=2",
+    "train.total_steps=2",
+    "public.train_size=40",
+    "public.eval_size=6",
+    "private.0.train_size=40",
+    "private.0.eval_size=6",
+    "private.1.train_size=40",
+    "private.1.eval_size=6",
+    "generation.max_new_tokens=8",
+    "eval.prompts_per_set=4",
+];
+
+pub fn run(a: DemoArgs) -> Result<()> {
+    let base_dir = a.runs_dir.join(if a.quick { "demo-base-quick" } else { "demo-base" });
+    let bcfg = base_config(a.quick);
+    if crossfeed_pretrain::cached_base(&bcfg, &base_dir).is_some() {
+        eprintln!("base model: reusing {}", base_dir.display());
+    } else {
+        eprintln!("base model: pretraining a {}-layer Llama on the toy world's public text ({} steps) into {}", bcfg.model.num_hidden_layers, bcfg.steps, base_dir.display());
+        let every = (bcfg.steps / 6).max(1);
+        crossfeed_pretrain::ensure_base(&bcfg, &base_dir, |step, loss| {
+            if step % every == 0 || step == bcfg.steps {
+                eprintln!("  pretrain step {step:>4}: loss {loss:.3}");
+            }
+        })
+        .context("building the demo base model")?;
+    }
+    let base = std::fs::canonicalize(&base_dir).with_context(|| format!("resolving {}", base_dir.display()))?;
+    let mut runs = Vec::new();
+    for &alpha in &a.alphas {
+        let mut sets: Vec<String> = if a.quick { QUICK_SETS.iter().map(|s| s.to_string()).collect() } else { Vec::new() };
+        sets.push(format!("alpha={alpha}"));
+        sets.push(format!("base_model={}", base.display()));
+        sets.push(format!("name=demo{}-a{alpha}", if a.quick { "-quick" } else { "" }));
+        sets.extend(a.set.iter().cloned());
+        let cfg = ExperimentConfig::from_toml_str(DEMO_CONFIG, "configs/demo.toml", &sets)?;
+        let embedder = crate::experiment::load_embedder(&cfg)?;
+        let dir = RunDir::create(&a.runs_dir, &cfg)?;
+        eprintln!("\n== alpha = {alpha}: {} ==", dir.root.display());
+        let mut runner = Runner::new(dir.clone(), cfg.clone(), embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
+        crate::experiment::drive(&mut runner, None)?;
+        let names = runner.eval_set_names().context("loading the eval sets")?;
+        crossfeed_loop::write_report(&dir, &cfg, &names)?;
+        runs.push((alpha, dir.root.clone(), cfg, names));
+    }
+    let summary = summarize(&runs)?;
+    println!("{summary}");
+    let path = a.runs_dir.join(if a.quick { "demo-quick-summary.md" } else { "demo-summary.md" });
+    crossfeed_model::write_atomic(&path, summary.as_bytes())?;
+    eprintln!("wrote {} (per-run reports and plots in each run directory)", path.display());
+    Ok(())
+}
+
+fn read_metrics(root: &Path) -> Result<Vec<MetricLine>> {
+    let path = root.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("parsing {}", path.display()))).collect()
+}
+
+/// The paper's table (K = 2 rows per alpha) and the similarity trend, from each run's metrics.
+fn summarize(runs: &[(f64, PathBuf, ExperimentConfig, Vec<String>)]) -> Result<String> {
+    let mut md = String::from("# crossfeed demo: K entities trained on each other's outputs (toy world)\n\n");
+    md.push_str("Token-level CE on held-out eval sets, generation 0 → final generation (lower is better).\n\n");
+    md.push_str("| alpha | model | own task | other's task(s) | public |\n|---|---|---|---|---|\n");
+    let mut trend = String::from("\n| alpha | metric | eval set | generation 0 → final |\n|---|---|---|---|\n");
+    for (alpha, root, cfg, names) in runs {
+        let lines = read_metrics(root)?;
+        let last = lines.iter().map(|l| l.generation).max().unwrap_or(0);
+        let ce: BTreeMap<(i64, usize, &str), f64> =
+            lines.iter().filter(|l| l.metric == "ce").filter_map(|l| Some(((l.generation, l.entity?, l.eval_set.as_str()), l.value))).collect();
+        let pair = |e: usize, s: &str| match (ce.get(&(0, e, s)), ce.get(&(last, e, s))) {
+            (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
+            _ => "–".into(),
+        };
+        for e in 0..cfg.k {
+            let own = &names[e];
+            let others: Vec<String> = names[..cfg.k].iter().filter(|s| *s != own).map(|s| format!("{s} {}", pair(e, s))).collect();
+            md.push_str(&format!("| {alpha} | M{} | {own} {} | {} | {} |\n", e + 1, pair(e, own), others.join(", "), pair(e, "public")));
+        }
+        for metric in ["cosine", "distinct_2"] {
+            for s in names {
+                let at = |g: i64| lines.iter().find(|l| l.metric == metric && l.entity.is_none() && l.generation == g && &l.eval_set == s).map(|l| l.value);
+                if let (Some(a), Some(b)) = (at(0), at(last)) {
+                    trend.push_str(&format!("| {alpha} | {metric} | {s} | {a:.3} → {b:.3} |\n"));
+                }
+            }
+        }
+    }
+    md.push_str("\nHomogenization (between entities' completions of the same prompts; cosine needs `--set eval.embed_model=...`):\n");
+    md.push_str(&trend);
+    Ok(md)
+}
