@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/crossfeed
 
-.PHONY: build demo test bench fixtures clean
+.PHONY: build demo demo-check test bench fixtures clean
 
 build:
 	$(CARGO) build --release -p crossfeed-cli
@@ -12,6 +12,10 @@ build:
 # (runs/demo-summary.md; per-run report.md and plots in runs/demo-a*/).
 demo: build
 	$(BIN) run
+
+# The paper's four qualitative directions, asserted with margins over 3 seeds (slow: ~10 min; not in CI).
+demo-check: build
+	$(BIN) demo --check --seeds 0,1,2
 
 # Everything CI runs; needs no Python and no network.
 test:

@@ -27,6 +27,13 @@ pub struct DemoArgs {
     /// Overrides applied to every run's config (key=value, as `crossfeed run --set`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Run the demo once per seed and assert the paper's four qualitative directions with margins
+    /// (`make demo-check`); exits non-zero when one fails.
+    #[arg(long)]
+    pub check: bool,
+    /// Seeds for --check (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0u64, 1, 2])]
+    pub seeds: Vec<u64>,
 }
 
 fn base_config(quick: bool) -> BaseConfig {
@@ -70,6 +77,22 @@ const QUICK_SETS: &[&str] = &[
 ];
 
 pub fn run(a: DemoArgs) -> Result<()> {
+    if a.check {
+        return check(a);
+    }
+    let runs = sweep(&a, None)?;
+    let summary = summarize(&runs)?;
+    println!("{summary}");
+    let path = a.runs_dir.join(if a.quick { "demo-quick-summary.md" } else { "demo-summary.md" });
+    crossfeed_model::write_atomic(&path, summary.as_bytes())?;
+    eprintln!("wrote {} (per-run reports and plots in each run directory)", path.display());
+    Ok(())
+}
+
+type RunInfo = (f64, PathBuf, ExperimentConfig, Vec<String>);
+
+/// Builds or reuses the base, then runs the demo config once per alpha (with `seed` when given).
+fn sweep(a: &DemoArgs, seed: Option<u64>) -> Result<Vec<RunInfo>> {
     let base_dir = a.runs_dir.join(if a.quick { "demo-base-quick" } else { "demo-base" });
     let bcfg = base_config(a.quick);
     if crossfeed_pretrain::cached_base(&bcfg, &base_dir).is_some() {
@@ -90,7 +113,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let mut sets: Vec<String> = if a.quick { QUICK_SETS.iter().map(|s| s.to_string()).collect() } else { Vec::new() };
         sets.push(format!("alpha={alpha}"));
         sets.push(format!("base_model={}", base.display()));
-        sets.push(format!("name=demo{}-a{alpha}", if a.quick { "-quick" } else { "" }));
+        let seed_tag = seed.map(|s| format!("-s{s}")).unwrap_or_default();
+        sets.push(format!("name=demo{}{seed_tag}-a{alpha}", if a.quick { "-quick" } else { "" }));
+        if let Some(s) = seed {
+            sets.push(format!("seed={s}"));
+        }
         sets.extend(a.set.iter().cloned());
         let cfg = ExperimentConfig::from_toml_str(DEMO_CONFIG, "configs/demo.toml", &sets)?;
         let embedder = crate::experiment::load_embedder(&cfg)?;
@@ -102,12 +129,87 @@ pub fn run(a: DemoArgs) -> Result<()> {
         crossfeed_loop::write_report(&dir, &cfg, &names)?;
         runs.push((alpha, dir.root.clone(), cfg, names));
     }
-    let summary = summarize(&runs)?;
-    println!("{summary}");
-    let path = a.runs_dir.join(if a.quick { "demo-quick-summary.md" } else { "demo-summary.md" });
-    crossfeed_model::write_atomic(&path, summary.as_bytes())?;
-    eprintln!("wrote {} (per-run reports and plots in each run directory)", path.display());
-    Ok(())
+    Ok(runs)
+}
+
+/// The numbers the paper's claims are about, for one run.
+struct Directions {
+    /// Mean over entities of (other tasks' CE at generation 0 − at the final generation).
+    other_gain: f64,
+    /// Mean over entities of (own task's CE at the final generation − at generation 0).
+    own_change: f64,
+    /// Mean over eval sets of the final between-entity similarity: cosine when an embedder ran,
+    /// else 1 − distinct-2 of the pooled completions.
+    similarity: f64,
+}
+
+fn directions(root: &Path, k: usize, names: &[String]) -> Result<Directions> {
+    let lines = read_metrics(root)?;
+    let last = lines.iter().map(|l| l.generation).max().unwrap_or(0);
+    let ce = |g: i64, e: usize, s: &str| lines.iter().find(|l| l.metric == "ce" && l.generation == g && l.entity == Some(e) && l.eval_set == s).map(|l| l.value);
+    let (mut gain, mut own, mut n_other) = (0.0, 0.0, 0usize);
+    for e in 0..k {
+        let own_set = &names[e];
+        own += ce(last, e, own_set).unwrap_or(f64::NAN) - ce(0, e, own_set).unwrap_or(f64::NAN);
+        for s in names[..k].iter().filter(|s| *s != own_set) {
+            gain += ce(0, e, s).unwrap_or(f64::NAN) - ce(last, e, s).unwrap_or(f64::NAN);
+            n_other += 1;
+        }
+    }
+    let has_cos = lines.iter().any(|l| l.metric == "cosine");
+    let sims: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.generation == last && l.entity.is_none())
+        .filter_map(|l| match l.metric.as_str() {
+            "cosine" if has_cos => Some(l.value),
+            "distinct_2" if !has_cos => Some(1.0 - l.value),
+            _ => None,
+        })
+        .collect();
+    Ok(Directions {
+        other_gain: gain / n_other.max(1) as f64,
+        own_change: own / k as f64,
+        similarity: sims.iter().sum::<f64>() / sims.len().max(1) as f64,
+    })
+}
+
+/// Margins (nats) of the qualitative checks: what "no gain", "falls markedly" and "holds" mean.
+const NO_GAIN: f64 = 0.3;
+const MARKED_GAIN: f64 = 0.8;
+const HOLDS: f64 = 0.25;
+const DEGRADES: f64 = 0.5;
+
+fn check(a: DemoArgs) -> Result<()> {
+    let want = [0.0, 0.5, 1.0];
+    if a.alphas != DEFAULT_ALPHAS.to_vec() {
+        anyhow::bail!("--check compares alpha = 0, 0.5, 1; drop --alphas");
+    }
+    let mut failures = Vec::new();
+    let mut table = String::from("| seed | alpha | other's-task gain | own-task change | similarity |\n|---|---|---|---|---|\n");
+    for &seed in &a.seeds {
+        let runs = sweep(&a, Some(seed))?;
+        let d: Vec<Directions> = runs.iter().map(|(_, root, cfg, names)| directions(root, cfg.k, names)).collect::<Result<_>>()?;
+        for (alpha, x) in want.iter().zip(&d) {
+            table.push_str(&format!("| {seed} | {alpha} | {:.3} | {:+.3} | {:.3} |\n", x.other_gain, x.own_change, x.similarity));
+        }
+        let mut expect = |ok: bool, what: String| {
+            if !ok {
+                failures.push(format!("seed {seed}: {what}"));
+            }
+        };
+        expect(d[0].other_gain < NO_GAIN, format!("alpha=0 should bring no gain on the other's task (gain {:.3} >= {NO_GAIN})", d[0].other_gain));
+        expect(d[1].other_gain > MARKED_GAIN, format!("alpha=0.5 should lower the other's task CE markedly (gain {:.3} <= {MARKED_GAIN})", d[1].other_gain));
+        expect(d[1].own_change < HOLDS, format!("alpha=0.5 should hold the own task (change {:+.3} >= {HOLDS})", d[1].own_change));
+        expect(d[2].own_change > 0.0 && d[2].own_change > d[1].own_change + DEGRADES, format!("alpha=1 should degrade the own task (change {:+.3}, alpha=0.5: {:+.3})", d[2].own_change, d[1].own_change));
+        expect(d[1].similarity > d[0].similarity && d[2].similarity > d[0].similarity, format!("similarity should rise with alpha ({:.3}, {:.3}, {:.3})", d[0].similarity, d[1].similarity, d[2].similarity));
+    }
+    println!("{table}");
+    if failures.is_empty() {
+        println!("demo-check: all four directions hold for seeds {:?}", a.seeds);
+        Ok(())
+    } else {
+        anyhow::bail!("demo-check failed:\n  {}", failures.join("\n  "))
+    }
 }
 
 fn read_metrics(root: &Path) -> Result<Vec<MetricLine>> {

@@ -147,7 +147,7 @@ pub(crate) fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<(
 
 fn run_cmd(a: RunArgs) -> Result<()> {
     let Some(path) = &a.config else {
-        return crate::demo::run(crate::demo::DemoArgs { runs_dir: a.runs_dir, alphas: crate::demo::DEFAULT_ALPHAS.to_vec(), quick: false, set: a.set });
+        return crate::demo::run(crate::demo::DemoArgs { runs_dir: a.runs_dir, alphas: crate::demo::DEFAULT_ALPHAS.to_vec(), quick: false, set: a.set, check: false, seeds: Vec::new() });
     };
     let (text, origin) = (std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?, path.display().to_string());
     let mut cfg = ExperimentConfig::from_toml_str(&text, &origin, &a.set)?;

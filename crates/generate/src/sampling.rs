@@ -47,7 +47,8 @@ pub fn blocked_cumsum(x: &Tensor) -> Result<Tensor> {
     let bs = BLOCK.min(v.max(1));
     let nb = v.div_ceil(bs);
     let padded = if nb * bs > v { Tensor::cat(&[x, &Tensor::zeros((b, nb * bs - v), x.dtype(), dev)?], 1)? } else { x.clone() };
-    let inner = padded.reshape((b, nb, bs))?.broadcast_matmul(&Tensor::triu2(bs, x.dtype(), dev)?)?;
+    // One 2-D matmul over all blocks of all rows (a batched broadcast_matmul loops per row).
+    let inner = padded.reshape((b * nb, bs))?.matmul(&Tensor::triu2(bs, x.dtype(), dev)?)?.reshape((b, nb, bs))?;
     let totals = inner.narrow(2, bs - 1, 1)?.squeeze(2)?;
     let strict = (Tensor::triu2(nb, x.dtype(), dev)? - Tensor::eye(nb, x.dtype(), dev)?)?;
     let offsets = totals.matmul(&strict)?;
