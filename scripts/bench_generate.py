@@ -6,11 +6,11 @@ both generate exactly prompts × new_tokens tokens.
 
     python3 scripts/bench_generate.py [--crossfeed target/release/crossfeed] [--prompts 32] [--new 64]
 """
-import argparse, os, re, subprocess, tempfile, time
+import argparse, os, re, subprocess, time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from safetensors.torch import save_file
+
+from bench_common import bench_model, bench_tokens
 
 
 def main():
@@ -23,18 +23,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).float().eval()
-    d = tempfile.mkdtemp(prefix="crossfeed-bench-gen-")
-    model.config.save_pretrained(d)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
-    from tokenizers import Tokenizer, models
-    Tokenizer(models.BPE()).save(os.path.join(d, "tokenizer.json"))
+    model, cfg, d = bench_model("crossfeed-bench-gen-")
+    model.eval()
 
-    prompts = torch.tensor([[(i * 7919 + j * 104729) % cfg.vocab_size for j in range(a.prompt_len)] for i in range(a.prompts)])
+    prompts = bench_tokens(a.prompts, a.prompt_len, cfg.vocab_size)
     with torch.no_grad():
         model.generate(input_ids=prompts[: a.batch], attention_mask=torch.ones_like(prompts[: a.batch]), do_sample=True,
                        max_new_tokens=4, min_new_tokens=4, pad_token_id=0)

@@ -5,11 +5,11 @@ ratio. The default shape is the Llama-like 7.36M-parameter model of notes/cpu-pe
 
     python3 scripts/bench_train.py [--crossfeed target/release/crossfeed] [--steps 10] [--threads 2]
 """
-import argparse, json, os, re, subprocess, tempfile, time, statistics
+import argparse, os, re, subprocess, time, statistics
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from safetensors.torch import save_file
+
+from bench_common import bench_model, bench_tokens
 
 
 def main():
@@ -22,19 +22,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).float()
-    d = tempfile.mkdtemp(prefix="crossfeed-bench-")
-    model.config.save_pretrained(d)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
-    # A minimal tokenizer so the model directory loads (the benchmark feeds token ids directly).
-    from tokenizers import Tokenizer, models
-    Tokenizer(models.BPE()).save(os.path.join(d, "tokenizer.json"))
+    model, cfg, d = bench_model("crossfeed-bench-")
 
-    ids = torch.tensor([[(i * 7919 + j * 104729) % cfg.vocab_size for j in range(a.seq)] for i in range(a.batch)])
+    ids = bench_tokens(a.batch, a.seq, cfg.vocab_size)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
     times = []
     for i in range(a.steps + a.warmup):

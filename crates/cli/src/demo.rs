@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use crossfeed_loop::{ExperimentConfig, MetricLine, RunDir, Runner};
-use crossfeed_pretrain::{BaseConfig, ModelShape};
+use crossfeed_pretrain::BaseConfig;
 
 /// configs/demo.toml, compiled in so a fresh clone runs the demo with no arguments.
 const DEMO_CONFIG: &str = include_str!("../../../configs/demo.toml");
@@ -40,25 +40,8 @@ fn base_config(quick: bool) -> BaseConfig {
     if !quick {
         return BaseConfig::default();
     }
-    BaseConfig {
-        sizes: crossfeed_data::toy::ToySizes { train: 40, eval: 10, public_train: 120, public_eval: 20 },
-        vocab_size: 320,
-        model: ModelShape {
-            hidden_size: 32,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            intermediate_size: 64,
-            max_position_embeddings: 128,
-            ..ModelShape::default()
-        },
-        steps: 10,
-        batch_size: 8,
-        lr: 1e-2,
-        warmup_steps: 2,
-        max_len: 64,
-        ..BaseConfig::default()
-    }
+    // The micro base uses its own world seed; the quick demo's loop uses the demo's (seed 0).
+    BaseConfig::micro()
 }
 
 /// The quick demo's loop: the same config, shrunk to seconds.

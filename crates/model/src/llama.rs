@@ -131,11 +131,6 @@ impl LlamaConfig {
     }
 }
 
-fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Linear> {
-    let weight = vb.get((out, inp), "weight")?;
-    let bias = if bias { Some(vb.get(out, "bias")?) } else { None };
-    Ok(Linear { weight, bias })
-}
 
 /// cos/sin tables `[B, 1, T, Dh]` for per-sequence positions (so left-padded rows rotate correctly).
 fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
@@ -187,10 +182,10 @@ impl Attention {
     fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         let (h, hd, b) = (cfg.hidden_size, cfg.head_dim(), cfg.attention_bias);
         Ok(Self {
-            q_proj: linear(vb.pp("q_proj"), h, cfg.num_attention_heads * hd, b)?,
-            k_proj: linear(vb.pp("k_proj"), h, cfg.kv_heads() * hd, b)?,
-            v_proj: linear(vb.pp("v_proj"), h, cfg.kv_heads() * hd, b)?,
-            o_proj: linear(vb.pp("o_proj"), cfg.num_attention_heads * hd, h, b)?,
+            q_proj: Linear::load(vb.pp("q_proj"), h, cfg.num_attention_heads * hd, b)?,
+            k_proj: Linear::load(vb.pp("k_proj"), h, cfg.kv_heads() * hd, b)?,
+            v_proj: Linear::load(vb.pp("v_proj"), h, cfg.kv_heads() * hd, b)?,
+            o_proj: Linear::load(vb.pp("o_proj"), cfg.num_attention_heads * hd, h, b)?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.kv_heads(),
             head_dim: hd,
@@ -250,9 +245,9 @@ impl Layer {
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             mlp: Mlp {
-                gate_proj: linear(m.pp("gate_proj"), h, i, b)?,
-                up_proj: linear(m.pp("up_proj"), h, i, b)?,
-                down_proj: linear(m.pp("down_proj"), i, h, b)?,
+                gate_proj: Linear::load(m.pp("gate_proj"), h, i, b)?,
+                up_proj: Linear::load(m.pp("up_proj"), h, i, b)?,
+                down_proj: Linear::load(m.pp("down_proj"), i, h, b)?,
             },
             input_layernorm: vb.get(h, "input_layernorm.weight")?,
             post_attention_layernorm: vb.get(h, "post_attention_layernorm.weight")?,

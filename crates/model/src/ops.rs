@@ -13,6 +13,13 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// Reads `weight: [out, in]` (and `bias: [out]`) under `vb`, named as the checkpoint names them.
+    pub fn load(vb: candle_nn::VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out, inp), "weight")?;
+        let bias = if bias { Some(vb.get(out, "bias")?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
     /// `x: [.., in]` → `[.., out]`; `weight: [out, in]` as PyTorch stores it.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = cast(&self.weight, x.dtype())?;

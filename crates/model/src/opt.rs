@@ -72,11 +72,6 @@ impl Norm {
     }
 }
 
-fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Linear> {
-    let weight = vb.get((out, inp), "weight")?;
-    let bias = if bias { Some(vb.get(out, "bias")?) } else { None };
-    Ok(Linear { weight, bias })
-}
 
 #[derive(Debug, Clone)]
 struct Attention {
@@ -93,10 +88,10 @@ impl Attention {
         let h = cfg.hidden_size;
         let b = cfg.enable_bias;
         Ok(Self {
-            q_proj: linear(vb.pp("q_proj"), h, h, b)?,
-            k_proj: linear(vb.pp("k_proj"), h, h, b)?,
-            v_proj: linear(vb.pp("v_proj"), h, h, b)?,
-            out_proj: linear(vb.pp("out_proj"), h, h, b)?,
+            q_proj: Linear::load(vb.pp("q_proj"), h, h, b)?,
+            k_proj: Linear::load(vb.pp("k_proj"), h, h, b)?,
+            v_proj: Linear::load(vb.pp("v_proj"), h, h, b)?,
+            out_proj: Linear::load(vb.pp("out_proj"), h, h, b)?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
         })
@@ -134,8 +129,8 @@ impl Layer {
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             self_attn_layer_norm: Norm::new(vb.pp("self_attn_layer_norm"), h)?,
-            fc1: linear(vb.pp("fc1"), h, cfg.ffn_dim, cfg.enable_bias)?,
-            fc2: linear(vb.pp("fc2"), cfg.ffn_dim, h, cfg.enable_bias)?,
+            fc1: Linear::load(vb.pp("fc1"), h, cfg.ffn_dim, cfg.enable_bias)?,
+            fc2: Linear::load(vb.pp("fc2"), cfg.ffn_dim, h, cfg.enable_bias)?,
             final_layer_norm: Norm::new(vb.pp("final_layer_norm"), h)?,
             pre_ln: cfg.do_layer_norm_before,
         })
@@ -184,8 +179,8 @@ impl Opt {
         Ok(Self {
             embed_tokens: d.get((cfg.vocab_size, e), "embed_tokens.weight")?,
             embed_positions: d.get((cfg.max_position_embeddings + POSITION_OFFSET as usize, h), "embed_positions.weight")?,
-            project_in: if projected { Some(linear(d.pp("project_in"), e, h, false)?) } else { None },
-            project_out: if projected { Some(linear(d.pp("project_out"), h, e, false)?) } else { None },
+            project_in: if projected { Some(Linear::load(d.pp("project_in"), e, h, false)?) } else { None },
+            project_out: if projected { Some(Linear::load(d.pp("project_out"), h, e, false)?) } else { None },
             final_layer_norm: if cfg.has_final_layer_norm() { Some(Norm::new(d.pp("final_layer_norm"), h)?) } else { None },
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::new(cfg, d.pp("layers").pp(i)))

@@ -70,6 +70,33 @@ pub struct BaseConfig {
     pub seed: u64,
 }
 
+impl BaseConfig {
+    /// A seconds-long base (hidden 32, 2 layers, 10 steps, tiny toy sizes) for tests and the quick
+    /// demo: it exercises every step of the build, not the quality of the result.
+    pub fn micro() -> Self {
+        BaseConfig {
+            world_seed: 3,
+            sizes: ToySizes { train: 40, eval: 10, public_train: 120, public_eval: 20 },
+            vocab_size: 320,
+            model: ModelShape {
+                hidden_size: 32,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                num_key_value_heads: 2,
+                intermediate_size: 64,
+                max_position_embeddings: 128,
+                ..ModelShape::default()
+            },
+            steps: 20,
+            batch_size: 8,
+            lr: 1e-2,
+            warmup_steps: 2,
+            max_len: 64,
+            ..BaseConfig::default()
+        }
+    }
+}
+
 impl Default for BaseConfig {
     fn default() -> Self {
         BaseConfig {

@@ -8,26 +8,7 @@ use crossfeed_model::{CausalLm, TextTokenizer};
 use crossfeed_pretrain::{build_base, cached_base, ensure_base, read_report, BaseConfig, ModelShape, BOS_ID, EOS_ID};
 
 fn micro() -> BaseConfig {
-    BaseConfig {
-        world_seed: 3,
-        sizes: ToySizes { train: 40, eval: 10, public_train: 120, public_eval: 20 },
-        vocab_size: 320,
-        model: ModelShape {
-            hidden_size: 32,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            intermediate_size: 64,
-            max_position_embeddings: 128,
-            ..ModelShape::default()
-        },
-        steps: 20,
-        batch_size: 8,
-        lr: 1e-2,
-        warmup_steps: 2,
-        max_len: 64,
-        ..BaseConfig::default()
-    }
+    BaseConfig::micro()
 }
 
 fn mtime(p: &Path) -> std::time::SystemTime {
