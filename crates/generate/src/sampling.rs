@@ -38,13 +38,13 @@ impl SamplingParams {
     }
 }
 
-const BLOCK: usize = 256;
-
-/// Inclusive cumulative sum over the last dim of `x: [B, V]`, built from two small triangular matmuls.
+/// Inclusive cumulative sum over the last dim of `x: [B, V]`, built from two small triangular matmuls:
+/// within blocks of `bs` (cost ∝ V·bs) and across the V/bs block totals (cost ∝ (V/bs)²); `bs` near
+/// √V balances the two.
 pub fn blocked_cumsum(x: &Tensor) -> Result<Tensor> {
     let (b, v) = x.dims2()?;
     let dev = x.device();
-    let bs = BLOCK.min(v.max(1));
+    let bs = block_size(v);
     let nb = v.div_ceil(bs);
     let padded = if nb * bs > v { Tensor::cat(&[x, &Tensor::zeros((b, nb * bs - v), x.dtype(), dev)?], 1)? } else { x.clone() };
     // One 2-D matmul over all blocks of all rows (a batched broadcast_matmul loops per row).
@@ -58,16 +58,18 @@ pub fn blocked_cumsum(x: &Tensor) -> Result<Tensor> {
 /// Probabilities `[B, V]` after temperature, top-k and top-p (rows sum to 1 over the kept tokens).
 pub fn warp(logits: &Tensor, p: &SamplingParams) -> Result<Tensor> {
     let v = logits.dim(D::Minus1)?;
-    let mut logits = (logits.to_dtype(DType::F32)? / p.temperature)?;
+    let mut logits = logits.to_dtype(DType::F32)?;
+    if p.temperature != 1.0 {
+        logits = (logits / p.temperature)?;
+    }
     if p.top_k > 0 && p.top_k < v {
         let (sorted, _) = logits.sort_last_dim(false)?;
         let kth = sorted.narrow(1, p.top_k - 1, 1)?;
         let neg = Tensor::full(f32::NEG_INFINITY, logits.shape(), logits.device())?;
         logits = logits.broadcast_lt(&kth)?.where_cond(&neg, &logits)?;
     }
-    let max = logits.max_keepdim(D::Minus1)?;
-    let e = logits.broadcast_sub(&max)?.exp()?;
-    let mut probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    // Sampling needs no gradient, so candle's fused softmax is fine here (unlike in training).
+    let mut probs = candle_nn::ops::softmax_last_dim(&logits.contiguous()?)?;
     if p.top_p < 1.0 {
         // transformers' TopPLogitsWarper: in ascending order, drop tokens whose cumulative probability
         // is <= 1 - top_p, always keeping the most likely one. The kept set is every token at least as
@@ -84,15 +86,38 @@ pub fn warp(logits: &Tensor, p: &SamplingParams) -> Result<Tensor> {
     Ok(probs)
 }
 
-/// One token per row: the first index whose CDF reaches `u_i · total_i`, `u_i ∈ (0, 1]`.
+/// Block size for the two-level CDF: near √V balances the within-block and across-block work.
+fn block_size(v: usize) -> usize {
+    ((v as f64).sqrt() as usize).next_power_of_two().clamp(16, 512).min(v.max(1))
+}
+
+/// One token per row: the first index whose CDF reaches `u_i · total_i`, `u_i ∈ (0, 1]`. Two-level
+/// search: the block whose running total reaches the target, then the index inside that block, so
+/// only block totals and one block per row get a cumulative sum.
 pub fn draw(probs: &Tensor, uniforms: &[f32]) -> Result<Vec<u32>> {
     let (b, v) = probs.dims2()?;
-    let cum = blocked_cumsum(probs)?;
-    let total = cum.narrow(1, v - 1, 1)?;
-    let u = Tensor::from_slice(uniforms, (b, 1), probs.device())?;
-    let target = (total * u)?;
-    let idx = cum.broadcast_lt(&target)?.to_dtype(DType::F32)?.sum(1)?;
-    idx.clamp(0f32, (v - 1) as f32)?.to_dtype(DType::U32)?.to_vec1::<u32>()
+    let dev = probs.device();
+    let bs = block_size(v);
+    let nb = v.div_ceil(bs);
+    let padded = if nb * bs > v { Tensor::cat(&[probs, &Tensor::zeros((b, nb * bs - v), probs.dtype(), dev)?], 1)? } else { probs.clone() };
+    let blocks = padded.reshape((b, nb, bs))?;
+    let totals = blocks.sum(2)?;
+    let cum_blocks = totals.matmul(&Tensor::triu2(nb, probs.dtype(), dev)?)?;
+    let u = Tensor::from_slice(uniforms, (b, 1), dev)?;
+    let target = cum_blocks.narrow(1, nb - 1, 1)?.mul(&u)?;
+    let count = |cum: &Tensor, t: &Tensor, max: usize| -> Result<Tensor> {
+        cum.broadcast_lt(t)?.to_dtype(DType::F32)?.sum_keepdim(1)?.clamp(0f32, max as f32)?.to_dtype(DType::U32)
+    };
+    let blk = count(&cum_blocks, &target, nb - 1)?;
+    // The target's remainder inside the chosen block (> 0: the block was the first to reach it).
+    let before = (cum_blocks.gather(&blk, 1)? - totals.gather(&blk, 1)?)?;
+    let rest = (target - before)?;
+    let chosen = blocks.gather(&blk.unsqueeze(2)?.broadcast_as((b, 1, bs))?.contiguous()?, 1)?.squeeze(1)?;
+    let inner = chosen.matmul(&Tensor::triu2(bs, probs.dtype(), dev)?)?;
+    let j = count(&inner, &rest, bs - 1)?;
+    let blk = blk.squeeze(1)?.to_vec1::<u32>()?;
+    let j = j.squeeze(1)?.to_vec1::<u32>()?;
+    Ok(blk.iter().zip(&j).map(|(&k, &i)| (k * bs as u32 + i).min(v as u32 - 1)).collect())
 }
 
 /// transformers' RepetitionPenaltyLogitsProcessor: every token already in the row (prompt included)

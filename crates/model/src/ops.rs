@@ -124,7 +124,8 @@ pub fn position_tensor(pos: &[Vec<i64>], offset: i64, dev: &Device) -> Result<Te
 /// path does. `q: [B, H, Tq, Dh]`, `k, v: [B, H, Tk, Dh]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
     let dtype = q.dtype();
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    // k.contiguous() is a no-op on the KV cache, and its transpose is a layout gemm takes as is.
+    let scores = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?;
     let scores = cast(&scores, DType::F32)?.broadcast_add(bias)?;
     let probs = cast(&softmax_last(&scores)?, dtype)?;
     probs.matmul(&v.contiguous()?)
