@@ -117,9 +117,20 @@ fn printer() -> impl FnMut(&Event) {
         }
         Event::Warning(w) => eprintln!("  warning: {w}"),
         Event::GenerationDone { gen, wall_s, tokens } => {
-            eprintln!("generation {gen} finished: {wall_s:.2}s, {tokens} tokens ({:.0} tok/s)", *tokens as f64 / wall_s.max(1e-9))
+            eprintln!(
+                "generation {gen} finished: {wall_s:.2}s, {tokens} tokens ({:.0} tok/s), peak memory {}",
+                *tokens as f64 / wall_s.max(1e-9),
+                peak_rss().map_or_else(|| "n/a".to_string(), |kb| format!("{:.0} MiB", kb as f64 / 1024.0))
+            )
         }
     }
+}
+
+/// The process's peak resident set (VmHWM, KiB) where /proc exists.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub(crate) fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<()> {
