@@ -318,10 +318,9 @@ impl Llama {
         dtype: DType,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2()?;
+        let t = input_ids.dim(1)?;
         let dev = input_ids.device();
-        let x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
-        let mut x = ops::cast(&x, dtype)?;
+        let mut x = ops::cast(&ops::embedding(&self.embed_tokens, input_ids)?, dtype)?;
         let rope = rope_tables(&self.inv_freq, positions, dtype, dev)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {

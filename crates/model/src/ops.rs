@@ -34,6 +34,12 @@ impl Linear {
     }
 }
 
+/// Rows of `table: [V, H]` for `ids: [B, T]` (u32) → `[B, T, H]`; differentiable in `table`.
+pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    table.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))
+}
+
 pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     if t.dtype() == dtype {
         Ok(t.clone())

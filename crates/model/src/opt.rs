@@ -203,15 +203,14 @@ impl Opt {
         dtype: DType,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2()?;
+        let t = input_ids.dim(1)?;
         let dev = input_ids.device();
-        let tok = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
-        let mut x = ops::cast(&tok, dtype)?;
+        let mut x = ops::cast(&ops::embedding(&self.embed_tokens, input_ids)?, dtype)?;
         if let Some(p) = &self.project_in {
             x = p.forward(&x)?;
         }
         let pos = ops::position_tensor(positions, POSITION_OFFSET, dev)?;
-        let pos = self.embed_positions.index_select(&pos.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        let pos = ops::embedding(&self.embed_positions, &pos)?;
         x = (x + ops::cast(&pos, dtype)?)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
