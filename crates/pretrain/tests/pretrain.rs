@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use crossfeed_data::ToySizes;
 use crossfeed_model::{CausalLm, TextTokenizer};
 use crossfeed_pretrain::{build_base, cached_base, ensure_base, read_report, BaseConfig, ModelShape, BOS_ID, EOS_ID};
 
