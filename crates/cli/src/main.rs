@@ -43,18 +43,7 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// mimalloc's `mi_option_purge_delay` (index 15 in both its v2 and v3 option enums).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() {
-    // candle frees and re-allocates activation-sized buffers at every op. With mimalloc's default
-    // purging, freed pages go back to the OS and each reuse page-faults fresh zeroed pages (31k page
-    // faults, 42% of profile samples in `crossfeed bench generate`); never purging keeps them
-    // (~1k faults) at the price of holding the peak. An explicit MIMALLOC_PURGE_DELAY still wins.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide allocator option; no memory is touched.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Score(a) => score::run(a),
