@@ -42,11 +42,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| LoopError::io(parent, e))?;
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| LoopError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LoopError::io(path, e))
+    Ok(crossfeed_model::write_atomic(path, bytes)?)
 }
 
 impl RunDir {

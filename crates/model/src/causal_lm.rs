@@ -315,9 +315,28 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|e| ModelError::io(to, e))
 }
 
-/// Writes `bytes` to `path` through a temp file and a rename, so readers never see half a file.
+/// Writes `bytes` to `path` through a synced temp file and a rename, so readers never see half a
+/// file and a crash leaves the old content or the new, never a mix. The one implementation the
+/// crates share (train and loop wrap it in their own error types).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
-    rename(&tmp, path)
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Persist the rename itself; not every platform can open a directory, so best effort.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ModelError::io(path, e)
+    })
 }

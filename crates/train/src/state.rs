@@ -5,12 +5,11 @@
 //! over the target (rename is atomic on POSIX filesystems). The trainer writes the optimizer first
 //! and the JSON last, so the JSON's presence marks a complete checkpoint.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::order::DataCursor;
 use crate::trainer::TrainConfig;
 
@@ -41,31 +40,5 @@ pub(crate) const TRAINER_STATE_FORMAT: &str = "crossfeed-trainer-v1";
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| TrainError::io(path, std::io::Error::other("path has no file name")))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // Persist the rename itself; not all platforms allow opening a directory, so best effort.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io(path, e));
-    }
-    Ok(())
+    Ok(crossfeed_model::write_atomic(path, bytes)?)
 }
