@@ -14,29 +14,32 @@ pub struct BenchArgs {
     pub what: BenchWhat,
 }
 
+/// The batch shape and repetition count shared by the forward and train benchmarks.
+#[derive(clap::Args, Debug)]
+pub struct BatchShape {
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchWhat {
     /// Forward + backward tokens/s of a model at a given batch shape.
     Forward {
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(long, default_value_t = 4)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
+        #[command(flatten)]
+        shape: BatchShape,
     },
     /// Training steps/s and tokens/s (forward, CE, backward, clipping, AdamW) on random token batches.
     Train {
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(long, default_value_t = 4)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
+        #[command(flatten)]
+        shape: BatchShape,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
     },
@@ -62,8 +65,8 @@ pub enum BenchWhat {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
-        BenchWhat::Forward { model, batch_size, seq_len, steps } => forward(&model, batch_size, seq_len, steps),
-        BenchWhat::Train { model, batch_size, seq_len, steps, warmup } => train(&model, batch_size, seq_len, steps, warmup),
+        BenchWhat::Forward { model, shape: s } => forward(&model, s.batch_size, s.seq_len, s.steps),
+        BenchWhat::Train { model, shape: s, warmup } => train(&model, s.batch_size, s.seq_len, s.steps, warmup),
         BenchWhat::Generate { model, prompts, prompt_len, new_tokens, batch_size, temperature } => {
             generate(&model, prompts, prompt_len, new_tokens, batch_size, temperature)
         }
@@ -81,8 +84,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn forward(args: &ModelArgs, b: usize, t: usize, steps: usize) -> Result<()> {
     let (model, _) = load_model(args)?;
-    let v = model.vocab_size() as u32;
-    let seqs: Vec<Vec<u32>> = (0..b).map(|i| (0..t).map(|j| ((i * 7919 + j * 104729) as u32) % v).collect()).collect();
+    let seqs = bench_tokens(b, t, model.vocab_size() as u32);
     let batch = Batch::right_padded(&seqs, 0, t, None, &model.device)?;
     let (mut fwd, mut both) = (Vec::new(), Vec::new());
     for i in 0..steps + 2 {

@@ -106,7 +106,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     let data = tokenize(&tok, &ex, a.max_len, a.completion_only)?;
-    let pad = tok.pad_id.or(tok.eos_id).unwrap_or(0);
+    let pad = model.pad_id(&tok);
     let mut ft = FineTune::new(&model, data, cfg, pad, a.max_len)?;
     if resuming {
         ft.resume(&a.out).with_context(|| format!("resuming from {}", a.out.display()))?;

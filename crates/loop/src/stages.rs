@@ -252,7 +252,7 @@ impl<'a> Runner<'a> {
             _ => CausalLm::load(&self.cfg.base_model, &self.device, self.dtype, &HubOptions::from_env())?,
         };
         let tok = TextTokenizer::from_dir(&model.source_dir)?;
-        let pad = tok.pad_id.or(tok.eos_id).or(model.eos_token_ids().first().copied()).unwrap_or(0);
+        let pad = model.pad_id(&tok);
         Ok((model, tok, pad))
     }
 

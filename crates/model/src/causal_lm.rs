@@ -255,6 +255,12 @@ impl CausalLm {
         Ok(crate::loss::next_token_ce(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref())?)
     }
 
+    /// The id that fills padded positions of a batch: the tokenizer's pad token, else its EOS, else the
+    /// model's first EOS. Its value never reaches a loss or a logit that is read (the mask hides it).
+    pub fn pad_id(&self, tok: &crate::TextTokenizer) -> u32 {
+        tok.pad_id.or(tok.eos_id).or(self.eos_token_ids().first().copied()).unwrap_or(0)
+    }
+
     /// EOS ids as transformers' generate uses them: generation_config.json's `eos_token_id` (int or
     /// list), else config.json's.
     pub fn eos_token_ids(&self) -> Vec<u32> {
