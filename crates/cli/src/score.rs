@@ -27,6 +27,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let rows = read_jsonl(&a.data)?;
     let texts = string_field(&rows, "text", &a.data)?;
     let (model, tok) = load_model(&a.model)?;
+    let model = model.frozen()?;
     let pad = model.pad_id(&tok);
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_, _>>()?;
     let pb = progress(seqs.len() as u64, "score");

@@ -109,11 +109,12 @@ impl<'a> Generator<'a> {
 
     /// Completions of `prompts` (token ids) in input order. `on_token(n)` reports progress.
     pub fn run(&self, prompts: &[Vec<u32>], mut on_step: impl FnMut(usize, usize)) -> Result<Vec<Completion>, GenerateError> {
-        let dev = self.model.device.clone();
+        let model = self.model.frozen()?;
+        let dev = model.device.clone();
         let mut results: Vec<Option<Completion>> = vec![None; prompts.len()];
         let mut queue = (0..prompts.len()).rev().collect::<Vec<_>>();
         let mut slots: Vec<Slot> = Vec::new();
-        let mut cache = self.model.new_cache();
+        let mut cache = model.new_cache();
         let mut mask: Vec<Vec<u32>> = Vec::new();
         let bs = self.cfg.batch_size.max(1);
         while !queue.is_empty() || !slots.is_empty() {
@@ -126,7 +127,7 @@ impl<'a> Generator<'a> {
                 }
             }
             if !admitted.is_empty() {
-                let (new_slots, new_cache, new_mask, logits) = self.prefill(prompts, &admitted, &dev)?;
+                let (new_slots, new_cache, new_mask, logits) = self.prefill(&model, prompts, &admitted, &dev)?;
                 merge(&mut cache, &mut mask, new_cache, new_mask)?;
                 slots.extend(new_slots);
                 let first = slots.len() - admitted.len();
@@ -144,7 +145,7 @@ impl<'a> Generator<'a> {
                 for s in slots.iter_mut() {
                     s.len += 1;
                 }
-                let logits = self.model.forward(&input, &key_mask, &positions, Some(&mut cache))?;
+                let logits = model.forward(&input, &key_mask, &positions, Some(&mut cache))?;
                 let logits = logits.squeeze(1)?;
                 self.sample_into(&mut slots, &logits)?;
             }
@@ -163,7 +164,7 @@ impl<'a> Generator<'a> {
             }
             if keep.len() < mask.len() {
                 if keep.is_empty() {
-                    cache = self.model.new_cache();
+                    cache = model.new_cache();
                     mask.clear();
                 } else {
                     cache.select_rows(&Tensor::new(keep.as_slice(), &dev)?)?;
@@ -179,7 +180,7 @@ impl<'a> Generator<'a> {
     /// Runs the admitted prompts as one left-padded batch; returns their slots, cache, mask rows and
     /// last-position logits `[n, V]`.
     #[allow(clippy::type_complexity)]
-    fn prefill(&self, prompts: &[Vec<u32>], admitted: &[usize], dev: &Device) -> Result<(Vec<Slot>, KvCache, Vec<Vec<u32>>, Tensor), GenerateError> {
+    fn prefill(&self, model: &CausalLm, prompts: &[Vec<u32>], admitted: &[usize], dev: &Device) -> Result<(Vec<Slot>, KvCache, Vec<Vec<u32>>, Tensor), GenerateError> {
         let rows: Vec<&[u32]> = admitted
             .iter()
             .map(|&i| {
@@ -201,9 +202,9 @@ impl<'a> Generator<'a> {
         }
         let ids = Tensor::from_vec(ids, (n, t), dev)?;
         let key_mask = Tensor::from_vec(mask.concat(), (n, t), dev)?;
-        let positions = crossfeed_model::ops::positions_from_mask(&key_mask, self.model.pad_position())?;
-        let mut cache = self.model.new_cache();
-        let logits = self.model.forward(&ids, &key_mask, &positions, Some(&mut cache))?;
+        let positions = crossfeed_model::ops::positions_from_mask(&key_mask, model.pad_position())?;
+        let mut cache = model.new_cache();
+        let logits = model.forward(&ids, &key_mask, &positions, Some(&mut cache))?;
         let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
         let slots = admitted
             .iter()
@@ -272,21 +273,7 @@ fn merge(cache: &mut KvCache, mask: &mut Vec<Vec<u32>>, new: KvCache, new_mask: 
     }
     let (t_old, t_new) = (mask[0].len(), new_mask[0].len());
     let t = t_old.max(t_new);
-    let pad_left = |x: &Tensor, by: usize| -> candle_core::Result<Tensor> {
-        if by == 0 {
-            return Ok(x.clone());
-        }
-        let mut dims = x.dims().to_vec();
-        dims[2] = by;
-        Tensor::cat(&[&Tensor::zeros(dims, x.dtype(), x.device())?, x], 2)
-    };
-    for (old, fresh) in cache.layers_mut().iter_mut().zip(new.layers()) {
-        if let (Some((ok, ov)), Some((nk, nv))) = (old.as_ref(), fresh.as_ref()) {
-            let k = Tensor::cat(&[&pad_left(ok, t - t_old)?, &pad_left(nk, t - t_new)?], 0)?;
-            let v = Tensor::cat(&[&pad_left(ov, t - t_old)?, &pad_left(nv, t - t_new)?], 0)?;
-            *old = Some((k, v));
-        }
-    }
+    cache.extend_rows(&new)?;
     for row in mask.iter_mut() {
         row.splice(0..0, std::iter::repeat_n(0, t - t_old));
     }
@@ -303,11 +290,7 @@ fn trim(cache: &mut KvCache, mask: &mut [Vec<u32>]) -> Result<(), GenerateError>
     if dead == 0 {
         return Ok(());
     }
-    for (k, v) in cache.layers_mut().iter_mut().flatten() {
-        let t = k.dims()[2];
-        *k = k.narrow(2, dead, t - dead)?;
-        *v = v.narrow(2, dead, t - dead)?;
-    }
+    cache.trim_front(dead)?;
     for row in mask.iter_mut() {
         row.drain(..dead);
     }

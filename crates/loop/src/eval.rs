@@ -30,6 +30,7 @@ pub fn token_ce(
 ) -> Result<(f64, u64)> {
     let lm: Vec<LmExample> = examples.iter().map(|e| LmExample { prompt: e.prompt.clone(), completion: e.completion.clone() }).collect();
     let data = tokenize(tok, &lm, max_len, completion_only)?;
+    let model = &model.frozen()?;
     let (mut sum, mut tokens) = (0f64, 0u64);
     for start in (0..data.seqs.len()).step_by(batch_size.max(1)) {
         let end = (start + batch_size.max(1)).min(data.seqs.len());

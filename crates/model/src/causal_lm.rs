@@ -154,7 +154,44 @@ fn ignorable(name: &str) -> bool {
     name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq")
 }
 
+/// Builds the architecture of `config_json` over `tensors` (named as in the checkpoint); returns it
+/// with the names it used.
+fn build_arch(config_json: &Value, model_type: &str, tensors: HashMap<String, Tensor>, path: &Path) -> Result<(Arch, HashSet<String>)> {
+    let config_path = path.with_file_name("config.json");
+    let used = Arc::new(Mutex::new(HashSet::new()));
+    let device = tensors.values().next().map_or(Device::Cpu, |t| t.device().clone());
+    let backend = Tracking { tensors, used: used.clone(), path: path.to_path_buf() };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device);
+    let parse_err = |source| ModelError::Json { path: config_path.clone(), source };
+    let arch = match model_type {
+        "opt" => {
+            let cfg: OptConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
+            Arch::Opt(Box::new(Opt::new(&cfg, vb)?))
+        }
+        _ => {
+            let cfg: LlamaConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
+            Arch::Llama(Box::new(Llama::new(&cfg, vb)?))
+        }
+    };
+    let used = used.lock().map(|u| u.clone()).unwrap_or_default();
+    Ok((arch, used))
+}
+
 impl CausalLm {
+    /// The same model over detached weights (shared storage, so later optimizer steps show through)
+    /// for inference: its forward records no autograd graph. With trainable weights every activation
+    /// of a decode step would keep its inputs alive, the KV cache of each step the previous one's, so
+    /// generation memory would grow with the square of the length.
+    pub fn frozen(&self) -> Result<Self> {
+        let tensors: HashMap<String, Tensor> = self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+        let model_type = match self.arch {
+            Arch::Opt(_) => "opt",
+            Arch::Llama(_) => "llama",
+        };
+        let (arch, _) = build_arch(&self.config_json, model_type, tensors, &self.source_dir.join("model.safetensors"))?;
+        Ok(Self { arch, ..self.clone() })
+    }
+
     /// Loads `spec` (directory or hub id). Weights become f32 Vars on `device`; `dtype` is the
     /// activation dtype used in `forward`.
     pub fn load(spec: &str, device: &Device, dtype: DType, hub_opts: &HubOptions) -> Result<Self> {
@@ -179,21 +216,7 @@ impl CausalLm {
             var_tensors.insert(name.clone(), var.as_tensor().clone());
             vars.insert(name.clone(), var);
         }
-        let used = Arc::new(Mutex::new(HashSet::new()));
-        let backend = Tracking { tensors: var_tensors, used: used.clone(), path: weights_path.clone() };
-        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
-        let parse_err = |source| ModelError::Json { path: config_path.clone(), source };
-        let arch = match model_type.as_str() {
-            "opt" => {
-                let cfg: OptConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
-                Arch::Opt(Box::new(Opt::new(&cfg, vb)?))
-            }
-            _ => {
-                let cfg: LlamaConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
-                Arch::Llama(Box::new(Llama::new(&cfg, vb)?))
-            }
-        };
-        let used = used.lock().map(|u| u.clone()).unwrap_or_default();
+        let (arch, used) = build_arch(&config_json, &model_type, var_tensors, &weights_path)?;
         let mut extra: Vec<&String> = vars.keys().filter(|n| !used.contains(*n) && !ignorable(n)).collect();
         extra.sort();
         if let Some(name) = extra.first() {

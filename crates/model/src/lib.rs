@@ -11,6 +11,7 @@ pub mod llama;
 pub mod loss;
 pub mod ops;
 pub mod opt;
+pub mod skinny;
 pub mod tokenizer;
 
 pub use cache::KvCache;

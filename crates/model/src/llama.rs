@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::cache::KvCache;
-use crate::ops::{self, attention, attention_bias, repeat_kv, rms_norm, Linear};
+use crate::ops::{self, attention, attention_bias, rms_norm, Linear};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RopeScaling {
@@ -208,8 +208,7 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
-        let n = self.heads / self.kv_heads;
-        let y = attention(&q, &repeat_kv(&k, n)?, &repeat_kv(&v, n)?, bias, (self.head_dim as f64).powf(-0.5))?;
+        let y = attention(&q, &k, &v, bias, (self.head_dim as f64).powf(-0.5))?;
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.o_proj.forward(&y)
     }

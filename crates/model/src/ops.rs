@@ -24,7 +24,8 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = cast(&self.weight, x.dtype())?;
         let y = match x.dims() {
-            [b, t, k] => x.reshape((b * t, *k))?.matmul(&w.t()?)?.reshape((*b, *t, ()))?,
+            [b, t, k] => crate::skinny::linear(&x.reshape((b * t, *k))?, &w)?.reshape((*b, *t, ()))?,
+            [_, _] => crate::skinny::linear(x, &w)?,
             _ => x.broadcast_matmul(&w.t()?)?,
         };
         match &self.bias {
@@ -127,21 +128,31 @@ pub fn position_tensor(pos: &[Vec<i64>], offset: i64, dev: &Device) -> Result<Te
 }
 
 /// Scaled dot-product attention with an additive f32 bias; softmax runs in f32 as transformers' eager
-/// path does. `q: [B, H, Tq, Dh]`, `k, v: [B, H, Tk, Dh]`.
+/// path does. `q: [B, Hq, Tq, Dh]`, `k, v: [B, Hkv, Tk, Dh]` with `Hq` a multiple of `Hkv`
+/// (grouped-query attention: query head `h` reads KV head `h / (Hq / Hkv)`, as transformers'
+/// `repeat_kv`). `bias: [B, 1, Tq, Tk]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
     let dtype = q.dtype();
-    // k.contiguous() is a no-op on the KV cache, and its transpose is a layout gemm takes as is.
-    let scores = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?;
-    let scores = cast(&scores, DType::F32)?.broadcast_add(bias)?;
-    let probs = cast(&softmax_last(&scores)?, dtype)?;
-    probs.matmul(&v.contiguous()?)
+    let (b, hq, tq, d) = q.dims4()?;
+    let (_, hkv, tk, _) = k.dims4()?;
+    let n = hq / hkv;
+    // The n query heads that share a KV head are stacked along the query axis, so one matmul per KV
+    // head serves them all and K/V are never repeated (copied) n times.
+    let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
+    let scores = (q.matmul(&matmul_operand(k)?.t()?)? * scale)?;
+    let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
+    let probs = cast(&softmax_last(&scores)?, dtype)?.reshape((b, hkv, n * tq, tk))?;
+    probs.matmul(&matmul_operand(v)?)?.reshape((b, hq, tq, d))
 }
 
-/// Repeat KV heads for grouped-query attention: `[B, Hkv, T, D]` → `[B, Hkv*n, T, D]`.
-pub fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x.clone());
+/// `x` itself when candle's CPU matmul reads its layout as it is (rows contiguous, the two batch dims
+/// mergeable: the narrowed KV-cache views), else a contiguous copy. Other backends always get a copy.
+fn matmul_operand(x: &Tensor) -> Result<Tensor> {
+    let s = x.stride();
+    let readable = x.device().is_cpu() && x.rank() == 4 && s[3] == 1 && (s[0] == s[1] * x.dims()[1] || x.dims()[0] == 1);
+    if readable {
+        Ok(x.clone())
+    } else {
+        x.contiguous()
     }
-    let (b, h, t, d) = x.dims4()?;
-    x.unsqueeze(2)?.broadcast_as((b, h, n, t, d))?.reshape((b, h * n, t, d))
 }
