@@ -1,25 +1,39 @@
-"""What the side-by-side benchmarks share: the random-init Llama-shaped model (7.36M parameters, the
-shape of notes/cpu-performance.md) saved as a directory crossfeed loads, and the token pattern that
-`crossfeed bench` uses too, so both sides see identical inputs."""
+"""What the side-by-side benchmarks share: the random-init model (by default Llama-shaped, 7.36M
+parameters, the shape of notes/cpu-performance.md; `arch="opt"` gives the OPT-125m-style pre-LN layout
+at the same sizes) saved as a directory crossfeed loads, and the token pattern that `crossfeed bench`
+uses too, so both sides see identical inputs."""
 import os
 import tempfile
 
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
 
-def bench_model(prefix):
-    """(model, config, directory) for a seeded random-init LlamaForCausalLM saved under a temp dir."""
-    cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
+def bench_model(prefix, arch="llama", hidden=256, layers=4, vocab=8192):
+    """(model, config, directory) for a seeded random-init causal LM saved under a temp dir."""
+    heads = max(1, hidden // 64)
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 688 // 256,
+                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                          max_position_embeddings=2048, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
+        cls = LlamaForCausalLM
+    elif arch == "opt":
+        cfg = OPTConfig(vocab_size=vocab, hidden_size=hidden, ffn_dim=hidden * 4, num_hidden_layers=layers,
+                        num_attention_heads=heads, max_position_embeddings=2048, word_embed_proj_dim=hidden,
+                        do_layer_norm_before=True, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+        cls = OPTForCausalLM
+    else:
+        raise ValueError(f"arch {arch!r}: expected 'llama' or 'opt'")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).float()
+    model = cls(cfg).float()
     d = tempfile.mkdtemp(prefix=prefix)
     model.config.save_pretrained(d)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if arch == "opt":
+        state.pop("lm_head.weight", None)  # tied to the embedding, as transformers saves it
+    save_file(state, os.path.join(d, "model.safetensors"))
     # A minimal tokenizer so the directory loads (the benchmarks feed token ids directly).
     Tokenizer(models.BPE()).save(os.path.join(d, "tokenizer.json"))
     return model, cfg, d

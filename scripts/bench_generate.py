@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Side-by-side generation benchmark: transformers' `generate` and `crossfeed bench generate` on the same
-random-init model (Llama-like, default 7.36M parameters), prompts, lengths, batch size and dtype, in one
+random-init model (Llama-like, default 7.36M parameters; --arch opt for OPT), prompts, lengths, batch size and dtype, in one
 invocation; prints both throughputs and the ratio. EOS is suppressed on both sides (min_new_tokens), so
 both generate exactly prompts × new_tokens tokens.
 
     python3 scripts/bench_generate.py [--crossfeed target/release/crossfeed] [--prompts 32] [--new 64]
+        [--batch 16] [--arch llama|opt] [--hidden 256] [--layers 4] [--vocab 8192]
 """
 import argparse, os, re, subprocess, time
 
@@ -21,9 +22,15 @@ def main():
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arch", choices=["llama", "opt"], default="llama")
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=8192)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model, cfg, d = bench_model("crossfeed-bench-gen-")
+    model, cfg, d = bench_model("crossfeed-bench-gen-", a.arch, a.hidden, a.layers, a.vocab)
+    print(f"{a.arch}, hidden {a.hidden}, {a.layers} layers, vocab {a.vocab}: "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     model.eval()
 
     prompts = bench_tokens(a.prompts, a.prompt_len, cfg.vocab_size)
