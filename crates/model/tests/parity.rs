@@ -139,3 +139,22 @@ fn eos_ids_come_from_generation_config() {
     let m = load("opt125");
     assert_eq!(m.eos_token_ids(), vec![2]);
 }
+
+#[test]
+fn frozen_model_computes_the_same_logits_without_a_graph() {
+    for v in VARIANTS {
+        let g = golden(v);
+        let model = load(v);
+        let frozen = model.frozen().unwrap();
+        let batch = golden_batch(&g);
+        let trainable = model.forward_batch(&batch).unwrap();
+        let inference = frozen.forward_batch(&batch).unwrap();
+        assert!(trainable.track_op(), "{v}: the trainable model records its graph");
+        assert!(!inference.track_op(), "{v}: the frozen model records nothing");
+        assert_eq!(max_abs_diff(&trainable, &inference), 0.0, "{v}");
+        // The frozen weights share the Vars' storage: an optimizer step shows through.
+        let (_, var) = &model.params[0];
+        var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
+        assert!(max_abs_diff(&frozen.forward_batch(&batch).unwrap(), &inference) > 0.0, "{v}");
+    }
+}
