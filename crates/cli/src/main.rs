@@ -44,6 +44,7 @@ enum Command {
 }
 
 fn main() {
+    common::keep_freed_memory();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Score(a) => score::run(a),
