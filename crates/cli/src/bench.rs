@@ -137,7 +137,6 @@ fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> R
 
 fn generate(args: &ModelArgs, n: usize, prompt_len: usize, new_tokens: usize, batch_size: usize, temperature: f64) -> Result<()> {
     use crossfeed_generate::{GenerationConfig, Generator, SamplingParams};
-    crate::common::avoid_huge_pages();
     let (model, tok) = load_model(args)?;
     let prompts = bench_tokens(n, prompt_len, model.vocab_size() as u32);
     let cfg = GenerationConfig {

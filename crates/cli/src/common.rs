@@ -71,17 +71,3 @@ pub fn keep_freed_memory() {
     // SAFETY: sets a process-wide allocator option; mimalloc reads it at each purge decision.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
 }
-
-/// Turns transparent huge pages off for this process, for generation only. Decoding allocates fresh
-/// small activation buffers at every op (~235k minor page faults in one `crossfeed bench generate`);
-/// with THP each fault zeroes 2 MiB (44% of profile samples in clear_page, system time 0.6–2.9 s
-/// between identical runs). Without THP, 8 runs gave 834–1143 tok/s (mean 1043) against 581–1487
-/// (mean ~850). Training's large matrices run faster with THP (0.53× vs 0.59–0.69× torch), so it
-/// stays on there.
-pub fn avoid_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE only changes this process's huge-page policy for later faults.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}

@@ -44,7 +44,6 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    crate::common::avoid_huge_pages();
     let mut rows = read_jsonl(&a.prompts)?;
     let prompts = string_field(&rows, "prompt", &a.prompts)?;
     let (model, tok) = load_model(&a.model)?;
