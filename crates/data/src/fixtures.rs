@@ -159,8 +159,11 @@ fn group(x: u64) -> String {
     }
 }
 
-/// ARC rows: (id, question, choices text, choices label, answerKey).
-pub fn arc_rows(config: &str, split: &str, n: usize) -> Vec<(String, String, Vec<String>, Vec<String>, String)> {
+/// One ARC row: (id, question, choices text, choices label, answerKey).
+pub type ArcRow = (String, String, Vec<String>, Vec<String>, String);
+
+/// ARC rows in the hub's column order.
+pub fn arc_rows(config: &str, split: &str, n: usize) -> Vec<ArcRow> {
     let base: [(&str, [&str; 4], usize); 6] = [
         ("Which of these is a source of light energy?", ["the Sun", "a rock", "a pillow", "a shadow"], 0),
         ("Which property of a mineral can be determined just by looking at it?", ["luster", "mass", "weight", "hardness"], 0),

@@ -1,21 +1,21 @@
 //! crossfeed-data — every byte of text that reaches a model.
 //!
 //! Table of contents (one file per concept):
-//! - [`error`]: [`DataError`].
-//! - [`example`]: [`Example`] (prompt + completion) and [`LossMask`].
-//! - [`template`]: `{field}` [`Template`]s.
-//! - [`task`]: [`TaskKind`], hub layouts, columns and the documented default templates.
-//! - [`mixture`]: the alpha/beta mixture sampler [`sample_mixture`] and its [`MixtureConfig`].
-//! - [`prompts`]: [`generation_prompts`] for synthetic-data generation.
-//! - [`manifest`]: the JSONL training manifest.
-//! - [`rng`]: deterministic per-(generation, entity) random streams.
-//! - [`source`]: [`SourceConfig`], [`TaskConfig`], [`DataConfig`] and [`load_task`] → [`TaskData`].
-//! - [`files`]: parquet / JSONL row readers (schema checks name file and column).
-//! - [`hub`]: Hugging Face hub + cache resolution, offline mode.
-//! - [`passages`]: BookCorpus streaming passage sampler.
-//! - [`fixtures`]: writers of the small test fixtures in the real hub schemas.
-//! - [`bench`]: the mixture benchmark over a large generated BookCorpus-schema file.
-//! - [`toy`]: the procedurally generated toy world.
+//! - [`error`] — [`DataError`].
+//! - [`example`] — [`Example`] (prompt + completion) and [`LossMask`].
+//! - [`template`] — `{field}` [`Template`]s.
+//! - [`task`] — [`TaskKind`], hub layouts, columns and the documented default templates.
+//! - [`mixture`] — the alpha/beta mixture sampler [`sample_mixture`] and its [`MixtureConfig`].
+//! - [`prompts`] — [`generation_prompts`] for synthetic-data generation.
+//! - [`manifest`] — the JSONL training manifest.
+//! - [`rng`] — deterministic per-(generation, entity) random streams.
+//! - [`source`] — [`SourceConfig`], [`TaskConfig`], [`DataConfig`] and [`load_task`] → [`TaskData`].
+//! - [`files`] — parquet / JSONL row readers (schema checks name file and column).
+//! - [`hub`] — Hugging Face hub + cache resolution, offline mode.
+//! - [`passages`] — BookCorpus streaming passage sampler.
+//! - [`fixtures`] — writers of the small test fixtures in the real hub schemas.
+//! - [`bench`] — the mixture benchmark over a large generated BookCorpus-schema file.
+//! - [`toy`] — the procedurally generated toy world.
 pub mod bench;
 pub mod error;
 pub mod example;
