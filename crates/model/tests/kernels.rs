@@ -101,3 +101,33 @@ fn kv_cache_in_place_equals_concatenation() {
     assert_eq!(k.dims()[2], 299);
     assert_eq!(max_diff(&k.narrow(2, 298, 1).unwrap(), &step), 0.0);
 }
+
+#[test]
+fn fused_cross_entropy_matches_the_composed_ops_in_value_and_gradient() {
+    use crossfeed_model::loss::{log_softmax_last, next_token_ce};
+    let dev = Device::Cpu;
+    let (b, t, v) = (3, 7, 50);
+    let logits = Var::randn(0f32, 3., (b, t, v), &dev).unwrap();
+    let ids = Tensor::new(&[[1u32, 5, 9, 49, 0, 3, 3], [7, 7, 7, 7, 7, 7, 7], [2, 4, 6, 8, 10, 12, 14]], &dev).unwrap();
+    let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], &dev).unwrap();
+    let labels_on = Tensor::new(&[[0u32, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1], [0, 1, 0, 1, 0, 1, 0]], &dev).unwrap();
+    for label_mask in [None, Some(&labels_on)] {
+        let fused = next_token_ce(&logits, &ids, &mask, label_mask).unwrap();
+        // The composed reference: log-softmax, gather, mask.
+        let lp = log_softmax_last(&logits.narrow(1, 0, t - 1).unwrap().reshape((b * (t - 1), v)).unwrap()).unwrap();
+        let picked = lp.gather(&ids.narrow(1, 1, t - 1).unwrap().contiguous().unwrap().reshape((b * (t - 1), 1)).unwrap(), 1).unwrap();
+        let mut w = mask.narrow(1, 1, t - 1).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+        if let Some(lm) = label_mask {
+            w = (w * lm.narrow(1, 1, t - 1).unwrap().to_dtype(candle_core::DType::F32).unwrap()).unwrap();
+        }
+        let want = (picked.reshape((b, t - 1)).unwrap().neg().unwrap() * &w).unwrap().sum(1).unwrap();
+        assert!(max_diff(&fused.ce_sum, &want) < 1e-4);
+        let (gf, gw) = (fused.mean().unwrap().backward().unwrap(), (want.sum_all().unwrap() / fused.total_tokens() as f64).unwrap().backward().unwrap());
+        let (a, e) = (gf.get(&logits).unwrap(), gw.get(&logits).unwrap());
+        assert!(max_diff(a, e) < 1e-6, "gradient differs by {}", max_diff(a, e));
+    }
+    // A label outside the vocabulary is an error, not a read out of bounds.
+    let bad = Tensor::new(&[[1u32, 50]], &dev).unwrap();
+    let small = Tensor::randn(0f32, 1., (1, 2, v), &dev).unwrap();
+    assert!(next_token_ce(&small, &bad, &Tensor::ones((1, 2), candle_core::DType::U32, &dev).unwrap(), None).is_err());
+}
