@@ -35,13 +35,22 @@ impl Layer {
 
 /// A contiguous `[B, H, capacity, Dh]` buffer whose first `len` columns are `x`'s first `len` columns.
 fn reserve(x: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
-    let x = x.narrow(2, 0, len)?;
-    if capacity == len {
-        return x.contiguous();
+    pad_columns(&x.narrow(2, 0, len)?, 0, capacity - len)
+}
+
+/// `x: [B, H, T, Dh]` with `before` zero columns in front and `after` behind, as one contiguous tensor.
+fn pad_columns(x: &Tensor, before: usize, after: usize) -> Result<Tensor> {
+    let zeros = |n: usize| -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        dims[2] = n;
+        Tensor::zeros(dims, x.dtype(), x.device())
+    };
+    match (before, after) {
+        (0, 0) => x.contiguous(),
+        (0, a) => Tensor::cat(&[x, &zeros(a)?], 2),
+        (b, 0) => Tensor::cat(&[&zeros(b)?, x], 2),
+        (b, a) => Tensor::cat(&[&zeros(b)?, x, &zeros(a)?], 2),
     }
-    let mut dims = x.dims().to_vec();
-    dims[2] = capacity - len;
-    Tensor::cat(&[&x, &Tensor::zeros(dims, x.dtype(), x.device())?], 2)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,8 +78,8 @@ impl KvCache {
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let t = k.dims()[2];
         let slot = &mut self.layers[layer];
-        match slot {
-            None => *slot = Some(Layer::with_capacity(k, v, t, t + GROW)?),
+        let l = match slot {
+            None => slot.insert(Layer::with_capacity(k, v, t, t + GROW)?),
             Some(l) => {
                 if l.len + t > l.capacity() {
                     *l = Layer::with_capacity(&l.k, &l.v, l.len, l.len + t + GROW)?;
@@ -78,12 +87,10 @@ impl KvCache {
                 l.k.slice_set(&k.contiguous()?, 2, l.len)?;
                 l.v.slice_set(&v.contiguous()?, 2, l.len)?;
                 l.len += t;
+                l
             }
-        }
-        match slot {
-            Some(l) => l.views(),
-            None => unreachable!("the slot was filled above"),
-        }
+        };
+        l.views()
     }
 
     /// Keeps only the batch rows in `rows` (sequences still running), for continuous batching.
@@ -117,21 +124,14 @@ impl KvCache {
             return Ok(());
         }
         let len = self.past_len().max(other.past_len());
-        let left_pad = |x: &Tensor, by: usize| -> Result<Tensor> {
-            if by == 0 {
-                return Ok(x.clone());
-            }
-            let mut dims = x.dims().to_vec();
-            dims[2] = by;
-            Tensor::cat(&[&Tensor::zeros(dims, x.dtype(), x.device())?, x], 2)
-        };
         for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
             if let (Some(a), Some(b)) = (mine.as_mut(), theirs.as_ref()) {
                 let ((ak, av), (bk, bv)) = (a.views()?, b.views()?);
                 let (pa, pb) = (len - a.len, len - b.len);
-                let k = Tensor::cat(&[&left_pad(&ak, pa)?, &left_pad(&bk, pb)?], 0)?;
-                let v = Tensor::cat(&[&left_pad(&av, pa)?, &left_pad(&bv, pb)?], 0)?;
-                *a = Layer::with_capacity(&k, &v, len, len + GROW)?;
+                let stack = |x: &Tensor, y: &Tensor| -> Result<Tensor> {
+                    Tensor::cat(&[&pad_columns(x, pa, GROW)?, &pad_columns(y, pb, GROW)?], 0)
+                };
+                *a = Layer { k: stack(&ak, &bk)?, v: stack(&av, &bv)?, len };
             }
         }
         Ok(())

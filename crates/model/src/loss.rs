@@ -77,8 +77,9 @@ fn row_starts(l: &Layout) -> Result<Vec<usize>> {
 
 /// Negative log-likelihood of `labels` under `logits: [B, T, V]` (f32, CPU) → `[B, T]`, in one pass
 /// over the logits forward and one backward. The composed version (max, subtract, exp, sum, log,
-/// subtract, gather, and their backward) makes about a dozen `[B·T, V]` temporaries; for the bench
-/// model's 4 × 127 × 8192 logits that was 20–60 ms forward and 100–150 ms forward + backward.
+/// subtract, gather, and their backward) makes about a dozen `[B·T, V]` temporaries, ~200 MB each at
+/// OPT's 50k vocabulary and 2 × 511 positions. (The bench model's step time did not change beyond
+/// the machine's noise; BENCHMARKS.md.)
 /// Per row: `lse = max + ln Σ exp(x − max)` (sum in f64), `nll = lse − x[label]`; the gradient is
 /// `g · (exp(x − lse) − onehot(label))`, with `lse` recovered from the saved `nll`.
 struct FusedNll {

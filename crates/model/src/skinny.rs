@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// At most this many rows take this path; above it candle's own matmul is as fast or faster.
-pub const MAX_ROWS: usize = 64;
+const MAX_ROWS: usize = 64;
 /// `W` with at least this many elements is multiplied on all threads.
 const PARALLEL_ELEMS: usize = 1 << 17;
 
@@ -71,7 +71,7 @@ impl CustomOp2 for SkinnyLinear {
                 );
             }
         }
-        Ok((CpuStorage::F32(transpose(&yt, n, m)), Shape::from((m, n))))
+        Ok((CpuStorage::F32(transpose(yt, n, m)), Shape::from((m, n))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -79,10 +79,11 @@ impl CustomOp2 for SkinnyLinear {
     }
 }
 
-/// `[rows, cols]` row-major → `[cols, rows]` row-major, in blocks so both sides stay in cache.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// `[rows, cols]` row-major → `[cols, rows]` row-major, in blocks so both sides stay in cache. A
+/// single row or column is its own transpose (a one-sequence decode step: no copy).
+fn transpose(a: Vec<f32>, rows: usize, cols: usize) -> Vec<f32> {
     if cols == 1 || rows == 1 {
-        return a.to_vec();
+        return a;
     }
     const BLOCK: usize = 32;
     let mut out = vec![0f32; rows * cols];
