@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod causal_lm;
 pub mod error;
+pub mod fastpath;
 pub mod hub;
 pub mod llama;
 pub mod loss;

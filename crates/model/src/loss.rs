@@ -43,7 +43,7 @@ pub fn next_token_ce(
     if let Some(lm) = label_mask {
         weight = (weight * lm.narrow(1, 1, t - 1)?.to_dtype(DType::F32)?)?;
     }
-    let nll = if logits.device().is_cpu() {
+    let nll = if crate::fastpath::cpu_fast(logits.device()) {
         let labels = labels.flatten_all()?.to_vec1::<u32>()?;
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= v) {
             candle_core::bail!("label {bad} is outside the vocabulary of {v} logits");

@@ -102,7 +102,7 @@ fn transpose(a: Vec<f32>, rows: usize, cols: usize) -> Vec<f32> {
 /// `x·Wᵀ` for `x: [m, k]`, `w: [n, k]` → `[m, n]`; the skinny path when it applies, else candle's matmul.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let m = x.dim(0)?;
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == x.dtype() && m <= MAX_ROWS {
+    if crate::fastpath::cpu_fast(x.device()) && x.dtype() == candle_core::DType::F32 && w.dtype() == x.dtype() && m <= MAX_ROWS {
         x.apply_op2(w, SkinnyLinear)
     } else {
         x.matmul(&w.t()?)
