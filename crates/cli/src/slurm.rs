@@ -337,15 +337,15 @@ pub fn run(a: SlurmArgs) -> Result<()> {
             let e = id.entity.map_or("-".to_string(), |e| e.to_string());
             lines.push_str(&format!("{}\t{}\t{e}\t{}\t{}\n", root.display(), id.gen, id.stage.name(), log.display()));
         }
-        crossfeed_model::write_atomic(&tasks_file, lines.as_bytes())?;
+        crossfeed_loop::rundir::write_atomic(&tasks_file, lines.as_bytes())?;
         let path = sub.join(format!("{}.sbatch", arr.step));
-        crossfeed_model::write_atomic(&path, script(&a, &name, arr, &tasks_file, &logs, &bin, &cwd).as_bytes())?;
+        crossfeed_loop::rundir::write_atomic(&path, script(&a, &name, arr, &tasks_file, &logs, &bin, &cwd).as_bytes())?;
         let deps: Vec<String> = arr.after.iter().map(|j| format!("$j{j}")).chain(arr.after_queued.iter().cloned()).collect();
         let dep = if deps.is_empty() { String::new() } else { format!(" --dependency=afterany:{}", deps.join(":")) };
         submit_sh.push_str(&format!("j{i}=$(sbatch --parsable{dep} {}.sbatch); j{i}=${{j{i}%%;*}}; echo \"{} $j{i}\"\n", arr.step, arr.step));
         scripts.push(path);
     }
-    crossfeed_model::write_atomic(&sub.join("submit.sh"), submit_sh.as_bytes())?;
+    crossfeed_loop::rundir::write_atomic(&sub.join("submit.sh"), submit_sh.as_bytes())?;
     let total: usize = arrays.iter().map(|a| a.tasks.len()).sum();
     eprintln!("{} arrays, {total} tasks: scripts in {}", arrays.len(), sub.display());
     if !submit {
@@ -379,6 +379,6 @@ pub fn run(a: SlurmArgs) -> Result<()> {
 
 fn write_jobs(slurm_dir: &Path, records: &[ArrayRecord]) -> Result<()> {
     let text = serde_json::to_string_pretty(records)?;
-    crossfeed_model::write_atomic(&slurm_dir.join("jobs.json"), text.as_bytes())?;
+    crossfeed_loop::rundir::write_atomic(&slurm_dir.join("jobs.json"), text.as_bytes())?;
     Ok(())
 }

@@ -73,7 +73,7 @@ fn workers_equal_serial_and_locks_hold() {
 
     // A driver sitting in a stage: a second driver names it and leaves; so does a second stage process.
     let held = tmp.path().join("held");
-    let mut first = cmd(&with(&["--name", "held", "--workers", "2"]))
+    let first = cmd(&with(&["--name", "held", "--workers", "2"]))
         .env("CROSSFEED_TEST_PAUSE_STAGE", "generation 0 entity 0 train@60")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
