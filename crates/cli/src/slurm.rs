@@ -174,8 +174,11 @@ fn on_path(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
+/// Run directories and their configs.
+type Runs = Vec<(PathBuf, ExperimentConfig)>;
+
 /// The runs of a config or a sweep: (label, where slurm/ goes, runs).
-fn load_runs(a: &SlurmArgs) -> Result<(String, PathBuf, Vec<(PathBuf, ExperimentConfig)>)> {
+fn load_runs(a: &SlurmArgs) -> Result<(String, PathBuf, Runs)> {
     if crossfeed_loop::sweep::is_sweep_file(&a.config)? {
         let sweep = Sweep::load(&a.config, &a.set).with_context(|| format!("sweep {}", a.config.display()))?;
         let dir = sweep.dir(&a.runs_dir);

@@ -55,12 +55,19 @@ fn sweep_on_slurm_equals_local_and_resume_completes_a_cancelled_job() {
     let local = tmp.path().join("local");
     ok(&["sweep", "run", SWEEP, "--runs-dir", local.to_str().unwrap()], &[]);
 
-    // 1. The whole sweep as job arrays.
+    // 1. The whole sweep as job arrays, one task requeued mid-stage (as on a node failure).
     let t = Instant::now();
     let on = tmp.path().join("slurm");
-    let out = ok(&["slurm", SWEEP, "--runs-dir", on.to_str().unwrap(), "--submit", "--requeue"], &[]);
+    let pause = [("CROSSFEED_TEST_PAUSE_STAGE", "generation 0 entity 1 train@10")];
+    let out = ok(&["slurm", SWEEP, "--runs-dir", on.to_str().unwrap(), "--submit", "--requeue"], &pause);
     assert!(out.contains("gen-001-train") && out.contains("after"), "{out}");
+    let requeued = on.join("tiny-sweep").join(POINTS[1]).join("gen-000/entity-1/train.lock");
+    let job = wait_for_holder_job(&requeued);
+    let o = Command::new("scontrol").args(["requeue", &job]).output().unwrap();
+    assert!(o.status.success(), "scontrol requeue {job}: {}", String::from_utf8_lossy(&o.stderr));
     wait_for_queue(Duration::from_secs(900));
+    let log = std::fs::read_to_string(requeued.with_extension("log")).unwrap();
+    assert!(log.contains("(restart 1)") && log.contains("taking over the lock"), "the requeued task should take over its first run's lock:\n{log}");
     eprintln!("slurm sweep finished in {:.1}s", t.elapsed().as_secs_f64());
     for p in POINTS {
         let m = metrics(&on, p);

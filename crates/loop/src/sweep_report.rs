@@ -108,7 +108,7 @@ pub fn write_sweep_report(sweep: &Sweep, sweep_dir: &Path) -> Result<String> {
     md.push_str(&format!("{} runs from `{}`; every number is the mean ± standard deviation over the seeds of a row.\n\n", sweep.points.len(), sweep.path.display()));
     md.push_str("Token-level CE (lower is better), init (generation 0) → final generation; similarity between entities' completions of the same prompts (cosine of sentence embeddings; distinct-2 of the pooled completions).\n\n");
     md.push_str("| model | setting | alpha | entity | own task | other's task(s) | cosine | distinct-2 | seeds | generations |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    let mut rows: Vec<(&(String, String, String), &Vec<(f64, RunNumbers)>)> = groups.iter().collect();
+    let mut rows: Vec<_> = groups.iter().collect();
     rows.sort_by(|a, b| (&a.0 .0, &a.0 .1).cmp(&(&b.0 .0, &b.0 .1)).then(a.1[0].0.total_cmp(&b.1[0].0)));
     for ((model, setting, alpha), runs) in &rows {
         let k = runs.iter().map(|r| r.1.ce.len()).max().unwrap_or(0);
