@@ -220,6 +220,11 @@ impl CausalLm {
         if model_type != "opt" && model_type != "llama" {
             return Err(ModelError::UnsupportedModelType { path: config_path, found: model_type });
         }
+        // The config is judged before any weight is read: a refused key costs no gigabytes.
+        match model_type.as_str() {
+            "opt" => drop(OptConfig::from_json(&config_json, &config_path)?),
+            _ => drop(LlamaConfig::from_json(&config_json, &config_path)?),
+        }
         let (tensors, weights_path) = read_weights(dir, &model_type)?;
         let mut vars = HashMap::new();
         let mut names: Vec<&String> = tensors.keys().collect();

@@ -167,3 +167,13 @@ fn a_tied_checkpoint_with_a_different_head_is_refused() {
     let e = load(tmp.path()).expect_err("differing head").to_string();
     assert!(e.contains("lm_head.weight") && e.contains("tie_word_embeddings"), "{e}");
 }
+
+#[test]
+fn the_config_is_judged_before_the_weights_are_read() {
+    let tmp = edited(LLAMA5, |c| {
+        c.insert("sliding_window".into(), json!(4096));
+    });
+    std::fs::write(tmp.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    let e = load(tmp.path()).expect_err("refused").to_string();
+    assert!(e.contains("key \"sliding_window\""), "{e}");
+}
