@@ -130,7 +130,7 @@ impl LlamaConfig {
         if cfg.hidden_act != "silu" && cfg.hidden_act != "swish" {
             return Err(key_error(path, "hidden_act", format!("{:?} is not supported (supported: \"silu\")", cfg.hidden_act)));
         }
-        if cfg.num_attention_heads == 0 || cfg.kv_heads() == 0 || cfg.num_attention_heads % cfg.kv_heads() != 0 {
+        if cfg.num_attention_heads == 0 || cfg.kv_heads() == 0 || !cfg.num_attention_heads.is_multiple_of(cfg.kv_heads()) {
             return Err(key_error(
                 path,
                 "num_key_value_heads",

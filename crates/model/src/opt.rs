@@ -91,7 +91,7 @@ impl OptConfig {
         if !cfg.tie_word_embeddings {
             return Err(key_error(path, "tie_word_embeddings", "false is not supported for OPT (the head is the token embedding)"));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(key_error(path, "num_attention_heads", format!("{} must divide hidden_size = {}", cfg.num_attention_heads, cfg.hidden_size)));
         }
         Ok(cfg)

@@ -87,7 +87,8 @@ fn rope_settings_of_either_era_mean_the_same() {
     let v = variant("tf5-llama32");
     let g = golden(&v);
     let base = logits_of(&fixture(&v), &g);
-    let rewrites: Vec<(&str, Box<dyn Fn(&mut serde_json::Map<String, Value>)>)> = vec![
+    type Rewrite = Box<dyn Fn(&mut serde_json::Map<String, Value>)>;
+    let rewrites: Vec<(&str, Rewrite)> = vec![
         ("4.x rope_scaling + top-level rope_theta", Box::new(|c| {
             let mut p = c.remove("rope_parameters").unwrap();
             c.insert("rope_theta".into(), p.as_object_mut().unwrap().remove("rope_theta").unwrap());
