@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod causal_lm;
+pub mod config_keys;
 pub mod error;
 pub mod fastpath;
 pub mod hub;
