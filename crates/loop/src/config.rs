@@ -256,6 +256,8 @@ impl ExperimentConfig {
             return bad(format!("device = {:?} (allowed: cpu, cuda, cuda:N, metal)", self.device));
         }
         self.train.validate().map_err(|e| LoopError::Config(format!("train: {e}")))?;
+        // Flattened into [generation]: a sampling value transformers would refuse fails here, before any stage.
+        self.generation.sampling.validate().map_err(|e| LoopError::Config(format!("generation.{e}")))?;
         self.mixture().validate()?;
         Ok(())
     }

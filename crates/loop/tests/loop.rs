@@ -145,6 +145,8 @@ fn config_errors_are_clear() {
     assert!(e.contains("generation.temprature") && e.contains("temperature"), "{e}");
     let e = err(&["alpha=1.5"]);
     assert!(e.contains("alpha = 1.5") && e.contains("[0, 1]"), "{e}");
+    let e = err(&["generation.top_p=1.5"]);
+    assert!(e.contains("generation.top_p = 1.5") && e.contains("0 < top_p <= 1"), "{e}");
     let e = err(&["beta=-0.1"]);
     assert!(e.contains("beta"), "{e}");
     let e = err(&["k=4"]);
