@@ -92,6 +92,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         eprintln!("note: no checkpoint in {} yet; starting from {}", a.out.display(), a.model.model);
     }
     let (model, tok) = load_model(&margs)?;
+    // transformers' Trainer would train with these on; crossfeed does not.
+    for s in model.unapplied_training_settings() {
+        eprintln!("warning: config.json {s} is not applied (crossfeed trains without dropout)");
+    }
     let cfg = TrainConfig {
         lr: a.lr,
         schedule: parse_schedule(&a.schedule)?,

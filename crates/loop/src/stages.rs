@@ -427,6 +427,10 @@ impl<'a> Runner<'a> {
             .collect();
         let start_from = if t == 0 || !cfg.warm_start { (GenId::Base, None) } else { (GenId::Gen(t - 1), Some(e)) };
         let (model, tok, pad) = self.load_model(start_from.0, start_from.1)?;
+        // transformers' Trainer would train with these on; crossfeed does not, so say so every time.
+        for s in model.unapplied_training_settings() {
+            report(&Event::Warning(format!("generation {t} entity {e}: config.json {s} is not applied (crossfeed trains without dropout)")));
+        }
         let data = tokenize(&tok, &examples, cfg.max_len, completion_only)?;
         let mut tcfg = cfg.train.clone();
         tcfg.seed = seed;
