@@ -55,6 +55,7 @@ pub fn open_cuda(ordinal: usize) -> Result<Device> {
          The CUDA binary loads libcuda.so.1 (NVIDIA driver, CUDA 13.0 = driver >= 580) and libcublas.so.13, \
          libcublasLt.so.13, libcurand.so.10 at run time: put their directory first on LD_LIBRARY_PATH \
          (README \"CUDA\"), or use --device cpu",
-        why.lines().next().unwrap_or("").trim()
+        // cudarc appends every file name it tried; the first clause names the library that is missing.
+        why.lines().next().unwrap_or("").split(" - searched for").next().unwrap_or("").trim()
     )))
 }
