@@ -170,3 +170,42 @@ fn f16_with_dynamic_loss_scaling_matches_torch_grad_scaler() {
         check(&g, v, "f16_skip");
     }
 }
+
+#[test]
+fn f16_loss_scaling_resumes_identically() {
+    let dir = root().join("models").join("llama32");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let examples: Vec<LmExample> =
+        json["texts"].as_array().unwrap().iter().map(|t| LmExample { prompt: String::new(), completion: t.as_str().unwrap().into() }).collect();
+    let tok = TextTokenizer::from_dir(&dir).unwrap();
+    let data = || tokenize(&tok, &examples, 512, false).unwrap();
+    let cfg = TrainConfig { lr: 2e-3, total_steps: 8, batch_size: 2, grad_accum: 2, warmup_steps: Some(1), ..TrainConfig::default() };
+    // Skips, backoff and growth all happen in the 8 steps, some before and some after the checkpoint.
+    let scaler = Some(GradScalerConfig { init_scale: 134217728.0, growth_factor: 4.0, backoff_factor: 0.25, growth_interval: 2 });
+    let run = |ft: &mut FineTune, n: usize| -> Vec<(bool, u64, Option<f64>)> {
+        (0..n).map(|_| ft.step().unwrap()).map(|s| (s.skipped, s.loss.to_bits(), s.loss_scale)).collect()
+    };
+    let weights = |m: &CausalLm| -> Vec<Vec<f32>> { m.params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect() };
+
+    let straight = CausalLm::load_dir(&dir, &Device::Cpu, DType::F16).unwrap();
+    let mut ft = FineTune::with_grad_scaler(&straight, data(), cfg.clone(), 1, 512, scaler).unwrap();
+    let want = run(&mut ft, 8);
+    assert!(want.iter().any(|s| s.0) && want.iter().any(|s| !s.0), "the run must both skip and update: {want:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let first = CausalLm::load_dir(&dir, &Device::Cpu, DType::F16).unwrap();
+    let mut ft = FineTune::with_grad_scaler(&first, data(), cfg.clone(), 1, 512, scaler).unwrap();
+    let mut got = run(&mut ft, 4);
+    ft.save(tmp.path()).unwrap();
+    drop(ft);
+    let second = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F16).unwrap();
+    // A checkpoint with loss-scaler state does not resume into a run without one.
+    let mut plain = FineTune::with_grad_scaler(&second, data(), cfg.clone(), 1, 512, None).unwrap();
+    assert!(plain.resume(tmp.path()).is_err(), "resuming f16 loss scaling without a scaler must fail");
+    let mut ft = FineTune::with_grad_scaler(&second, data(), cfg, 1, 512, scaler).unwrap();
+    ft.resume(tmp.path()).unwrap();
+    got.extend(run(&mut ft, 4));
+    assert!(ft.done());
+    assert_eq!(want, got, "steps differ after resume");
+    assert_eq!(weights(&straight), weights(&second), "weights differ after resume");
+}
