@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/crossfeed
 
-.PHONY: build demo demo-check test test-slurm bench fixtures clean
+.PHONY: build demo demo-check test test-slurm bench fixtures clean cuda check-cuda
 
 build:
 	$(CARGO) build --release -p crossfeed-cli
@@ -40,6 +40,17 @@ bench: build
 # Regenerate the golden fixtures from transformers (pip install torch transformers tokenizers safetensors).
 fixtures:
 	python3 scripts/make_model_fixtures.py
+
+# The release binary with candle's CUDA backend, built here without a GPU or CUDA toolkit from PyPI's
+# NVIDIA wheels (~270 MB, cached in .cuda-13.0/): target/cuda/release/crossfeed, for H100/H200 (sm_90a);
+# CUDA_COMPUTE_CAP=80 or a list "80,90" for other GPUs. README "CUDA" has the run-time requirements.
+cuda:
+	scripts/cuda-build.sh -p crossfeed-cli --features cuda
+
+# The CUDA binary against the plain one: no CUDA library NEEDED, identical --device cpu results, clear
+# errors without a GPU. Runs in CI after `make test`.
+check-cuda: build cuda
+	scripts/check-cuda.sh
 
 clean:
 	$(CARGO) clean

@@ -38,6 +38,12 @@ pub struct RunArgs {
     /// Stop after one stage, e.g. `1:0:train` or `base::eval` (simulates an interruption; for tests).
     #[arg(long, hide = true)]
     pub stop_after: Option<String>,
+    /// Print the stage plan with samples, tokens, memory and (with --bench) time per stage; run nothing.
+    #[arg(long, requires = "config")]
+    pub dry_run: bool,
+    /// Measured throughputs for --dry-run's time estimate (JSON written by scripts/gpu-check.sh).
+    #[arg(long, requires = "dry_run")]
+    pub bench: Option<PathBuf>,
     #[command(flatten)]
     pub parallel: ParallelArgs,
 }
@@ -240,6 +246,9 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     if let Some(n) = &a.name {
         cfg.name = n.clone();
         cfg.validate()?;
+    }
+    if a.dry_run {
+        return crate::dryrun::print(&cfg, a.bench.as_deref());
     }
     cfg.resolve_base_model()?;
     let dir = RunDir::create(&a.runs_dir, &cfg)?;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod common;
 mod demo;
+mod dryrun;
 mod embed;
 mod experiment;
 mod generate;

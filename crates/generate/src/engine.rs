@@ -202,7 +202,8 @@ impl<'a> Generator<'a> {
         }
         let ids = Tensor::from_vec(ids, (n, t), dev)?;
         let key_mask = Tensor::from_vec(mask.concat(), (n, t), dev)?;
-        let positions = crossfeed_model::ops::positions_from_mask(&key_mask, model.pad_position())?;
+        // From the host copy of the mask: reading `key_mask` back would be a device sync.
+        let positions = host_positions(&mask, model.pad_position());
         let mut cache = model.new_cache();
         let logits = model.forward(&ids, &key_mask, &positions, Some(&mut cache))?;
         let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
@@ -265,6 +266,21 @@ impl<'a> Generator<'a> {
 }
 
 /// Appends `new` rows to the running cache, left-padding whichever is shorter with masked zeros.
+/// `ops::positions_from_mask` on the host rows: `cumsum(mask) - 1` on real tokens, `pad` elsewhere.
+fn host_positions(mask: &[Vec<u32>], pad: i64) -> Vec<Vec<i64>> {
+    mask.iter()
+        .map(|row| {
+            let mut seen = 0i64;
+            row.iter()
+                .map(|&m| {
+                    seen += m as i64;
+                    if m == 1 { seen - 1 } else { pad }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn merge(cache: &mut KvCache, mask: &mut Vec<Vec<u32>>, new: KvCache, new_mask: Vec<Vec<u32>>) -> Result<(), GenerateError> {
     if mask.is_empty() {
         *cache = new;

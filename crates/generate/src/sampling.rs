@@ -141,9 +141,10 @@ pub fn draw(probs: &Tensor, uniforms: &[f32]) -> Result<Vec<u32>> {
     let chosen = blocks.gather(&blk.unsqueeze(2)?.broadcast_as((b, 1, bs))?.contiguous()?, 1)?.squeeze(1)?;
     let inner = chosen.matmul(&Tensor::triu2(bs, probs.dtype(), dev)?)?;
     let j = count(&inner, &rest, bs - 1)?;
-    let blk = blk.squeeze(1)?.to_vec1::<u32>()?;
-    let j = j.squeeze(1)?.to_vec1::<u32>()?;
-    Ok(blk.iter().zip(&j).map(|(&k, &i)| (k * bs as u32 + i).min(v as u32 - 1)).collect())
+    // The id is put together on the device (exact in f32 below 2^24), so a step copies one [B] vector
+    // to the host: the only sync of a decode step.
+    let id = ((blk.to_dtype(DType::F32)? * bs as f64)? + j.to_dtype(DType::F32)?)?;
+    id.clamp(0f32, (v - 1) as f32)?.to_dtype(DType::U32)?.squeeze(1)?.to_vec1::<u32>()
 }
 
 /// transformers' RepetitionPenaltyLogitsProcessor: every token already in the row (prompt included)

@@ -18,6 +18,7 @@
 //! - [`plot`]: SVG/PNG figures of CE and similarity against generation.
 
 pub mod config;
+pub mod dryrun;
 pub mod error;
 pub mod eval;
 pub mod lock;

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod causal_lm;
 pub mod config_keys;
+pub mod device;
 pub mod error;
 pub mod fastpath;
 pub mod hub;
@@ -30,10 +31,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
     let bad = || ModelError::Invalid(format!("unknown device {s:?} (allowed: cpu, cuda, cuda:N, metal)"));
     match s {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
+        "cuda" => device::open_cuda(0),
         "metal" => Ok(Device::new_metal(0)?),
         _ => match s.strip_prefix("cuda:") {
-            Some(n) => Ok(Device::new_cuda(n.parse().map_err(|_| bad())?)?),
+            Some(n) => device::open_cuda(n.parse().map_err(|_| bad())?),
             None => Err(bad()),
         },
     }

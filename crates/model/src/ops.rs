@@ -149,7 +149,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) 
 /// mergeable: the narrowed KV-cache views), else a contiguous copy. Other backends always get a copy.
 fn matmul_operand(x: &Tensor) -> Result<Tensor> {
     let s = x.stride();
-    let readable = x.device().is_cpu() && x.rank() == 4 && s[3] == 1 && (s[0] == s[1] * x.dims()[1] || x.dims()[0] == 1);
+    let readable = crate::fastpath::cpu_fast(x.device()) && x.rank() == 4 && s[3] == 1 && (s[0] == s[1] * x.dims()[1] || x.dims()[0] == 1);
     if readable {
         Ok(x.clone())
     } else {

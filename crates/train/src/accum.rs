@@ -13,7 +13,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use crate::clip::tensor_sq_norm;
+use crate::clip::sq_norms;
 use crate::error::{Result, TrainError};
 
 /// What [`GradAccumulator::add`] measured on one micro-batch.
@@ -62,9 +62,8 @@ impl GradAccumulator {
                 return Err(TrainError::MissingGrad { name: name.clone() });
             }
         }
-        let mut sq_norm = 0f64;
-        let mut non_finite = None;
-        for ((name, var), sum) in self.vars.iter().zip(self.sums.iter_mut()) {
+        let mut taken = Vec::with_capacity(self.vars.len());
+        for (i, (name, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.remove(var.as_tensor()) else {
                 continue;
             };
@@ -75,11 +74,18 @@ impl GradAccumulator {
                     param: var.shape().clone(),
                 });
             }
-            let s = tensor_sq_norm(&g)?;
+            taken.push((i, g));
+        }
+        // All norms of the micro-batch in one go: a single host sync on GPU devices.
+        let norms = sq_norms(&taken.iter().map(|(_, g)| g).collect::<Vec<_>>())?;
+        let mut sq_norm = 0f64;
+        let mut non_finite = None;
+        for ((i, g), s) in taken.into_iter().zip(norms) {
             if !s.is_finite() && non_finite.is_none() {
-                non_finite = Some(name.clone());
+                non_finite = Some(self.vars[i].0.clone());
             }
             sq_norm += s;
+            let sum = &mut self.sums[i];
             *sum = Some(match sum.take() {
                 None => g,
                 Some(prev) => (prev + g)?,
@@ -94,11 +100,8 @@ impl GradAccumulator {
 
     /// Squared L2 norm of the accumulated (unscaled) gradients.
     pub fn sq_norm(&self) -> Result<f64> {
-        let mut s = 0f64;
-        for t in self.sums.iter().flatten() {
-            s += tensor_sq_norm(t)?;
-        }
-        Ok(s)
+        let present: Vec<&Tensor> = self.sums.iter().flatten().collect();
+        Ok(sq_norms(&present)?.iter().sum())
     }
 
     /// Returns the summed gradients as a [`GradStore`] keyed by the parameters, and resets.

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, Layout, Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -343,6 +343,22 @@ impl AdamW {
             .map(|p| (p.name.as_str(), &p.var, p.decay))
     }
 
+    /// First and second moments of parameter `name` (a host copy), e.g. to compare two optimizers.
+    pub fn moments(&self, name: &str) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let Some(p) = self.params.iter().find(|p| p.name == name) else {
+            return Ok(None);
+        };
+        Ok(Some(match &p.moments {
+            Moments::Cpu { m, v } => (m.clone(), v.clone()),
+            Moments::Device { m, v } => (m.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?),
+        }))
+    }
+
+    /// True when the moments are tensors updated with tensor ops (the path GPUs take).
+    pub fn uses_tensor_ops(&self) -> bool {
+        self.params.iter().any(|p| matches!(p.moments, Moments::Device { .. }))
+    }
+
     /// The plain vars, e.g. for [`crate::clip_grad_norm`].
     pub fn vars(&self) -> Vec<Var> {
         self.params.iter().map(|p| p.var.clone()).collect()
@@ -594,19 +610,21 @@ fn validate_config(cfg: &AdamWConfig) -> Result<()> {
     Ok(())
 }
 
+/// The fused CPU moments where [`crossfeed_model::fastpath::cpu_fast`] allows them, else the tensor
+/// moments every other device uses (also on CPU inside `with_generic`, so tests check that path here).
 fn zero_moments(var: &Var) -> Result<Moments> {
-    Ok(match var.device() {
-        Device::Cpu => {
-            let n = var.elem_count();
-            Moments::Cpu {
-                m: vec![0f32; n],
-                v: vec![0f32; n],
-            }
+    let dev = var.device();
+    Ok(if crossfeed_model::fastpath::cpu_fast(dev) {
+        let n = var.elem_count();
+        Moments::Cpu {
+            m: vec![0f32; n],
+            v: vec![0f32; n],
         }
-        dev => Moments::Device {
+    } else {
+        Moments::Device {
             m: Tensor::zeros(var.shape(), DType::F32, dev)?,
             v: Tensor::zeros(var.shape(), DType::F32, dev)?,
-        },
+        }
     })
 }
 
@@ -661,6 +679,7 @@ fn to_json<T: Serialize>(x: &T, path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn setup(seed: u64) -> (Vec<(String, Var)>, Vec<Tensor>) {
         let dev = Device::Cpu;

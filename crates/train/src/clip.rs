@@ -45,7 +45,7 @@ pub(crate) fn sumsq_f32(x: &[f32]) -> f64 {
 /// On CPU for contiguous f32 (the gradient of an f32 master weight) this reads the storage in place
 /// with no temporary; elsewhere it falls back to tensor ops.
 pub fn tensor_sq_norm(t: &Tensor) -> Result<f64> {
-    {
+    if crossfeed_model::fastpath::cpu_fast(t.device()) {
         let (storage, layout) = t.storage_and_layout();
         if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
             (&*storage, layout.contiguous_offsets())
@@ -61,16 +61,29 @@ pub fn tensor_sq_norm(t: &Tensor) -> Result<f64> {
     Ok(s as f64)
 }
 
+/// Squared L2 norms of many tensors with at most one device-to-host copy: on the CPU fast path each
+/// is summed in place; elsewhere the per-tensor sums stay on the device, are stacked and copied once
+/// (one sync per call instead of one per parameter).
+pub fn sq_norms(ts: &[&Tensor]) -> Result<Vec<f64>> {
+    if ts.is_empty() {
+        return Ok(Vec::new());
+    }
+    if ts.iter().all(|t| crossfeed_model::fastpath::cpu_fast(t.device())) {
+        return ts.iter().map(|t| tensor_sq_norm(t)).collect();
+    }
+    let sums = ts
+        .iter()
+        .map(|t| t.to_dtype(DType::F32)?.sqr()?.sum_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let host = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+    Ok(host.into_iter().map(f64::from).collect())
+}
+
 /// Global L2 norm over the gradients of `vars` that are present in `grads` (missing ones are
 /// skipped, as torch skips parameters whose `.grad` is `None`).
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
-    let mut total = 0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            total += tensor_sq_norm(g)?;
-        }
-    }
-    Ok(total.sqrt())
+    let present: Vec<&Tensor> = vars.iter().filter_map(|v| grads.get(v.as_tensor())).collect();
+    Ok(sq_norms(&present)?.iter().sum::<f64>().sqrt())
 }
 
 /// torch's clip coefficient: `Some(max_norm / (total_norm + 1e-6))` when that is below 1 (the

@@ -43,6 +43,7 @@ pub mod accum;
 pub mod adamw;
 pub mod clip;
 pub mod error;
+pub mod grad_scaler;
 pub mod lm;
 pub mod order;
 pub mod schedule;
@@ -51,8 +52,9 @@ pub mod trainer;
 
 pub use accum::{GradAccumulator, MicroBatchGrads};
 pub use adamw::{hf_decay, hf_no_decay, AdamW, AdamWConfig};
-pub use clip::{clip_coefficient, clip_grad_norm, grad_norm, tensor_sq_norm};
+pub use clip::{clip_coefficient, clip_grad_norm, grad_norm, sq_norms, tensor_sq_norm};
 pub use error::{BoxError, Result, TrainError};
+pub use grad_scaler::{GradScaler, GradScalerConfig};
 pub use lm::{tokenize, FineTune, LmExample, Tokenized};
 pub use order::{epoch_order, DataCursor};
 pub use schedule::{warmup_steps, LrSchedule, Schedule};

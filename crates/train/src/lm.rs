@@ -8,6 +8,7 @@ use crossfeed_model::{Batch, CausalLm, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::grad_scaler::GradScalerConfig;
 use crate::trainer::{StepStats, TrainConfig, Trainer};
 
 /// One training text: `prompt + completion`. With a completion-only loss, only the completion's tokens
@@ -58,13 +59,38 @@ pub struct FineTune<'a> {
 }
 
 impl<'a> FineTune<'a> {
+    /// A model with f16 activations trains with dynamic loss scaling (torch's GradScaler defaults);
+    /// f32 and bf16 need none.
     pub fn new(model: &'a CausalLm, data: Tokenized, cfg: TrainConfig, pad_id: u32, max_len: usize) -> Result<Self> {
+        let scaler = (model.dtype == candle_core::DType::F16).then(GradScalerConfig::default);
+        Self::with_grad_scaler(model, data, cfg, pad_id, max_len, scaler)
+    }
+
+    /// [`FineTune::new`] with an explicit loss-scaling choice (`None`: no scaling).
+    pub fn with_grad_scaler(
+        model: &'a CausalLm,
+        data: Tokenized,
+        cfg: TrainConfig,
+        pad_id: u32,
+        max_len: usize,
+        scaler: Option<GradScalerConfig>,
+    ) -> Result<Self> {
         if data.seqs.is_empty() {
             return Err(TrainError::Config("no training examples".into()));
         }
         let mut trainer = Trainer::new(model.params.clone(), cfg)?;
+        if let Some(s) = scaler {
+            trainer = trainer.with_grad_scaler(s)?;
+        }
         trainer.set_dataset_len(data.seqs.len());
         Ok(Self { model, data, trainer, pad_id, max_len })
+    }
+
+    /// Tokens the loss predicts in example `i` (what `Batch::right_padded` + `next_token_ce` count).
+    fn predicted_tokens(&self, i: usize) -> usize {
+        let len = self.data.seqs[i].len().min(self.max_len);
+        let first = self.data.label_starts.as_ref().map_or(0, |s| s[i]).max(1);
+        len.saturating_sub(first)
     }
 
     /// Continues from a checkpoint written by [`FineTune::save`] (the model itself must already have
@@ -84,8 +110,11 @@ impl<'a> FineTune<'a> {
     /// One optimizer step over `grad_accum` micro-batches of `batch_size` examples.
     pub fn step(&mut self) -> Result<StepStats> {
         let micro = self.trainer.next_micro_batches()?;
+        // Under loss scaling each micro-batch backpropagates ce_sum / step tokens, as torch + HF do, so
+        // f16 gradients overflow exactly where theirs do.
+        let total = self.trainer.grad_scaler().map(|_| micro.iter().flatten().map(|&i| self.predicted_tokens(i)).sum());
         let (model, data, pad, max_len) = (self.model, &self.data, self.pad_id, self.max_len);
-        self.trainer.step(&micro, |idx: &Vec<usize>| -> std::result::Result<_, crossfeed_model::ModelError> {
+        self.trainer.step_with_tokens(&micro, total, |idx: &Vec<usize>| -> std::result::Result<_, crossfeed_model::ModelError> {
             let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| data.seqs[i].clone()).collect();
             let starts: Option<Vec<usize>> = data.label_starts.as_ref().map(|s| idx.iter().map(|&i| s[i]).collect());
             let batch = Batch::right_padded(&seqs, pad, max_len, starts.as_deref(), &model.device)?;

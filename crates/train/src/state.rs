@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::grad_scaler::GradScaler;
 use crate::order::DataCursor;
 use crate::trainer::TrainConfig;
 
@@ -34,6 +35,12 @@ pub struct TrainerState {
     pub data: DataCursor,
     /// The configuration the run was started with (checked on resume).
     pub config: TrainConfig,
+    /// Steps skipped by f16 loss scaling (not applied to the weights or the schedule).
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// f16 loss scaling: the scale and its growth counter.
+    #[serde(default)]
+    pub grad_scaler: Option<GradScaler>,
 }
 
 pub(crate) const TRAINER_STATE_FORMAT: &str = "crossfeed-trainer-v1";

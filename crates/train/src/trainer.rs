@@ -14,6 +14,7 @@ use crate::accum::GradAccumulator;
 use crate::adamw::{hf_decay, AdamW, AdamWConfig};
 use crate::clip::clip_coefficient;
 use crate::error::{BoxError, Result, TrainError};
+use crate::grad_scaler::{GradScaler, GradScalerConfig};
 use crate::order::DataCursor;
 use crate::schedule::{warmup_steps, LrSchedule, Schedule};
 use crate::state::{
@@ -134,6 +135,13 @@ pub struct StepStats {
     pub tokens: usize,
     /// Micro-batches in the step.
     pub micro_batches: usize,
+    /// f16 loss scaling only: the gradients had inf/NaN, so the update was skipped (weights, moments
+    /// and learning-rate schedule unchanged) and the scale backed off. `grad_norm` is then inf/NaN.
+    #[serde(default)]
+    pub skipped: bool,
+    /// f16 loss scaling only: the scale this step's loss was multiplied by.
+    #[serde(default)]
+    pub loss_scale: Option<f64>,
 }
 
 /// Drives optimizer steps for any model whose trainable weights are f32 [`Var`]s.
@@ -146,6 +154,11 @@ pub struct Trainer {
     micro_batches_seen: u64,
     tokens_seen: u64,
     data: DataCursor,
+    /// Dynamic loss scaling (f16 training); `None` for f32/bf16.
+    scaler: Option<GradScaler>,
+    /// Steps skipped by the scaler: they count as steps (data is consumed, as HF's `global_step`)
+    /// but not as updates, so the schedule runs on `step - skipped` (HF skips `lr_scheduler.step()`).
+    skipped: u64,
 }
 
 impl Trainer {
@@ -174,7 +187,25 @@ impl Trainer {
             micro_batches_seen: 0,
             tokens_seen: 0,
             data,
+            scaler: None,
+            skipped: 0,
         })
+    }
+
+    /// Turns on dynamic loss scaling (f16 activations). Call before the first step.
+    pub fn with_grad_scaler(mut self, cfg: GradScalerConfig) -> Result<Self> {
+        self.scaler = Some(GradScaler::new(cfg)?);
+        Ok(self)
+    }
+
+    /// The loss scaler, when f16 loss scaling is on.
+    pub fn grad_scaler(&self) -> Option<&GradScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// Steps the loss scaler skipped so far.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -192,7 +223,12 @@ impl Trainer {
 
     /// Learning rate the next call to [`Trainer::step`] will use.
     pub fn next_lr(&self) -> f64 {
-        self.schedule.lr_at(self.step)
+        self.schedule.lr_at(self.updates())
+    }
+
+    /// Updates applied (steps not skipped by the loss scaler): the schedule's position.
+    fn updates(&self) -> u64 {
+        self.step - self.skipped
     }
 
     pub fn schedule(&self) -> &LrSchedule {
@@ -241,7 +277,19 @@ impl Trainer {
     /// cross-entropy over its predicted tokens (a scalar tensor connected to the parameters) and
     /// the number of predicted tokens. Errors name the (1-based) optimizer step and the
     /// micro-batch index; after an error, parameters and optimizer state are unchanged.
-    pub fn step<B, E, F>(&mut self, micro_batches: &[B], mut loss_sum: F) -> Result<StepStats>
+    pub fn step<B, E, F>(&mut self, micro_batches: &[B], loss_sum: F) -> Result<StepStats>
+    where
+        F: FnMut(&B) -> std::result::Result<(Tensor, usize), E>,
+        E: Into<BoxError>,
+    {
+        self.step_with_tokens(micro_batches, None, loss_sum)
+    }
+
+    /// [`Trainer::step`] when the step's total number of predicted tokens is known before the forward
+    /// passes: each micro-batch then backpropagates `ce_sum / total_tokens` (times the loss scale), as
+    /// HF does with `num_items_in_batch`. Under f16 loss scaling that keeps the gradients, and so the
+    /// point where they overflow, the same as torch's; otherwise it only changes rounding.
+    pub fn step_with_tokens<B, E, F>(&mut self, micro_batches: &[B], total_tokens: Option<usize>, mut loss_sum: F) -> Result<StepStats>
     where
         F: FnMut(&B) -> std::result::Result<(Tensor, usize), E>,
         E: Into<BoxError>,
@@ -258,7 +306,7 @@ impl Trainer {
             )));
         }
         self.accum.clear();
-        let result = self.step_inner(step, micro_batches, &mut loss_sum);
+        let result = self.step_inner(step, micro_batches, total_tokens, &mut loss_sum);
         if result.is_err() {
             self.accum.clear();
         }
@@ -269,6 +317,7 @@ impl Trainer {
         &mut self,
         step: u64,
         micro_batches: &[B],
+        total_tokens: Option<usize>,
         loss_sum: &mut F,
     ) -> Result<StepStats>
     where
@@ -278,6 +327,15 @@ impl Trainer {
         let mut ce_total = 0f64;
         let mut tokens = 0usize;
         let mut last_sq = 0f64;
+        // Backward runs on `ce_sum · seed`; the optimizer divides it out again.
+        let loss_scale = self.scaler.as_ref().map(GradScaler::scale);
+        let pre = match total_tokens {
+            Some(0) => return Err(TrainError::NoTokens { step }),
+            Some(n) => 1.0 / n as f64,
+            None => 1.0,
+        };
+        let seed = pre * loss_scale.unwrap_or(1.0);
+        let mut found_inf = false;
         for (i, b) in micro_batches.iter().enumerate() {
             let (ce, n) = loss_sum(b).map_err(|e| TrainError::LossFn {
                 step,
@@ -292,6 +350,13 @@ impl Trainer {
                 });
             }
             let value = ce.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?[0] as f64;
+            if !value.is_finite() && self.scaler.is_some() {
+                // An f16 forward overflowed: GradScaler would find inf/NaN gradients and skip the step.
+                found_inf = true;
+                ce_total += value;
+                tokens += n;
+                continue;
+            }
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step,
@@ -299,9 +364,12 @@ impl Trainer {
                     value,
                 });
             }
-            let grads = ce.backward()?;
+            let grads = if seed == 1.0 { ce.backward()? } else { (ce * seed)?.backward()? };
             let report = self.accum.add(grads)?;
-            if let Some(param) = report.non_finite {
+            if report.non_finite.is_some() && self.scaler.is_some() {
+                // The scale was too large for f16: the step is skipped below.
+                found_inf = true;
+            } else if let Some(param) = report.non_finite {
                 return Err(TrainError::NonFiniteGrad {
                     step,
                     micro_batch: i,
@@ -316,13 +384,45 @@ impl Trainer {
         if tokens == 0 {
             return Err(TrainError::NoTokens { step });
         }
-        let scale = 1.0 / tokens as f64;
-        let raw_sq = if micro_batches.len() == 1 {
+        if let Some(n) = total_tokens.filter(|&n| n != tokens) {
+            return Err(TrainError::Config(format!(
+                "optimizer step {step}: micro-batches predicted {tokens} tokens, the caller announced {n}"
+            )));
+        }
+        // Gradients in the accumulator are `seed · Σ ∇ce_sum`; the token-mean gradient is that times `scale`.
+        let scale = match total_tokens {
+            Some(_) => 1.0 / loss_scale.unwrap_or(1.0),
+            None => 1.0 / (tokens as f64 * seed),
+        };
+        let raw_sq = if found_inf {
+            f64::INFINITY
+        } else if micro_batches.len() == 1 {
             last_sq
         } else {
             self.accum.sq_norm()?
         };
         let grad_norm = raw_sq.sqrt() * scale;
+        if let Some(scaler) = self.scaler.as_mut().filter(|_| !grad_norm.is_finite()) {
+            // torch's GradScaler.step: inf/NaN found after unscaling, so no optimizer step.
+            let lr = self.schedule.lr_at(self.step - self.skipped);
+            scaler.update(true);
+            self.accum.clear();
+            self.skipped += 1;
+            self.step = step;
+            self.micro_batches_seen += micro_batches.len() as u64;
+            self.tokens_seen += tokens as u64;
+            return Ok(StepStats {
+                step,
+                loss: ce_total / tokens as f64,
+                lr,
+                grad_norm,
+                clipped: false,
+                tokens,
+                micro_batches: micro_batches.len(),
+                skipped: true,
+                loss_scale,
+            });
+        }
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFiniteGrad {
                 step,
@@ -332,21 +432,26 @@ impl Trainer {
             });
         }
         let coef = clip_coefficient(grad_norm, self.cfg.max_grad_norm);
-        let lr = self.schedule.lr_at(self.step);
+        let lr = self.schedule.lr_at(self.updates());
         let grads = self.accum.take();
         self.opt
             .step_scaled(&grads, lr, scale * coef.unwrap_or(1.0))?;
+        if let Some(s) = self.scaler.as_mut() {
+            s.update(false);
+        }
         self.step = step;
         self.micro_batches_seen += micro_batches.len() as u64;
         self.tokens_seen += tokens as u64;
         Ok(StepStats {
             step,
-            loss: ce_total * scale,
+            loss: ce_total / tokens as f64,
             lr,
             grad_norm,
             clipped: coef.is_some(),
             tokens,
             micro_batches: micro_batches.len(),
+            skipped: false,
+            loss_scale,
         })
     }
 
@@ -363,6 +468,8 @@ impl Trainer {
             tokens_seen: self.tokens_seen,
             data: self.data.clone(),
             config: self.cfg.clone(),
+            skipped_steps: self.skipped,
+            grad_scaler: self.scaler.clone(),
         };
         let path = dir.join(TRAINER_STATE_FILE);
         let json = serde_json::to_vec_pretty(&state).map_err(|e| TrainError::StateFormat {
@@ -397,8 +504,29 @@ impl Trainer {
         if state.config != self.cfg {
             return Err(config_diff(&path, &state.config, &self.cfg));
         }
+        match (&state.grad_scaler, &self.scaler) {
+            (Some(saved), Some(current)) if saved.config != current.config => {
+                return Err(TrainError::ConfigMismatch {
+                    path,
+                    what: "grad_scaler".into(),
+                    saved: format!("{:?}", saved.config),
+                    current: format!("{:?}", current.config),
+                })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(TrainError::StateFormat {
+                    path,
+                    msg: format!(
+                        "checkpoint was written {} f16 loss scaling, this run {} it (same dtype needed to resume)",
+                        if state.grad_scaler.is_some() { "with" } else { "without" },
+                        if self.scaler.is_some() { "uses" } else { "does not use" }
+                    ),
+                })
+            }
+            _ => {}
+        }
         self.opt.load(dir.join(OPTIMIZER_FILE))?;
-        if self.opt.step_count() != state.step {
+        if self.opt.step_count() + state.skipped_steps != state.step {
             return Err(TrainError::StateFormat {
                 path,
                 msg: format!(
@@ -409,6 +537,8 @@ impl Trainer {
             });
         }
         self.step = state.step;
+        self.skipped = state.skipped_steps;
+        self.scaler = state.grad_scaler;
         self.micro_batches_seen = state.micro_batches_seen;
         self.tokens_seen = state.tokens_seen;
         self.data = state.data;

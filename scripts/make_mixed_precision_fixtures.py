@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Golden numbers for mixed-precision training (crates/train/tests/mixed_precision.rs).
+
+On every tiny fixture model (tests/fixtures/models/*), 12 full-batch AdamW steps from the same weights,
+the way HF Trainer runs them with `bf16=True` / `fp16=True` on CPU:
+  f32      plain f32 (the reference the mixed modes are measured against)
+  bf16     torch.autocast("cpu", bfloat16); master weights, gradients and AdamW state f32
+  bf16_pure  crossfeed's bf16 exactly: every step the f32 master weights are copied into a bf16 copy of
+           the model, forward and backward run wholly in bf16 (residual stream included; transformers
+           still normalises and takes softmax in f32), gradients are cast to f32 for AdamW on the masters.
+           autocast differs in keeping the residual stream in f32; the two differ by about as much as
+           autocast differs from f32 (printed below), so the tight check is against this one.
+  f16      torch.autocast("cpu", float16) + torch.amp.GradScaler("cpu") (init 65536, backoff 0.5, growth
+           2.0, every 8 steps here so growth is exercised)
+  f16_skip crossfeed's f16 exactly (the whole forward and backward in f16, as bf16_pure) with the same
+           GradScaler at init_scale 2**27, backoff 0.25, growth 4.0 every 3 steps: the first steps overflow
+           f16 and are skipped, the scale backs off, grows, overflows again. (Under autocast only matmuls run in f16, so it overflows at other scales than a model whose
+           residual stream is f16 too; the scaler's logic is the same.)
+Per step: loss (token-mean CE, f32), grad norm after unscaling (inf on a skipped step), lr, loss scale,
+skipped; the final weights. HF semantics for a skipped step: no optimizer step and no scheduler step.
+Writes tests/fixtures/train/mixed_precision.json and .safetensors.
+Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers from PyPI, CPU only)
+"""
+import copy
+import json
+import math
+import os
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
+OUT = os.path.join(ROOT, "tests", "fixtures", "train")
+VARIANTS = ["opt125", "opt350", "llama32", "llama"]
+STEPS = 12
+HP = dict(lr=2e-3, warmup_steps=2, weight_decay=0.1, max_grad_norm=1.0)
+MODES = {
+    "f32": dict(dtype=None),
+    "bf16": dict(dtype=torch.bfloat16),
+    "bf16_pure": dict(dtype=torch.bfloat16, pure=True),
+    "f16": dict(dtype=torch.float16, init_scale=65536.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=8),
+    # Factors of 4 keep every decision far from f16's limit (the gradients at 2**17 are 0.5-0.85 of it,
+    # at 2**19 2-3.4x over), so skips do not hinge on rounding differences between the two sides.
+    "f16_skip": dict(dtype=torch.float16, init_scale=2.0**27, growth_factor=4.0, backoff_factor=0.25, growth_interval=3, pure=True),
+}
+
+
+def padded(ids_list, pad):
+    t = max(len(x) for x in ids_list)
+    ids = torch.full((len(ids_list), t), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids_list), t), dtype=torch.long)
+    for i, x in enumerate(ids_list):
+        ids[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+    return ids, mask
+
+
+def ce_sum(logits, ids, mask):
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -lp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    w = mask[:, 1:].float()
+    return (nll * w).sum(), w.sum()
+
+
+def run(variant, mode):
+    spec = MODES[mode]
+    d = os.path.join(MODELS, variant)
+    g = json.load(open(os.path.join(d, "golden.json")))
+    model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").float().train()
+    ids, mask = padded(g["token_ids"], g["pad_id"])
+    # HF Trainer's no-decay rule by name (biases and norm weights).
+    no_decay = {n for n, _ in model.named_parameters() if "bias" in n or "norm" in n.lower()}
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": HP["weight_decay"]},
+        {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=HP["lr"], betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    sched = get_linear_schedule_with_warmup(opt, HP["warmup_steps"], STEPS)
+    scaler = None
+    if spec["dtype"] == torch.float16:
+        scaler = torch.amp.GradScaler("cpu", init_scale=spec["init_scale"], growth_factor=spec["growth_factor"],
+                                      backoff_factor=spec["backoff_factor"], growth_interval=spec["growth_interval"])
+    rows = dict(loss=[], grad_norm=[], lr=[], scale=[], skipped=[], max_abs_grad=[])
+    low = copy.deepcopy(model).to(spec["dtype"]) if spec.get("pure") else None
+    for _ in range(STEPS):
+        opt.zero_grad()
+        if low is not None:
+            with torch.no_grad():
+                for p, q in zip(model.parameters(), low.parameters()):
+                    q.copy_(p)
+            low.zero_grad()
+            logits = low(input_ids=ids, attention_mask=mask).logits
+        elif spec["dtype"] is None:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        else:
+            with torch.autocast("cpu", dtype=spec["dtype"]):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+        s, n = ce_sum(logits, ids, mask)
+        loss = s / n
+        scale = scaler.get_scale() if scaler else 1.0
+        (scaler.scale(loss) if scaler else loss).backward()
+        if low is not None:
+            for p, q in zip(model.parameters(), low.parameters()):
+                p.grad = q.grad.float()
+        if scaler:
+            scaler.unscale_(opt)
+        # How close the (unscaled) gradients came to f16's limit, to check skip decisions are not marginal.
+        rows["max_abs_grad"].append(max(float(p.grad.abs().max()) for p in model.parameters()) * scale)
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), HP["max_grad_norm"]))
+        rows["lr"].append(sched.get_last_lr()[0])
+        rows["scale"].append(scale)
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+            skipped = scaler.get_scale() < scale
+        else:
+            opt.step()
+            skipped = False
+        if not skipped:
+            sched.step()  # accelerate skips the scheduler when the optimizer step was skipped
+        rows["skipped"].append(skipped)
+        rows["loss"].append(float(loss.detach()))
+        rows["grad_norm"].append(norm if math.isfinite(norm) else None)
+    # JSON has no NaN/inf: a non-finite value is stored as null.
+    rows = {k: [x if not isinstance(x, float) or math.isfinite(x) else None for x in v] for k, v in rows.items()}
+    final = {f"{variant}.{mode}.{k}": v.detach().float().contiguous() for k, v in model.named_parameters()}
+    return rows, final
+
+
+def main():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # reproducible reductions
+    meta = dict(steps=STEPS, hp=HP, modes={m: {k: (str(v) if k == "dtype" else v) for k, v in s.items()} for m, s in MODES.items()},
+                torch=torch.__version__, runs={})
+    tensors = {}
+    for v in VARIANTS:
+        for m in MODES:
+            rows, final = run(v, m)
+            meta["runs"][f"{v}.{m}"] = rows
+            tensors.update(final)
+            print(f"{v:8} {m:9} loss {rows['loss'][0]:.4f} -> {rows['loss'][-1]:.4f}  skipped {sum(rows['skipped'])}"
+                  f"  max|g|*scale {max(x for x in rows['max_abs_grad'] if x is not None):.3g}")
+        runs = meta["runs"]
+        gap = lambda a, b: max(abs(x - y) / abs(y) for x, y in zip(runs[f"{v}.{a}"]["loss"], runs[f"{v}.{b}"]["loss"]))
+        print(f"{v:8} loss max rel: autocast bf16 vs f32 {gap('bf16', 'f32'):.1e}, bf16_pure vs autocast {gap('bf16_pure', 'bf16'):.1e}")
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "mixed_precision.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    save_file(tensors, os.path.join(OUT, "mixed_precision.safetensors"))
+
+
+if __name__ == "__main__":
+    main()
