@@ -50,7 +50,11 @@ fn dry_run_of_a_paper_config_uses_the_built_in_shape() {
 
 #[test]
 fn cuda_device_errors_say_what_to_do() {
-    let o = crossfeed(&["score", "--model", "tests/fixtures/models/llama32", "--data", "/dev/null", "--device", "cuda"]);
+    // A real line of text: an empty file is refused before the device is opened.
+    let data = std::env::temp_dir().join(format!("crossfeed-cuda-err-{}.jsonl", std::process::id()));
+    std::fs::write(&data, "{\"text\": \"hello world\"}\n").unwrap();
+    let o = crossfeed(&["score", "--model", "tests/fixtures/models/llama32", "--data", data.to_str().unwrap(), "--device", "cuda"]);
+    let _ = std::fs::remove_file(&data);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "--device cuda should fail here");
     if cfg!(feature = "cuda") {
