@@ -390,18 +390,23 @@ impl candle_core::CustomOp1 for Relu {
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let dx = with_data(&[y, g], self.name(), |s| {
-            let mut dx = vec![0f32; s[0].len()];
-            dx.par_chunks_mut(16384).zip(s[0].par_chunks(16384).zip(s[1].par_chunks(16384))).for_each(|(d, (y, g))| {
-                for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                    *d = if y > 0.0 { g } else { 0.0 };
-                }
-            });
-            Ok(dx)
-        })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(relu_grad(y, g)?))
     }
+}
+
+/// `g` where `y > 0`, else 0: the gradient through a ReLU from its output `y`.
+pub(crate) fn relu_grad(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let dx = with_data(&[y, g], "relu-grad", |s| {
+        let mut dx = vec![0f32; s[0].len()];
+        dx.par_chunks_mut(16384).zip(s[0].par_chunks(16384).zip(s[1].par_chunks(16384))).for_each(|(d, (y, g))| {
+            for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                *d = if y > 0.0 { g } else { 0.0 };
+            }
+        });
+        Ok(dx)
+    })?;
+    Tensor::from_vec(dx, y.shape(), y.device())
 }
 
 /// Fused ReLU (the caller checks [`applies`]).

@@ -66,7 +66,7 @@ fn mm(dst: &mut [f32], m: usize, n: usize, k: usize, accumulate: bool, a: (&[f32
     }
 }
 
-fn forward(x: &Mat, w: &Mat, bias: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+fn forward(x: &Mat, w: &Mat, bias: Option<&[f32]>, relu: bool) -> Result<(CpuStorage, Shape)> {
     if x.cols != w.cols {
         bail!("fused-linear: x is [{}, {}] but W is [{}, {}]", x.rows, x.cols, w.rows, w.cols);
     }
@@ -80,12 +80,18 @@ fn forward(x: &Mat, w: &Mat, bias: Option<&[f32]>) -> Result<(CpuStorage, Shape)
     }
     // Wᵀ: element (j, l) = W[l, j].
     mm(&mut y, m, n, k, bias.is_some(), (x.data, x.rs, x.cs), (w.data, w.cs, w.rs));
+    if relu {
+        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    }
     Ok((CpuStorage::F32(y), Shape::from((m, n))))
 }
 
-/// (dx, dW, db) for `g = ∂L/∂y`.
-fn backward(x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let g = g.contiguous()?;
+/// (dx, dW, db) for `g = ∂L/∂y`; with `relu`, `y` is the activated output and `g` is masked by `y > 0`.
+fn backward(x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool, relu: Option<&Tensor>) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let g = match relu {
+        Some(y) => crate::fused::relu_grad(y, g)?,
+        None => g.contiguous()?,
+    };
     let (gs, gl) = g.storage_and_layout();
     let (xs, xl) = x.storage_and_layout();
     let (ws, wl) = w.storage_and_layout();
@@ -130,16 +136,19 @@ impl CustomOp2 for Linear {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        forward(&mat(xs, xl, "x")?, &mat(ws, wl, "W")?, None)
+        forward(&mat(xs, xl, "x")?, &mat(ws, wl, "W")?, None, false)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = backward(x, w, g, false)?;
+        let (dx, dw, _) = backward(x, w, g, false, None)?;
         Ok((Some(dx), Some(dw)))
     }
 }
 
-struct LinearBias;
+/// With `relu`, `y = max(0, x·Wᵀ + b)` (OPT's fc1): the pre-activation is never stored.
+struct LinearBias {
+    relu: bool,
+}
 
 impl CustomOp3 for LinearBias {
     fn name(&self) -> &'static str {
@@ -157,7 +166,7 @@ impl CustomOp3 for LinearBias {
     ) -> Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(b) = bs else { bail!("fused-linear: bias must be f32") };
         let Some((b0, b1)) = bl.contiguous_offsets() else { bail!("fused-linear: bias must be contiguous") };
-        forward(&mat(xs, xl, "x")?, &mat(ws, wl, "W")?, Some(&b[b0..b1]))
+        forward(&mat(xs, xl, "x")?, &mat(ws, wl, "W")?, Some(&b[b0..b1]), self.relu)
     }
 
     fn bwd(
@@ -165,18 +174,20 @@ impl CustomOp3 for LinearBias {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = backward(x, w, g, true)?;
+        let (dx, dw, db) = backward(x, w, g, true, self.relu.then_some(y))?;
         Ok((Some(dx), Some(dw), db))
     }
 }
 
-/// `x: [m, k]`, `w: [n, k]`, `bias: [n]` → `[m, n]` (the caller checks [`crate::fused::applies`]).
-pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// `x: [m, k]`, `w: [n, k]`, `bias: [n]` → `[m, n]`, then ReLU if `relu` (the caller checks
+/// [`crate::fused::applies`]).
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
     match bias {
-        Some(b) => x.apply_op3(w, &b.contiguous()?, LinearBias),
+        Some(b) => x.apply_op3(w, &b.contiguous()?, LinearBias { relu }),
+        None if relu => crate::fused::relu(&x.apply_op2(w, Linear)?),
         None => x.apply_op2(w, Linear),
     }
 }

@@ -24,15 +24,33 @@ impl Linear {
 
     /// `x: [.., in]` → `[.., out]`; `weight: [out, in]` as PyTorch stores it.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, false)
+    }
+
+    /// `relu(forward(x))`; on the CPU's many-row path the ReLU is part of the same op.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
         if crate::fused::applies(x) && self.weight.dtype() == DType::F32 && rows > crate::skinny::MAX_ROWS {
             // Many rows (training, prefill): one gemm with the bias folded in, dW written row-major.
             let (lead, k) = (&x.dims()[..x.rank() - 1], x.dim(candle_core::D::Minus1)?);
-            let y = crate::linear::linear(&x.reshape((rows, k))?, &self.weight, self.bias.as_ref())?;
+            let y = crate::linear::linear(&x.reshape((rows, k))?, &self.weight, self.bias.as_ref(), relu)?;
             let mut shape = lead.to_vec();
             shape.push(self.weight.dim(0)?);
             return y.reshape(shape);
         }
+        let y = self.forward_composed(x)?;
+        if relu {
+            relu_op(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let w = cast(&self.weight, x.dtype())?;
         let y = match x.dims() {
             [b, t, k] => crate::skinny::linear(&x.reshape((b * t, *k))?, &w)?.reshape((*b, *t, ()))?,
@@ -100,6 +118,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// ReLU (OPT's FFN activation).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    relu_op(x)
+}
+
+fn relu_op(x: &Tensor) -> Result<Tensor> {
     if crate::fused::applies(x) {
         return crate::fused::relu(x);
     }

@@ -106,6 +106,7 @@ fn linear_with_and_without_bias_matches_composed_ops() {
         let lin = ops::Linear { weight: w.as_tensor().clone(), bias: bias.then(|| b.as_tensor().clone()) };
         let vars: Vec<&Var> = if bias { vec![&x, &w, &b] } else { vec![&x, &w] };
         check("linear", &vars, || lin.forward(&x).unwrap(), 1e-4);
+        check("linear+relu", &vars, || lin.forward_relu(&x).unwrap(), 1e-4);
     }
 }
 
