@@ -21,6 +21,13 @@ struct Shared(*mut f32);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    /// Through a method, so closures capture the `Shared` (Send + Sync), not its raw-pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A strided 4-d operand: data, start offset and element strides.
 #[derive(Clone, Copy)]
 struct View<'a> {
@@ -150,7 +157,6 @@ impl CustomOp3 for Attention {
             }
             probs.par_chunks_mut((tq * tk).max(1)).enumerate().for_each(|(bh, p)| {
                 let (bi, h) = (bh / hq, bh % hq);
-                let out_ptr = out_ptr;
                 // SAFETY: q, k, v blocks lie inside their storages (their layouts describe them); p is
                 // this task's [tq, tk] block; the output block (row stride hq·d, offset bi·tq·hq·d + h·d)
                 // is written by this task only.
@@ -174,7 +180,7 @@ impl CustomOp3 for Attention {
                     }
                 });
                 unsafe {
-                    let o = out_ptr.0.add(bi * tq * hq * d + h * d);
+                    let o = out_ptr.get().add(bi * tq * hq * d + h * d);
                     mm((tq, d, tk), o, (hq * d, 1), false, p.as_ptr(), (tk, 1), v.block(bi, h / group), (v.st[2], v.st[3]));
                 }
             });
@@ -214,7 +220,6 @@ impl CustomOp3 for Attention {
         // One task per (sequence, KV head): the query heads of a group accumulate into the same dk, dv.
         dk.par_chunks_mut((tk * d).max(1)).zip(dv.par_chunks_mut((tk * d).max(1))).enumerate().for_each(|(bk, (dk, dv))| {
             let (bi, kh) = (bk / hkv, bk % hkv);
-            let dq_ptr = dq_ptr;
             let mut ds = vec![0f32; tq * tk];
             for (j, h) in (kh * group..(kh + 1) * group).enumerate() {
                 let p = &probs[(bi * hq + h) * tq * tk..(bi * hq + h + 1) * tq * tk];
@@ -235,7 +240,7 @@ impl CustomOp3 for Attention {
                     }
                 });
                 unsafe {
-                    let dqb = dq_ptr.0.add((bi * hq + h) * tq * d);
+                    let dqb = dq_ptr.get().add((bi * hq + h) * tq * d);
                     mm((tq, d, tk), dqb, (d, 1), false, ds.as_ptr(), (tk, 1), kv.block(bi, kh), (kv.st[2], kv.st[3]));
                     mm((tk, d, tq), dk.as_mut_ptr(), (d, 1), j > 0, ds.as_ptr(), (1, tk), qv.block(bi, h), (qv.st[2], qv.st[3]));
                 }
