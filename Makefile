@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/crossfeed
 
-.PHONY: build demo demo-check test bench fixtures clean
+.PHONY: build demo demo-check test test-slurm bench fixtures clean
 
 build:
 	$(CARGO) build --release -p crossfeed-cli
@@ -24,6 +24,12 @@ demo-check: build
 # Everything CI runs; needs no Python and no network.
 test:
 	$(CARGO) test --workspace
+
+# The tiny sweep on a real one-node Slurm on localhost (installs Debian's slurm-wlm and munge where
+# missing, starts and stops the daemons itself; needs root): metrics equal the local run, and a
+# cancelled job is completed by `crossfeed slurm --resume`. CI runs it after `make test`.
+test-slurm:
+	CARGO=$(CARGO) bash scripts/test-slurm.sh
 
 # Throughput, side by side with PyTorch where a counterpart exists (needs torch from PyPI).
 bench: build

@@ -6,12 +6,20 @@ Rust tests compare against (transformers + torch from PyPI; `make test` itself n
     python3 scripts/make_model_fixtures.py            # regenerate every fixture
     python3 scripts/make_model_fixtures.py --check-saved DIR --variant opt125   # load a checkpoint that
         # `crossfeed` saved into transformers and compare its logits with the golden ones
+    python3 scripts/make_model_fixtures.py --formats  # checkpoints as the installed transformers saves them
+    pip install --target /tmp/tf4 'transformers<5'
+    PYTHONPATH=/tmp/tf4 python3 scripts/make_model_fixtures.py --formats     # ... and as 4.x saves them
 
 Variants (each a directory with config.json, weights, tokenizer files, golden.safetensors, golden.json):
   opt125     pre-LN OPT with a final layer norm; vocab.json + merges.txt; model.safetensors
   opt350     post-LN OPT (do_layer_norm_before=false) with project_in/out; pytorch_model.bin, `decoder.*` names
   llama32    Llama 3.2 style: GQA, llama3 rope scaling, tied embeddings, tokenizer.json; sharded safetensors
   llama      plain Llama: no rope scaling, untied head, model.safetensors
+
+Format fixtures (tests/fixtures/models/formats/tfN-*, `--formats`): checkpoints written by transformers N
+itself (`save_pretrained`: the config.json keys of that era, tokenizer files re-saved by it) with weights
+stored as f32/bf16/f16 safetensors or as an old-hub `pytorch_model.bin` with bare `decoder.*` names. Their
+golden is the f32 logits of transformers loading that same directory with dtype float32.
 
 Golden numbers: token ids of TEXTS, full f32 logits of a right-padded batch (eager attention), per-row
 CE sums and counts (full-sequence and completion-only), gradients of a few named tensors of the mean CE,
@@ -316,14 +324,159 @@ def check_saved(path, variant):
     return diff < 1e-4
 
 
+# --- Format fixtures: what each transformers era writes ------------------------------------------------
+
+LLAMA32_SHAPE = dict(
+    model_type="llama", vocab_size=328, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5, max_position_embeddings=131072,
+    tie_word_embeddings=True, bos_token_id=0, eos_token_id=1)
+# Llama 3.2's RoPE: theta 500000 and llama3 frequency scaling (in 4.x `rope_theta` + `rope_scaling`).
+LLAMA3_ROPE = dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=8192)
+OPT350_SHAPE = dict(
+    model_type="opt", vocab_size=328, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+    max_position_embeddings=64, do_layer_norm_before=False, word_embed_proj_dim=16, pad_token_id=1,
+    bos_token_id=2, eos_token_id=2)
+# Keys facebook/opt-350m's config.json carries besides the shape (dropout 0.1 is training-only).
+OPT_HUB_EXTRAS = dict(dropout=0.1, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0, init_std=0.02,
+                      prefix="</s>", _name_or_path="facebook/opt-350m")
+
+
+def format_variants(major):
+    """(name, tokenizer source, config kwargs, storage dtype, how to write weights, config rewrite)."""
+    if major >= 5:
+        return [
+            ("tf5-llama32", "llama32", dict(LLAMA32_SHAPE, rope_parameters=dict(LLAMA3_ROPE, rope_theta=500000.0)),
+             torch.float32, "save_pretrained", None),
+            ("tf5-llama32-bf16", "llama32", dict(LLAMA32_SHAPE, rope_parameters=dict(LLAMA3_ROPE, rope_theta=500000.0)),
+             torch.bfloat16, "save_pretrained", None),
+            ("tf5-llama-f16", "llama", dict(model_type="llama", vocab_size=330, hidden_size=32, intermediate_size=48,
+                                            num_hidden_layers=2, num_attention_heads=4,
+                                            rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
+             torch.float16, "save_pretrained", None),
+            # A hand-written config with only the sizes: every other key takes transformers' default.
+            ("tf5-llama-minimal", "llama", dict(model_type="llama", vocab_size=330, hidden_size=32, intermediate_size=48,
+                                                num_hidden_layers=2, num_attention_heads=4),
+             torch.float32, "save_pretrained", minimal_llama_config),
+            ("tf5-opt350-bf16", "opt350", dict(OPT350_SHAPE), torch.bfloat16, "save_pretrained", None),
+        ]
+    return [
+        ("tf4-llama32-bf16", "llama32", dict(LLAMA32_SHAPE, rope_theta=500000.0, rope_scaling=dict(LLAMA3_ROPE)),
+         torch.bfloat16, "save_pretrained", hub_dtype_key),
+        ("tf4-opt350-f16-bin", "opt350", dict(OPT350_SHAPE, **OPT_HUB_EXTRAS), torch.float16, "decoder_bin",
+         lambda cfg: dict(cfg, architectures=["OPTForCausalLM"], torch_dtype="float16")),
+        ("tf4-opt125", "opt125", dict(OPT350_SHAPE, do_layer_norm_before=True, word_embed_proj_dim=32, **OPT_HUB_EXTRAS),
+         torch.float32, "save_pretrained", None),
+    ]
+
+
+def hub_dtype_key(cfg):
+    """4.x before 4.56 (every Llama 3.2 / OPT config on the hub) wrote `torch_dtype`; 4.56+ writes `dtype`."""
+    cfg = dict(cfg)
+    cfg["torch_dtype"] = cfg.pop("dtype")
+    return cfg
+
+
+def minimal_llama_config(cfg):
+    return {k: cfg[k] for k in ["architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+                                "num_hidden_layers", "num_attention_heads"]}
+
+
+def reload_f32(d):
+    """transformers loading `d` as a user would, weights widened to f32 (the keyword changed in 5.x)."""
+    from transformers import AutoModelForCausalLM
+    import transformers
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", **{key: torch.float32}).eval()
+
+
+def golden_logits(d):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(d)
+    model = reload_f32(d)
+    token_ids = [tok(t)["input_ids"] for t in TEXTS]
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else tok.eos_token_id
+    ids, mask = padded(token_ids, pad)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    ce_sum, ce_n = ce_rows(logits, ids, mask)
+    return token_ids, pad, ids, mask, logits, ce_sum, ce_n
+
+
+def make_format_variant(name, tok_src, config, dtype, writer, rewrite):
+    import transformers
+    from transformers import AutoTokenizer
+    d = os.path.join(ROOT, "formats", name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    AutoTokenizer.from_pretrained(os.path.join(ROOT, tok_src)).save_pretrained(d)
+    kind = config["model_type"]
+    model = build_model(kind, config).to(dtype)
+    if writer == "save_pretrained":
+        model.save_pretrained(d)
+    else:
+        # Old OPT hub repos: only pytorch_model.bin, names without the `model.` prefix, no tied head.
+        model.config.save_pretrained(d)
+        sd = {k.removeprefix("model."): v.detach().clone().contiguous() for k, v in model.state_dict().items()
+              if k != "lm_head.weight"}
+        torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+    model.generation_config.save_pretrained(d)
+    if rewrite is not None:
+        path = os.path.join(d, "config.json")
+        with open(path) as f:
+            cfg = json.load(f)
+        write_json(path, rewrite(cfg))
+    token_ids, pad, ids, mask, logits, ce_sum, ce_n = golden_logits(d)
+    save_file({"logits": logits.contiguous(), "input_ids": ids, "attention_mask": mask},
+              os.path.join(d, "golden.safetensors"))
+    write_json(os.path.join(d, "golden.json"), {
+        "version": VERSION, "transformers_version": transformers.__version__, "storage_dtype": str(dtype),
+        "texts": TEXTS, "token_ids": token_ids, "pad_id": pad, "ce_sum": ce_sum.tolist(), "ce_tokens": ce_n.tolist()})
+    files = sorted(os.listdir(d))
+    size = sum(os.path.getsize(os.path.join(d, f)) for f in files)
+    print(f"{name}: transformers {transformers.__version__}, {dtype}, {size // 1024} KiB: {files}")
+
+
+def check_formats():
+    """Loads every format fixture with the installed transformers and compares with its golden (so a
+    checkpoint 4.x wrote is checked against 5.x's reading of it, and the other way round)."""
+    from safetensors.torch import load_file
+    ok = True
+    for name in sorted(os.listdir(os.path.join(ROOT, "formats"))):
+        d = os.path.join(ROOT, "formats", name)
+        golden = load_file(os.path.join(d, "golden.safetensors"))
+        try:
+            model = reload_f32(d)
+        except Exception as e:  # noqa: BLE001 -- report and go on: an older transformers may not read a newer config
+            print(f"{name}: not loadable here: {e}")
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=golden["input_ids"], attention_mask=golden["attention_mask"]).logits.float()
+        m = golden["attention_mask"].bool()
+        diff = float((logits - golden["logits"])[m].abs().max())
+        print(f"{name}: max |logits - golden| = {diff:.3e}")
+        ok &= diff < 1e-4
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-saved")
     ap.add_argument("--variant", default="opt125")
+    ap.add_argument("--formats", action="store_true", help="write the format fixtures of the installed transformers")
+    ap.add_argument("--check-formats", action="store_true", help="compare every format fixture with this transformers")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.check_saved:
         sys.exit(0 if check_saved(args.check_saved, args.variant) else 1)
+    if args.check_formats:
+        sys.exit(0 if check_formats() else 1)
+    if args.formats:
+        import transformers
+        os.makedirs(os.path.join(ROOT, "formats"), exist_ok=True)
+        for v in format_variants(int(transformers.__version__.split(".")[0])):
+            make_format_variant(*v)
+        return
     os.makedirs(ROOT, exist_ok=True)
     VARIANTS["opt350"]["bin"] = True
     VARIANTS["llama32"]["sharded"] = True

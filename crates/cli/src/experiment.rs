@@ -38,6 +38,36 @@ pub struct RunArgs {
     /// Stop after one stage, e.g. `1:0:train` or `base::eval` (simulates an interruption; for tests).
     #[arg(long, hide = true)]
     pub stop_after: Option<String>,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+}
+
+/// How many stages run at once (default: one after another in this process).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ParallelArgs {
+    /// Run independent stages at once in N worker processes on the config's device.
+    #[arg(long, value_name = "N", conflicts_with = "devices")]
+    pub workers: Option<usize>,
+    /// One worker per device, e.g. --devices cuda:0,cuda:1 (overrides the config's device).
+    #[arg(long, value_delimiter = ',', value_name = "DEV,...")]
+    pub devices: Vec<String>,
+}
+
+impl ParallelArgs {
+    /// The worker slots (a device each), or None for the serial in-process driver.
+    pub fn slots(&self, cfg: &ExperimentConfig) -> Result<Option<Vec<String>>> {
+        if !self.devices.is_empty() {
+            for d in &self.devices {
+                crossfeed_model::parse_device(d).with_context(|| format!("--devices {d}"))?;
+            }
+            return Ok(Some(self.devices.clone()));
+        }
+        match self.workers {
+            Some(0) => bail!("--workers 0: at least one worker is needed"),
+            Some(n) => Ok(Some(vec![cfg.device.clone(); n])),
+            None => Ok(None),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +78,8 @@ pub struct ResumeArgs {
     pub generations: Option<u64>,
     #[arg(long, hide = true)]
     pub stop_after: Option<String>,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +99,13 @@ pub struct StageArgs {
     /// generate, train, eval or similarity.
     #[arg(long)]
     pub stage: String,
+    /// Do nothing when the stage is done already (what workers and Slurm tasks run); without it a
+    /// done stage is run again.
+    #[arg(long)]
+    pub if_needed: bool,
+    /// Run on this device instead of the config's (a worker slot's device).
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 pub fn run(c: ExperimentCommand) -> Result<()> {
@@ -156,6 +195,42 @@ pub(crate) fn drive(runner: &mut Runner, stop_after: Option<String>) -> Result<(
     }
 }
 
+/// Runs the unfinished stages of `dir` in worker processes (`crossfeed stage --if-needed`), one per slot.
+pub(crate) fn drive_parallel(dir: &RunDir, cfg: &ExperimentConfig, slots: &[String], stop_after: Option<String>) -> Result<()> {
+    if stop_after.is_some() {
+        bail!("--stop-after works with the serial driver only (drop --workers/--devices)");
+    }
+    let exe = std::env::current_exe().context("locating the crossfeed binary for the workers")?;
+    let root = dir.root.clone();
+    let mut spawn = |id: &StageId, device: &str, log: std::fs::File| -> std::io::Result<std::process::Child> {
+        let err = log.try_clone()?;
+        let mut c = std::process::Command::new(&exe);
+        c.arg("stage").arg(&root).arg("--generation").arg(id.gen.to_string()).arg("--stage").arg(id.stage.name());
+        if let Some(e) = id.entity {
+            c.arg("--entity").arg(e.to_string());
+        }
+        c.arg("--if-needed").arg("--device").arg(device).stdin(std::process::Stdio::null()).stdout(log).stderr(err).spawn()
+    };
+    eprintln!("{} worker(s): {}", slots.len(), slots.join(", "));
+    let start = std::time::Instant::now();
+    let mut p = printer();
+    let lines = crossfeed_loop::parallel::run_parallel(dir, cfg, slots, &mut spawn, &mut p).with_context(|| format!("run {}", dir.root.display()))?;
+    eprintln!("run finished in {:.2}s: {} metric lines in {}", start.elapsed().as_secs_f64(), lines.len(), dir.root.join("metrics.jsonl").display());
+    println!("{}", dir.root.display());
+    Ok(())
+}
+
+/// The serial or the parallel driver, under the run's driver lock.
+pub(crate) fn drive_run(dir: RunDir, cfg: ExperimentConfig, parallel: &ParallelArgs, stop_after: Option<String>) -> Result<()> {
+    let _lock = dir.lock_run("crossfeed run")?;
+    if let Some(slots) = parallel.slots(&cfg)? {
+        return drive_parallel(&dir, &cfg, &slots, stop_after);
+    }
+    let embedder = load_embedder(&cfg)?;
+    let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
+    drive(&mut runner, stop_after)
+}
+
 fn run_cmd(a: RunArgs) -> Result<()> {
     let Some(path) = &a.config else {
         return crate::demo::run(crate::demo::DemoArgs { runs_dir: a.runs_dir, alphas: crate::demo::DEFAULT_ALPHAS.to_vec(), quick: false, set: a.set, check: false, seeds: Vec::new() });
@@ -167,15 +242,15 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         cfg.validate()?;
     }
     cfg.resolve_base_model()?;
-    let embedder = load_embedder(&cfg)?;
     let dir = RunDir::create(&a.runs_dir, &cfg)?;
     eprintln!("run {} (K = {}, alpha = {}, beta = {}, {} generations) in {}", cfg.name, cfg.k, cfg.alpha, cfg.beta, cfg.generations, dir.root.display());
-    let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
-    drive(&mut runner, a.stop_after)
+    drive_run(dir, cfg, &a.parallel, a.stop_after)
 }
 
 fn resume_cmd(a: ResumeArgs) -> Result<()> {
     let (dir, mut cfg) = RunDir::open(&a.run_dir)?;
+    // Held only around the config change; drive_run takes it again for the run itself.
+    let lock = dir.lock_run("crossfeed resume")?;
     if let Some(g) = a.generations {
         if g < cfg.generations {
             bail!("--generations {g} is fewer than the run's {} (a run is only ever extended)", cfg.generations);
@@ -186,15 +261,16 @@ fn resume_cmd(a: ResumeArgs) -> Result<()> {
             eprintln!("extended to {g} generations");
         }
     }
-    let embedder = load_embedder(&cfg)?;
-    let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
-    drive(&mut runner, a.stop_after)
+    drop(lock);
+    drive_run(dir, cfg, &a.parallel, a.stop_after)
 }
 
 fn status_cmd(run_dir: &Path) -> Result<()> {
     let (dir, cfg) = RunDir::open(run_dir)?;
     let stages = plan(&cfg);
     let mut done = 0;
+    let root = dir.root.canonicalize().unwrap_or(dir.root.clone());
+    let jobs = crate::slurm::JobStates::for_run(&root);
     println!("{} ({} generations, K = {})", dir.root.display(), cfg.generations, cfg.k);
     for id in &stages {
         match dir.read_marker(id)? {
@@ -202,7 +278,13 @@ fn status_cmd(run_dir: &Path) -> Result<()> {
                 done += 1;
                 println!("  done     {:<36} {:>8.2}s {:>9} tok", id.to_string(), m.wall_s, m.tokens);
             }
-            None => println!("  pending  {id}"),
+            None => {
+                let job = jobs.state_of(&root, id).map(|(j, s)| format!("  [slurm {j} {s}]")).unwrap_or_default();
+                match crossfeed_loop::lock::holder(&dir.lock_path(id))? {
+                    Some(h) => println!("  running  {id}  ({h}){job}"),
+                    None => println!("  pending  {id}{job}"),
+                }
+            }
         }
     }
     println!("{done}/{} stages done", stages.len());
@@ -223,11 +305,24 @@ fn stage_cmd(a: StageArgs) -> Result<()> {
     let (dir, cfg) = RunDir::open(&a.run_dir)?;
     let gen = GenId::parse(&a.generation).with_context(|| format!("--generation {:?}: expected `base` or a number", a.generation))?;
     let stage = Stage::parse(&a.stage).with_context(|| format!("--stage {:?}: expected generate, train, eval or similarity", a.stage))?;
-    let embedder = load_embedder(&cfg)?;
     let id = StageId { gen, entity: a.entity, stage };
-    let mut runner = Runner::new(dir.clone(), cfg.clone(), embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
+    // The device is where the stage runs, not part of the run's config (a worker slot's choice).
+    let mut on = cfg.clone();
+    if let Some(d) = a.device {
+        on.device = d;
+    }
+    let embedder = load_embedder(&on)?;
+    let mut runner = Runner::new(dir.clone(), on, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
     let mut p = printer();
-    runner.run_stage(&id, &mut p)?;
-    crossfeed_loop::metrics::rebuild(&dir, &cfg)?;
+    if a.if_needed {
+        runner.run_stage_if_needed(&id, &mut p)?;
+    } else {
+        runner.run_stage(&id, &mut p)?;
+    }
+    if stage == Stage::Similarity {
+        crossfeed_loop::stages::finish_generation(&dir, &cfg, gen)?;
+    } else {
+        crossfeed_loop::stages::rebuild_metrics(&dir, &cfg)?;
+    }
     Ok(())
 }

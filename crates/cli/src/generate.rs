@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use crossfeed_generate::{GenerationConfig, Generator, SamplingParams};
 use serde_json::Value;
 
@@ -44,12 +44,17 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
+    let sampling = SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty };
+    sampling.validate().map_err(|e| anyhow::anyhow!("--{}: {e}", e.key.replace('_', "-")))?;
     let mut rows = read_jsonl(&a.prompts)?;
+    if rows.is_empty() {
+        bail!("{}: no prompts (the file is empty; expected one JSON object with a \"prompt\" field per line)", a.prompts.display());
+    }
     let prompts = string_field(&rows, "prompt", &a.prompts)?;
     let (model, tok) = load_model(&a.model)?;
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p)).collect::<Result<_, _>>()?;
     let cfg = GenerationConfig {
-        sampling: SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty },
+        sampling,
         max_new_tokens: a.max_new_tokens,
         min_new_tokens: a.min_new_tokens,
         stop: a.stop.clone(),

@@ -10,6 +10,8 @@ mod embed;
 mod experiment;
 mod generate;
 mod score;
+mod slurm;
+mod sweep;
 mod theory;
 mod train;
 
@@ -39,6 +41,11 @@ enum Command {
     Demo(demo::DemoArgs),
     #[command(flatten)]
     Experiment(experiment::ExperimentCommand),
+    /// Sweeps: one file (base config + grid/list of overrides + seeds) expanded into runs.
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
+    /// A run or a sweep as Slurm job arrays (one per generation and stage); --submit, --resume.
+    Slurm(slurm::SlurmArgs),
     /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
     Bench(bench::BenchArgs),
 }
@@ -54,6 +61,8 @@ fn main() {
         Command::Theory(a) => theory::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(c) => experiment::run(c),
+        Command::Sweep(c) => sweep::run(c),
+        Command::Slurm(a) => slurm::run(a),
         Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use crossfeed_model::Batch;
 use serde_json::json;
 
@@ -25,6 +25,9 @@ pub struct ScoreArgs {
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let rows = read_jsonl(&a.data)?;
+    if rows.is_empty() {
+        bail!("{}: no text to score (the file is empty; expected one JSON object with a \"text\" field per line)", a.data.display());
+    }
     let texts = string_field(&rows, "text", &a.data)?;
     let (model, tok) = load_model(&a.model)?;
     let model = model.frozen()?;
@@ -45,7 +48,10 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    let mean_ce = if tokens > 0 { json!(total / tokens as f64) } else { json!(null) };
-    println!("{}", json!({"mean_ce": mean_ce, "tokens": tokens, "per_sequence": per_sequence}));
+    if tokens == 0 {
+        // A mean over no predictions is undefined: an error, not a null that a script reads as a score.
+        bail!("{}: no token to score (every text is shorter than 2 tokens after tokenization)", a.data.display());
+    }
+    println!("{}", json!({"mean_ce": total / tokens as f64, "tokens": tokens, "per_sequence": per_sequence}));
     Ok(())
 }

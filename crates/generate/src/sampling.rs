@@ -29,7 +29,33 @@ impl Default for SamplingParams {
     }
 }
 
+/// A sampling parameter outside the range transformers' logits processors accept.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key} = {value} is out of range (allowed: {allowed})")]
+pub struct InvalidSampling {
+    pub key: &'static str,
+    pub value: String,
+    pub allowed: &'static str,
+}
+
 impl SamplingParams {
+    /// The ranges transformers enforces (`TopPLogitsWarper`, `TemperatureLogitsWarper`,
+    /// `RepetitionPenaltyLogitsProcessor`), with crossfeed's temperature 0 = greedy and top_k 0 = off.
+    /// NaN fails every check.
+    pub fn validate(&self) -> std::result::Result<(), InvalidSampling> {
+        let bad = |key, value: f64, allowed| Err(InvalidSampling { key, value: value.to_string(), allowed });
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature", self.temperature, "a finite number >= 0; 0 means greedy");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p, "0 < top_p <= 1; 1 disables");
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad("repetition_penalty", self.repetition_penalty, "a finite number > 0; 1 disables");
+        }
+        Ok(())
+    }
+
     pub fn greedy() -> Self {
         Self { temperature: 0.0, ..Self::default() }
     }
@@ -163,4 +189,33 @@ pub fn next_tokens(logits: &Tensor, p: &SamplingParams, uniforms: &[f32]) -> Res
         return logits.argmax(D::Minus1)?.to_vec1::<u32>();
     }
     draw(&warp(logits, p)?, uniforms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SamplingParams;
+
+    #[test]
+    fn out_of_range_parameters_are_named() {
+        let p = |f: fn(&mut SamplingParams)| {
+            let mut s = SamplingParams::default();
+            f(&mut s);
+            s.validate()
+        };
+        assert!(p(|_| ()).is_ok());
+        assert!(p(|s| s.temperature = 0.0).is_ok());
+        assert!(p(|s| s.top_p = 1.0).is_ok());
+        for (bad, key) in [
+            (p(|s| s.top_p = 1.5), "top_p"),
+            (p(|s| s.top_p = 0.0), "top_p"),
+            (p(|s| s.top_p = f64::NAN), "top_p"),
+            (p(|s| s.temperature = -0.1), "temperature"),
+            (p(|s| s.temperature = f64::INFINITY), "temperature"),
+            (p(|s| s.repetition_penalty = 0.0), "repetition_penalty"),
+        ] {
+            let e = bad.expect_err(key);
+            assert_eq!(e.key, key);
+            assert!(e.to_string().starts_with(key) && e.to_string().contains("allowed"), "{e}");
+        }
+    }
 }

@@ -42,6 +42,12 @@ pub enum LoopError {
     #[error("embedding failed: {0}")]
     Embed(String),
 
+    #[error("{what} is in progress elsewhere: {holder}; nothing was changed")]
+    Busy { what: String, holder: String },
+
+    #[error("{0}")]
+    Workers(String),
+
     #[error("stopped after {0} (stop_after)")]
     Stopped(String),
 

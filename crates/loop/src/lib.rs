@@ -5,23 +5,31 @@
 //! One file per concept:
 //! - [`config`]: the experiment TOML ([`ExperimentConfig`]), `key=value` overrides, validation.
 //! - [`rundir`]: the run directory layout, atomic writes, `DONE` markers, config comparison.
+//! - [`lock`]: advisory per-stage and per-run locks (holder host/pid/Slurm job; stale ones taken over).
 //! - [`seeds`]: per-(generation, entity, stage) seeds derived from the run seed.
 //! - [`stages`]: the stages (generate, train, eval, similarity) and the driver that runs them in order.
+//! - [`parallel`]: the driver that runs independent stages at once, one worker process per slot.
 //! - [`eval`]: token-level CE, eval prompts, distinct-n, the optional embedding similarity.
 //! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
 //!   how often the run was interrupted.
 //! - [`report`]: the markdown report in the paper's form.
+//! - [`sweep`]: sweep files (base config + grid/list of overrides + seeds) expanded into named runs.
+//! - [`sweep_report`]: the paper's table across a sweep's runs (mean ± sd over seeds), plots against alpha.
 //! - [`plot`]: SVG/PNG figures of CE and similarity against generation.
 
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod lock;
 pub mod metrics;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod rundir;
 pub mod seeds;
 pub mod stages;
+pub mod sweep;
+pub mod sweep_report;
 
 pub use config::{apply_overrides, EvalConfig, ExperimentConfig, MixtureSection};
 pub use error::{LoopError, Result};

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -45,9 +46,15 @@ where
         .margin(8)
         .x_label_area_size(35)
         .y_label_area_size(50)
-        .build_cartesian_2d(x0 - 0.2..x1 + 0.2, y0 - pad..y1 + pad)
+        .build_cartesian_2d(GenerationAxis { lo: x0 - 0.2, hi: x1 + 0.2, ticks: generation_ticks(x0, x1) }, y0 - pad..y1 + pad)
         .map_err(|e| format!("{e:?}"))?;
-    chart.configure_mesh().x_desc("generation (-1 = base)").y_desc(y_desc).draw().map_err(|e| format!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("generation")
+        .x_label_formatter(&|x| generation_label(*x))
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| format!("{e:?}"))?;
     for (i, (label, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -59,6 +66,54 @@ where
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| format!("{e:?}"))?;
     Ok(())
+}
+
+/// The x axis: linear in the generation, ticks only where [`generation_ticks`] puts them (plotters'
+/// own f64 axis picks "nice" steps such as 0.5, and its key-point override loses the label formatter).
+struct GenerationAxis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for GenerationAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let frac = if self.hi > self.lo { (v - self.lo) / (self.hi - self.lo) } else { 0.5 };
+        limit.0 + (frac * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        // Bold ticks only: no light grid lines between generations.
+        if hint.weight().allow_light_points() { Vec::new() } else { self.ticks.clone() }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// Tick positions on whole generations only (plotters' automatic ticks on an f64 axis fall on
+/// halves), thinned to about a dozen; the base (-1) is always one of them.
+fn generation_ticks(x0: f64, x1: f64) -> Vec<f64> {
+    let (first, last) = (x0.ceil() as i64, x1.floor() as i64);
+    let step = ((last - first) / 12 + 1).max(1);
+    let mut ticks: Vec<f64> = (first..=last).filter(|g| *g < 0 || (g - first.max(0)) % step == 0).map(|g| g as f64).collect();
+    if ticks.is_empty() {
+        ticks.push(first as f64);
+    }
+    ticks
+}
+
+/// `metrics.jsonl` puts the base model at generation -1: label it by name.
+fn generation_label(x: f64) -> String {
+    if x < 0.0 {
+        "base".to_string()
+    } else {
+        format!("{}", x.round() as i64)
+    }
 }
 
 fn grid<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[(String, String, Vec<Series>)]) -> std::result::Result<(), String>
@@ -130,4 +185,32 @@ pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[Stri
         })
         .collect();
     draw(dir, "similarity", &sim_panels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_whole_generations_with_the_base_named() {
+        assert_eq!(generation_ticks(-1.0, 3.0), vec![-1.0, 0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(generation_ticks(0.0, 0.0), vec![0.0]);
+        let long = generation_ticks(-1.0, 49.0);
+        assert!(long.len() <= 14 && long[0] == -1.0 && long.iter().all(|x| x.fract() == 0.0), "{long:?}");
+        assert_eq!(generation_label(-1.0), "base");
+        assert_eq!(generation_label(2.0), "2");
+    }
+
+    #[test]
+    fn svg_axis_reads_base_and_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |generation, entity, value| MetricLine { generation, entity, eval_set: "sciq".into(), metric: "ce".into(), value, tokens: None };
+        let lines = vec![line(-1, None, 3.0), line(0, Some(0), 2.5), line(1, Some(0), 2.2), line(2, Some(0), 2.1)];
+        write_plots(dir.path(), &lines, 1, &["sciq".to_string()]).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("ce.svg")).unwrap();
+        // The SVG backend writes each label on the line after its <text> tag.
+        let labels: Vec<&str> = svg.lines().zip(svg.lines().skip(1)).filter(|(tag, _)| tag.starts_with("<text")).map(|(_, l)| l.trim()).collect();
+        assert!(labels.windows(4).any(|w| w == ["base", "0", "1", "2"]), "{labels:?}");
+        assert!(!labels.iter().any(|l| ["-0.5", "0.5", "1.5", "-1"].contains(l)), "{labels:?}");
+    }
 }

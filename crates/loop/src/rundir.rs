@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
+use crate::lock::{self, Holder, Lock, TryLock};
 use crate::seeds::fnv64_hex;
 use crate::stages::{GenId, StageId};
 
@@ -52,6 +53,19 @@ impl RunDir {
     pub fn create(runs_dir: &Path, cfg: &ExperimentConfig) -> Result<Self> {
         let root = runs_dir.join(&cfg.name);
         let cfg_path = root.join(CONFIG_FILE);
+        // Two drivers started at once: the other one's config temp file may be all there is yet.
+        for _ in 0..200 {
+            let writing = std::fs::read_dir(&root)
+                .map(|d| {
+                    let names: Vec<String> = d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+                    !names.is_empty() && names.iter().all(|n| n.starts_with("config.toml.tmp-"))
+                })
+                .unwrap_or(false);
+            if cfg_path.exists() || !writing {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         if cfg_path.exists() {
             let stored = ExperimentConfig::load(&cfg_path, &[])?;
             let diffs = stored.diff(cfg)?;
@@ -110,6 +124,37 @@ impl RunDir {
         self.stage_dir(id).join(format!("{}.DONE", id.stage.name()))
     }
 
+    /// The advisory lock a process holds while it runs `id` (see `lock.rs`).
+    pub fn lock_path(&self, id: &StageId) -> PathBuf {
+        self.stage_dir(id).join(format!("{}.lock", id.stage.name()))
+    }
+
+    /// Where a worker or Slurm task writes the log of `id`.
+    pub fn log_path(&self, id: &StageId) -> PathBuf {
+        self.stage_dir(id).join(format!("{}.log", id.stage.name()))
+    }
+
+    /// The lock of a driver (`crossfeed run`/`resume`) on the whole run.
+    pub fn run_lock_path(&self) -> PathBuf {
+        self.root.join("run.lock")
+    }
+
+    /// Takes the run's driver lock, or fails naming the process that holds it.
+    pub fn lock_run(&self, what: &str) -> Result<Lock> {
+        match lock::try_lock(&self.run_lock_path(), what)? {
+            TryLock::Acquired(l) => Ok(l),
+            TryLock::Busy(h) => Err(LoopError::Busy { what: format!("run {}", self.root.display()), holder: busy_holder(h) }),
+        }
+    }
+
+    /// Takes the lock of stage `id`, or fails naming the process that holds it.
+    pub fn lock_stage(&self, id: &StageId) -> Result<Lock> {
+        match lock::try_lock(&self.lock_path(id), &format!("stage {id}"))? {
+            TryLock::Acquired(l) => Ok(l),
+            TryLock::Busy(h) => Err(LoopError::Busy { what: format!("{id} of {}", self.root.display()), holder: busy_holder(h) }),
+        }
+    }
+
     pub fn is_done(&self, id: &StageId) -> bool {
         self.marker_path(id).exists()
     }
@@ -156,4 +201,8 @@ impl RunDir {
             .map(|(f, _)| f.clone())
             .collect())
     }
+}
+
+fn busy_holder(h: Option<Holder>) -> String {
+    h.map(|h| format!("held by {h}")).unwrap_or_else(|| "held by a process that is just starting".into())
 }

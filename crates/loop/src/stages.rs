@@ -268,27 +268,35 @@ impl<'a> Runner<'a> {
         for id in plan(&self.cfg) {
             if self.dir.is_done(&id) {
                 report(&Event::Skipped(id));
-            } else {
-                let m = self.run_stage(&id, report)?;
+            } else if let Some(m) = self.run_stage_if_needed(&id, report)? {
                 gen_tokens += m.tokens;
             }
             if id.stage == Stage::Similarity {
-                metrics::rebuild(&self.dir, &self.cfg)?;
-                self.prune(id.gen)?;
+                finish_generation(&self.dir, &self.cfg, id.gen)?;
                 report(&Event::GenerationDone { gen: id.gen, wall_s: secs(gen_start), tokens: gen_tokens });
                 gen_start = Instant::now();
                 gen_tokens = 0;
             }
             if stop_after == Some(id) {
-                metrics::rebuild(&self.dir, &self.cfg)?;
+                rebuild_metrics(&self.dir, &self.cfg)?;
                 return Err(LoopError::Stopped(id.to_string()));
             }
         }
-        metrics::rebuild(&self.dir, &self.cfg)
+        rebuild_metrics(&self.dir, &self.cfg)
     }
 
     /// Runs one stage (again, if it was done), after checking its dependencies are done.
     pub fn run_stage(&mut self, id: &StageId, report: &mut dyn FnMut(&Event)) -> Result<StageMarker> {
+        Ok(self.run_locked(id, true, report)?.expect("redo always runs"))
+    }
+
+    /// Runs one stage unless it is done; `None` when it was (possibly finished by another process
+    /// while this one waited to look). This is what workers and Slurm tasks run.
+    pub fn run_stage_if_needed(&mut self, id: &StageId, report: &mut dyn FnMut(&Event)) -> Result<Option<StageMarker>> {
+        self.run_locked(id, false, report)
+    }
+
+    fn run_locked(&mut self, id: &StageId, redo: bool, report: &mut dyn FnMut(&Event)) -> Result<Option<StageMarker>> {
         if !plan(&self.cfg).contains(id) {
             return Err(LoopError::Config(format!("{id} is not a stage of this run (k = {}, generations = {})", self.cfg.k, self.cfg.generations)));
         }
@@ -297,6 +305,17 @@ impl<'a> Runner<'a> {
                 return Err(LoopError::MissingStage { stage: id.to_string(), missing: dep.to_string() });
             }
         }
+        // No two processes run one stage: the lock is taken before anything is written, and the
+        // marker is looked at again under it (another process may have finished the stage since).
+        let lock = self.dir.lock_stage(id)?;
+        if let Some(h) = &lock.took_over {
+            report(&Event::Warning(format!("{id}: taking over the lock of a process that stopped ({h})")));
+        }
+        if !redo && self.dir.is_done(id) {
+            report(&Event::Skipped(*id));
+            return Ok(None);
+        }
+        pause_for_tests(id);
         report(&Event::Started(*id));
         let start = Instant::now();
         // A re-run starts from a clean marker-less state: remove the old marker first.
@@ -315,8 +334,9 @@ impl<'a> Runner<'a> {
         let wall = secs(start);
         let refs: Vec<&str> = files.iter().map(String::as_str).collect();
         let m = self.dir.mark_done(id, seed, &refs, wall, tokens)?;
+        drop(lock);
         report(&Event::Done { id: *id, wall_s: wall, tokens, note });
-        Ok(m)
+        Ok(Some(m))
     }
 
     /// The synthetic-data generation config of (generation, entity): the configured one with a
@@ -543,21 +563,50 @@ impl<'a> Runner<'a> {
         Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
     }
 
-    /// Deletes model checkpoints older than the last `keep_last` generations (never one a later
-    /// stage still needs: only generations before `gen - keep_last + 1`).
-    fn prune(&self, gen: GenId) -> Result<()> {
-        let (GenId::Gen(t), k) = (gen, self.cfg.keep_last) else { return Ok(()) };
-        if k == 0 || t < k {
-            return Ok(());
-        }
-        for old in 0..=(t - k) {
-            for e in 0..self.cfg.k {
-                let d = self.dir.model_dir(GenId::Gen(old), e);
-                if d.exists() {
-                    std::fs::remove_dir_all(&d).map_err(|er| LoopError::io(&d, er))?;
-                }
+}
+
+/// Rebuilds `metrics.jsonl`/`metrics.csv` under the run's metrics lock: concurrent stage processes
+/// rebuild one after another, so the last rebuild sees every marker written before it started.
+pub fn rebuild_metrics(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> {
+    let path = dir.root.join("metrics.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| LoopError::io(&path, e))?;
+    file.lock().map_err(|e| LoopError::io(&path, e))?;
+    let r = metrics::rebuild(dir, cfg);
+    let _ = file.unlock();
+    r
+}
+
+/// What follows a generation's similarity stage, whoever ran it: metrics, then pruning.
+pub fn finish_generation(dir: &RunDir, cfg: &ExperimentConfig, gen: GenId) -> Result<()> {
+    rebuild_metrics(dir, cfg)?;
+    prune(dir, cfg, gen)
+}
+
+/// Deletes model checkpoints older than the last `keep_last` generations (never one a later stage
+/// still needs: only generations before `gen - keep_last + 1`, all of whose dependents are done once
+/// `gen`'s similarity is).
+pub fn prune(dir: &RunDir, cfg: &ExperimentConfig, gen: GenId) -> Result<()> {
+    let (GenId::Gen(t), k) = (gen, cfg.keep_last) else { return Ok(()) };
+    if k == 0 || t < k {
+        return Ok(());
+    }
+    for old in 0..=(t - k) {
+        for e in 0..cfg.k {
+            let d = dir.model_dir(GenId::Gen(old), e);
+            if d.exists() {
+                std::fs::remove_dir_all(&d).map_err(|er| LoopError::io(&d, er))?;
             }
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// Test hook: `CROSSFEED_TEST_PAUSE_STAGE="generation 1 entity 0 train[@SECS]"` makes the process that
+/// takes that stage's lock sit on it (default 60 s) before working, so a test can catch it mid-stage.
+fn pause_for_tests(id: &StageId) {
+    let Ok(v) = std::env::var("CROSSFEED_TEST_PAUSE_STAGE") else { return };
+    let (stage, secs) = v.split_once('@').map_or((v.as_str(), 60), |(s, n)| (s, n.parse().unwrap_or(60)));
+    if stage == id.to_string() {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
     }
 }

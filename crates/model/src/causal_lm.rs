@@ -162,19 +162,33 @@ fn build_arch(config_json: &Value, model_type: &str, tensors: HashMap<String, Te
     let device = tensors.values().next().map_or(Device::Cpu, |t| t.device().clone());
     let backend = Tracking { tensors, used: used.clone(), path: path.to_path_buf() };
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device);
-    let parse_err = |source| ModelError::Json { path: config_path.clone(), source };
     let arch = match model_type {
-        "opt" => {
-            let cfg: OptConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
-            Arch::Opt(Box::new(Opt::new(&cfg, vb)?))
-        }
-        _ => {
-            let cfg: LlamaConfig = serde_json::from_value(config_json.clone()).map_err(parse_err)?;
-            Arch::Llama(Box::new(Llama::new(&cfg, vb)?))
-        }
+        "opt" => Arch::Opt(Box::new(Opt::new(&OptConfig::from_json(config_json, &config_path)?, vb)?)),
+        _ => Arch::Llama(Box::new(Llama::new(&LlamaConfig::from_json(config_json, &config_path)?, vb)?)),
     };
     let used = used.lock().map(|u| u.clone()).unwrap_or_default();
     Ok((arch, used))
+}
+
+/// A tied checkpoint may still carry `lm_head.weight` (old OPT `.bin` files do). Equal to the
+/// embedding it changes nothing. Different, the eras disagree (transformers 4.57 ties and drops it,
+/// 5.24 keeps it as an untied head), so any choice would match one and not the other: refused.
+fn check_tied_head(arch: &Arch, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let embed = match arch {
+        Arch::Opt(_) => "model.decoder.embed_tokens.weight",
+        Arch::Llama(m) if m.config.tie_word_embeddings => "model.embed_tokens.weight",
+        Arch::Llama(_) => return Ok(()),
+    };
+    if let (Some(head), Some(emb)) = (tensors.get("lm_head.weight"), tensors.get(embed)) {
+        let same = head.dims() == emb.dims() && (head - emb)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0;
+        if !same {
+            return Err(ModelError::Invalid(format!(
+                "{}: \"lm_head.weight\" differs from {embed:?} but config.json ties them (tie_word_embeddings); transformers 4.x would use the embedding and 5.x this head",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl CausalLm {
@@ -206,6 +220,11 @@ impl CausalLm {
         if model_type != "opt" && model_type != "llama" {
             return Err(ModelError::UnsupportedModelType { path: config_path, found: model_type });
         }
+        // The config is judged before any weight is read: a refused key costs no gigabytes.
+        match model_type.as_str() {
+            "opt" => drop(OptConfig::from_json(&config_json, &config_path)?),
+            _ => drop(LlamaConfig::from_json(&config_json, &config_path)?),
+        }
         let (tensors, weights_path) = read_weights(dir, &model_type)?;
         let mut vars = HashMap::new();
         let mut names: Vec<&String> = tensors.keys().collect();
@@ -217,6 +236,7 @@ impl CausalLm {
             vars.insert(name.clone(), var);
         }
         let (arch, used) = build_arch(&config_json, &model_type, var_tensors, &weights_path)?;
+        check_tied_head(&arch, &tensors, &weights_path)?;
         let mut extra: Vec<&String> = vars.keys().filter(|n| !used.contains(*n) && !ignorable(n)).collect();
         extra.sort();
         if let Some(name) = extra.first() {
@@ -229,6 +249,16 @@ impl CausalLm {
         let mut params: Vec<(String, Var)> = vars.into_iter().filter(|(n, _)| used.contains(n)).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Self { arch, params, config_json, source_dir: dir.to_path_buf(), dtype, device: device.clone() })
+    }
+
+    /// Training-only settings of `config.json` that crossfeed does not apply (it trains without
+    /// dropout or layer drop), as `key = value`; empty when they are all 0. Inference is unaffected:
+    /// transformers disables them in `eval()` too.
+    pub fn unapplied_training_settings(&self) -> Vec<String> {
+        match &self.arch {
+            Arch::Opt(m) => crate::config_keys::nonzero(&m.config.other, opt::OPT_TRAINING_ONLY),
+            Arch::Llama(m) => crate::config_keys::nonzero(&m.config.other, llama::LLAMA_TRAINING_ONLY),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -319,7 +349,12 @@ impl CausalLm {
 
         let mut cfg = self.config_json.clone();
         if let Value::Object(o) = &mut cfg {
+            // The weights are written in f32: say so under both eras' names (5.x prefers `dtype`
+            // when both are present, so a stale one would make `dtype="auto"` load them narrowed).
             o.insert("torch_dtype".into(), Value::String("float32".into()));
+            if o.contains_key("dtype") {
+                o.insert("dtype".into(), Value::String("float32".into()));
+            }
         }
         let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Invalid(e.to_string()))?;
         write_atomic(&dir.join("config.json"), text.as_bytes())?;

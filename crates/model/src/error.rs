@@ -10,6 +10,8 @@ pub enum ModelError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid JSON: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: key {key:?}: {message}")]
+    Config { path: PathBuf, key: String, message: String },
     #[error("{path}: unsupported model_type {found:?} (supported: \"opt\", \"llama\")")]
     UnsupportedModelType { path: PathBuf, found: String },
     #[error("{path}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin)")]

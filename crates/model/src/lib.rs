@@ -6,6 +6,7 @@
 mod attention;
 pub mod cache;
 pub mod causal_lm;
+pub mod config_keys;
 pub mod error;
 pub mod fastpath;
 pub mod fused;

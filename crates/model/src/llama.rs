@@ -3,54 +3,63 @@
 //! tied or untied embeddings. Unlike candle-transformers' llama it returns logits for every position,
 //! honours a padding mask, and uses only ops with a backward pass.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config_keys::{self, key_error};
 
 use crate::cache::KvCache;
 use crate::ops::{self, attention, attention_bias, rms_norm, Linear};
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct RopeScaling {
-    #[serde(alias = "type")]
-    pub rope_type: String,
-    #[serde(default = "one")]
+/// RoPE parameters: 4.x writes them as `rope_scaling` (with `rope_theta` at the top level), 5.x
+/// as `rope_parameters` with `rope_theta` inside. Keys not listed land in `other` and are refused.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RopeParameters {
+    pub rope_type: Option<String>,
+    /// The 4.x name of `rope_type`.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub rope_theta: Option<f64>,
+    pub factor: Option<f64>,
+    pub low_freq_factor: Option<f64>,
+    pub high_freq_factor: Option<f64>,
+    pub original_max_position_embeddings: Option<usize>,
+    pub partial_rotary_factor: Option<f64>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// transformers' `_compute_llama3_parameters` inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Llama3Scaling {
     pub factor: f64,
-    #[serde(default = "one")]
     pub low_freq_factor: f64,
-    #[serde(default = "four")]
     pub high_freq_factor: f64,
-    #[serde(default = "default_orig_max")]
     pub original_max_position_embeddings: usize,
 }
-fn one() -> f64 {
-    1.0
-}
-fn four() -> f64 {
-    4.0
-}
-fn default_orig_max() -> usize {
-    8192
+
+/// The RoPE a config asks for, resolved from either era's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rope {
+    pub theta: f64,
+    pub llama3: Option<Llama3Scaling>,
 }
 
-/// `eos_token_id` is an int in most configs and a list in Llama 3 instruct ones.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum TokenIds {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl TokenIds {
-    pub fn to_vec(&self) -> Vec<u32> {
-        match self {
-            TokenIds::One(i) => vec![*i],
-            TokenIds::Many(v) => v.clone(),
-        }
+impl Default for Rope {
+    fn default() -> Self {
+        Self { theta: 10000.0, llama3: None }
     }
 }
 
-/// The fields of a Llama `config.json` that change the computation.
+pub use crate::config_keys::TokenIds;
+
+/// A Llama `config.json`, field names as transformers writes them (4.x and 5.x). Absent keys take
+/// transformers' `LlamaConfig` defaults; keys not listed here are audited by [`LlamaConfig::from_json`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct LlamaConfig {
     pub vocab_size: usize,
@@ -62,9 +71,12 @@ pub struct LlamaConfig {
     pub head_dim: Option<usize>,
     #[serde(default = "default_rms_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f64,
-    pub rope_scaling: Option<RopeScaling>,
+    /// 4.x: the RoPE base at the top level (5.x moved it into `rope_parameters`).
+    pub rope_theta: Option<f64>,
+    /// 4.x RoPE scaling.
+    pub rope_scaling: Option<RopeParameters>,
+    /// 5.x RoPE parameters (type, theta, scaling).
+    pub rope_parameters: Option<RopeParameters>,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
     #[serde(default)]
@@ -75,15 +87,18 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    pub bos_token_id: Option<u32>,
+    pub bos_token_id: Option<TokenIds>,
     pub eos_token_id: Option<TokenIds>,
     pub pad_token_id: Option<u32>,
+    /// Every other key (audited, see [`LLAMA_HARMLESS`]).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+    /// Resolved from `rope_theta` / `rope_scaling` / `rope_parameters` by `from_json`.
+    #[serde(skip)]
+    pub rope: Rope,
 }
 fn default_rms_eps() -> f64 {
     1e-6
-}
-fn default_theta() -> f64 {
-    10000.0
 }
 fn default_max_pos() -> usize {
     2048
@@ -92,7 +107,102 @@ fn default_act() -> String {
     "silu".into()
 }
 
+/// Llama keys that cannot change what crossfeed computes, and why.
+pub const LLAMA_HARMLESS: &[&str] = &[
+    // Initialisation of weights a checkpoint lacks; crossfeed requires every weight.
+    "initializer_range",
+    // 4.x splits the projections into this many slices and sums them (the same function up to
+    // summation order); 5.x ignores it.
+    "pretraining_tp",
+    // Training-time regularisation; crossfeed trains without dropout (see `unapplied_training_settings`).
+    "attention_dropout",
+];
+
+/// Training-only Llama keys crossfeed does not apply.
+pub const LLAMA_TRAINING_ONLY: &[&str] = &["attention_dropout"];
+
 impl LlamaConfig {
+    /// Reads `config.json` (`path` names it in errors) as transformers 4.x or 5.x would, refusing
+    /// every setting that would change the computation and that crossfeed does not implement.
+    pub fn from_json(config: &Value, path: &Path) -> crate::Result<Self> {
+        let mut cfg: Self = config_keys::parse(config, path)?;
+        config_keys::audit(&cfg.other, LLAMA_HARMLESS, "llama", path)?;
+        if cfg.hidden_act != "silu" && cfg.hidden_act != "swish" {
+            return Err(key_error(path, "hidden_act", format!("{:?} is not supported (supported: \"silu\")", cfg.hidden_act)));
+        }
+        if cfg.num_attention_heads == 0 || cfg.kv_heads() == 0 || !cfg.num_attention_heads.is_multiple_of(cfg.kv_heads()) {
+            return Err(key_error(
+                path,
+                "num_key_value_heads",
+                format!("{} must divide num_attention_heads = {}", cfg.kv_heads(), cfg.num_attention_heads),
+            ));
+        }
+        cfg.rope = cfg.resolve_rope(path)?;
+        Ok(cfg)
+    }
+
+    /// transformers 5's reading of the RoPE keys: `rope_scaling` (4.x) or `rope_parameters` (5.x),
+    /// `rope_theta` inside them or at the top level (default 10000), `type` as the old name of
+    /// `rope_type`, llama3's `original_max_position_embeddings` defaulting to
+    /// `max_position_embeddings`. Where transformers would warn and carry on (unknown or unused keys,
+    /// two values for one setting) this is an error naming the key.
+    fn resolve_rope(&self, path: &Path) -> crate::Result<Rope> {
+        let (src, p) = match (&self.rope_scaling, &self.rope_parameters) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(key_error(path, "rope_scaling", "differs from rope_parameters (4.x and 5.x names of the same setting): keep one"))
+            }
+            (Some(a), _) => ("rope_scaling", a.clone()),
+            (None, Some(b)) => ("rope_parameters", b.clone()),
+            (None, None) => ("rope_parameters", RopeParameters::default()),
+        };
+        let err = |k: &str, m: String| key_error(path, &format!("{src}.{k}"), m);
+        let theta = match (self.rope_theta, p.rope_theta) {
+            (Some(top), Some(inner)) if top != inner => {
+                return Err(key_error(path, "rope_theta", format!("{top} conflicts with {src}.rope_theta = {inner}")))
+            }
+            (top, inner) => inner.or(top).unwrap_or(10000.0),
+        };
+        if !(theta > 0.0 && theta.is_finite()) {
+            return Err(err("rope_theta", format!("{theta} must be a positive number")));
+        }
+        let (type_key, rope_type) = match (&p.rope_type, &p.type_) {
+            (Some(a), Some(b)) if a != b => return Err(err("type", format!("{b:?} conflicts with rope_type {a:?}"))),
+            (Some(a), _) => ("rope_type", a.clone()),
+            (None, Some(b)) => ("type", b.clone()),
+            (None, None) => ("rope_type", "default".to_string()),
+        };
+        if let Some((k, _)) = p.other.iter().next() {
+            return Err(err(k, format!("not a RoPE parameter crossfeed applies (rope_type {rope_type:?}); it may change the computation")));
+        }
+        if let Some(f) = p.partial_rotary_factor.filter(|f| *f != 1.0) {
+            return Err(err("partial_rotary_factor", format!("{f} is not supported (only 1.0: RoPE on the whole head)")));
+        }
+        let llama3 = match rope_type.as_str() {
+            "default" => {
+                let unused = [("factor", p.factor), ("low_freq_factor", p.low_freq_factor), ("high_freq_factor", p.high_freq_factor)];
+                if let Some((k, _)) = unused.iter().find(|(_, v)| v.is_some()) {
+                    return Err(err(k, "is not applied by rope_type \"default\" (scaling needs rope_type \"llama3\")".into()));
+                }
+                None
+            }
+            "llama3" => {
+                let need = |k: &str, v: Option<f64>| v.ok_or_else(|| err(k, "missing (required by rope_type \"llama3\")".into()));
+                let factor = need("factor", p.factor)?;
+                if factor <= 0.0 {
+                    return Err(err("factor", format!("{factor} must be > 0")));
+                }
+                Some(Llama3Scaling {
+                    factor,
+                    low_freq_factor: need("low_freq_factor", p.low_freq_factor)?,
+                    high_freq_factor: need("high_freq_factor", p.high_freq_factor)?,
+                    original_max_position_embeddings: p.original_max_position_embeddings.unwrap_or(self.max_position_embeddings),
+                })
+            }
+            other => return Err(err(type_key, format!("{other:?} is not supported (supported: \"default\", \"llama3\")"))),
+        };
+        Ok(Rope { theta, llama3 })
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
     }
@@ -106,10 +216,10 @@ impl LlamaConfig {
         // transformers computes the base frequencies in float32 (`torch.arange(...).float() / dim`).
         let base: Vec<f64> = (0..dim)
             .step_by(2)
-            .map(|i| 1.0 / (self.rope_theta as f32).powf(i as f32 / dim as f32) as f64)
+            .map(|i| 1.0 / (self.rope.theta as f32).powf(i as f32 / dim as f32) as f64)
             .map(|f| f as f32 as f64)
             .collect();
-        let Some(s) = self.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") else {
+        let Some(s) = self.rope.llama3.as_ref() else {
             return base;
         };
         let old = s.original_max_position_embeddings as f64;
@@ -263,20 +373,14 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// `vb` is rooted at the checkpoint root: tensors are `model.*` and `lm_head.weight`. The head is
-    /// tied when the checkpoint has no `lm_head.weight` (as transformers saves tied models).
+    /// `vb` is rooted at the checkpoint root: tensors are `model.*` and `lm_head.weight` (absent when
+    /// `tie_word_embeddings`, as transformers saves tied models). `cfg` comes from `from_json`.
     pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.hidden_act != "silu" {
-            candle_core::bail!("Llama hidden_act {:?} is not supported (only \"silu\")", cfg.hidden_act);
-        }
-        if let Some(s) = &cfg.rope_scaling {
-            if s.rope_type != "llama3" && s.rope_type != "default" {
-                candle_core::bail!("rope_scaling.rope_type {:?} is not supported (\"llama3\", \"default\")", s.rope_type);
-            }
-        }
         let m = vb.pp("model");
         let embed_tokens = m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
-        let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+        // Tied as transformers ties: the head is the embedding, whatever `lm_head.weight` the file
+        // also carries (the loader refuses one that differs).
+        let lm_head = if cfg.tie_word_embeddings {
             embed_tokens.clone()
         } else {
             vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?

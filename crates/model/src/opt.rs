@@ -4,9 +4,15 @@
 //! `word_embed_proj_dim` and `hidden_size`. Learned positions carry OPT's offset of 2 and are derived
 //! from the attention mask. The LM head is tied to `embed_tokens`.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config_keys::{self, key_error, TokenIds};
 
 use crate::cache::KvCache;
 use crate::ops::{self, attention, attention_bias, layer_norm, Linear};
@@ -14,7 +20,8 @@ use crate::ops::{self, attention, attention_bias, layer_norm, Linear};
 /// OPT's learned positional embedding table is offset by 2 (a fairseq legacy).
 const POSITION_OFFSET: i64 = 2;
 
-/// The fields of an OPT `config.json` that change the computation.
+/// An OPT `config.json`, field names as transformers writes them (4.x and 5.x). Absent keys take
+/// transformers' `OPTConfig` defaults; keys not listed here are audited by [`OptConfig::from_json`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct OptConfig {
     pub vocab_size: usize,
@@ -22,6 +29,7 @@ pub struct OptConfig {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub ffn_dim: usize,
+    #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
     #[serde(default = "default_true")]
     pub do_layer_norm_before: bool,
@@ -34,11 +42,14 @@ pub struct OptConfig {
     pub layer_norm_elementwise_affine: bool,
     #[serde(default)]
     pub _remove_final_layer_norm: bool,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<u32>,
+    pub bos_token_id: Option<TokenIds>,
+    pub eos_token_id: Option<TokenIds>,
     pub pad_token_id: Option<u32>,
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Every other key (audited, see [`OPT_HARMLESS`]).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 fn default_true() -> bool {
@@ -47,8 +58,45 @@ fn default_true() -> bool {
 fn default_relu() -> String {
     "relu".into()
 }
+fn default_max_pos() -> usize {
+    2048
+}
+
+/// OPT keys that cannot change what crossfeed computes, and why.
+pub const OPT_HARMLESS: &[&str] = &[
+    // Initialisation of weights a checkpoint lacks; crossfeed requires every weight.
+    "init_std",
+    // Training-time regularisation; crossfeed trains without dropout (see `unapplied_training_settings`).
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "layerdrop",
+];
+
+/// Training-only OPT keys crossfeed does not apply (opt-350m ships `dropout` 0.1).
+pub const OPT_TRAINING_ONLY: &[&str] = &["dropout", "attention_dropout", "activation_dropout", "layerdrop"];
 
 impl OptConfig {
+    /// Reads `config.json` (`path` names it in errors) as transformers 4.x or 5.x would, refusing
+    /// every setting that would change the computation and that crossfeed does not implement.
+    pub fn from_json(config: &Value, path: &Path) -> crate::Result<Self> {
+        let cfg: Self = config_keys::parse(config, path)?;
+        config_keys::audit(&cfg.other, OPT_HARMLESS, "opt", path)?;
+        if cfg.activation_function != "relu" {
+            return Err(key_error(path, "activation_function", format!("{:?} is not supported (supported: \"relu\")", cfg.activation_function)));
+        }
+        if !cfg.layer_norm_elementwise_affine {
+            return Err(key_error(path, "layer_norm_elementwise_affine", "false is not supported (layer norms with weight and bias only)"));
+        }
+        if !cfg.tie_word_embeddings {
+            return Err(key_error(path, "tie_word_embeddings", "false is not supported for OPT (the head is the token embedding)"));
+        }
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+            return Err(key_error(path, "num_attention_heads", format!("{} must divide hidden_size = {}", cfg.num_attention_heads, cfg.hidden_size)));
+        }
+        Ok(cfg)
+    }
+
     pub fn embed_dim(&self) -> usize {
         self.word_embed_proj_dim.unwrap_or(self.hidden_size)
     }
@@ -165,14 +213,8 @@ pub struct Opt {
 }
 
 impl Opt {
-    /// `vb` is rooted at the checkpoint root: tensors are `model.decoder.*`.
+    /// `vb` is rooted at the checkpoint root: tensors are `model.decoder.*`. `cfg` comes from `from_json`.
     pub fn new(cfg: &OptConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.activation_function != "relu" {
-            candle_core::bail!("OPT activation_function {:?} is not supported (only \"relu\")", cfg.activation_function);
-        }
-        if !cfg.layer_norm_elementwise_affine {
-            candle_core::bail!("OPT layer_norm_elementwise_affine = false is not supported");
-        }
         let d = vb.pp("model").pp("decoder");
         let (h, e) = (cfg.hidden_size, cfg.embed_dim());
         let projected = e != h;

@@ -1,0 +1,50 @@
+//! Bad arguments and inputs to `crossfeed score` / `generate` fail with an error naming the file or
+//! the flag and its allowed range, before any model is run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_crossfeed")).args(args).current_dir(repo()).output().unwrap();
+    assert!(!o.status.success(), "crossfeed {args:?} should fail; stdout: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn score_on_an_empty_file_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("empty.jsonl");
+    std::fs::write(&data, "").unwrap();
+    let e = fails(&["score", "--model", "tests/fixtures/models/opt125", "--data", data.to_str().unwrap()]);
+    assert!(e.contains(data.to_str().unwrap()) && e.contains("empty"), "{e}");
+}
+
+#[test]
+fn score_with_nothing_to_predict_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("short.jsonl");
+    std::fs::write(&data, "{\"text\": \"\"}\n").unwrap();
+    let e = fails(&["score", "--model", "tests/fixtures/models/llama", "--data", data.to_str().unwrap()]);
+    assert!(e.contains(data.to_str().unwrap()) && e.contains("no token to score"), "{e}");
+}
+
+#[test]
+fn generate_rejects_sampling_parameters_transformers_rejects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("p.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"The\"}\n").unwrap();
+    let out = tmp.path().join("out.jsonl");
+    for (flag, value) in [("--top-p", "1.5"), ("--top-p", "0"), ("--temperature", "-1"), ("--repetition-penalty", "0")] {
+        let arg = format!("{flag}={value}");
+        let e = fails(&["generate", "--model", "tests/fixtures/models/opt125", "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap(), &arg]);
+        assert!(e.contains(flag) && e.contains("allowed"), "{arg}: {e}");
+    }
+    assert!(!out.exists());
+    std::fs::write(&prompts, "").unwrap();
+    let e = fails(&["generate", "--model", "tests/fixtures/models/opt125", "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(e.contains(prompts.to_str().unwrap()) && e.contains("no prompts"), "{e}");
+}
