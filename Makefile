@@ -34,6 +34,7 @@ test-slurm:
 # Throughput, side by side with PyTorch where a counterpart exists (needs torch from PyPI).
 bench: build
 	python3 scripts/bench_train.py --crossfeed $(BIN)
+	python3 scripts/bench_train.py --crossfeed $(BIN) --arch opt --hidden 768 --layers 12 --vocab 50272 --batch 2 --seq 512 --steps 3 --warmup 1
 	python3 scripts/bench_generate.py --crossfeed $(BIN)
 	$(BIN) bench theory
 

@@ -2,7 +2,9 @@
 parameters, the shape of notes/cpu-performance.md; `arch="opt"` gives the OPT-125m-style pre-LN layout
 at the same sizes) saved as a directory crossfeed loads, and the token pattern that `crossfeed bench`
 uses too, so both sides see identical inputs."""
+import atexit
 import os
+import shutil
 import tempfile
 
 import torch
@@ -22,13 +24,15 @@ def bench_model(prefix, arch="llama", hidden=256, layers=4, vocab=8192):
     elif arch == "opt":
         cfg = OPTConfig(vocab_size=vocab, hidden_size=hidden, ffn_dim=hidden * 4, num_hidden_layers=layers,
                         num_attention_heads=heads, max_position_embeddings=2048, word_embed_proj_dim=hidden,
-                        do_layer_norm_before=True, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+                        do_layer_norm_before=True, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                        dropout=0.0, attention_dropout=0.0)  # crossfeed has no dropout: same math on both sides
         cls = OPTForCausalLM
     else:
         raise ValueError(f"arch {arch!r}: expected 'llama' or 'opt'")
     torch.manual_seed(0)
     model = cls(cfg).float()
     d = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, d, True)  # 0.5 GB at the OPT-125M shape: never left behind
     model.config.save_pretrained(d)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if arch == "opt":

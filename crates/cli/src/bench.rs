@@ -119,6 +119,7 @@ fn bench_tokens(b: usize, t: usize, v: u32) -> Vec<Vec<u32>> {
 fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> Result<()> {
     use crossfeed_train::{FineTune, TrainConfig, Tokenized};
     let (model, _) = load_model(args)?;
+    let rss_loaded = memory_mib().map(|m| m.0);
     let seqs = bench_tokens(b, t, model.vocab_size() as u32);
     let cfg = TrainConfig { lr: 1e-5, total_steps: (steps + warmup) as u64, batch_size: b, grad_accum: 1, warmup_steps: Some(0), ..TrainConfig::default() };
     let mut ft = FineTune::new(&model, Tokenized { seqs, label_starts: None }, cfg, 0, t)?;
@@ -132,7 +133,84 @@ fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> R
     }
     let med = median(times);
     println!("crossfeed train: {:.1} ms/step, {:.0} tok/s (batch {b}x{t}, median of {steps})", med * 1e3, (b * t) as f64 / med);
+    let flops = train_step_flops(&model, b, t);
+    if model.device.is_cpu() {
+        let peak = gemm_peak_gflops();
+        let achieved = flops / med / 1e9;
+        println!(
+            "crossfeed train: {:.1} GFLOP/step, {achieved:.0} GFLOP/s, MFU {:.0}% of this machine's measured GEMM peak {peak:.0} GFLOP/s \
+             (f32 x·Wᵀ via candle → gemm, {} threads)",
+            flops / 1e9,
+            100.0 * achieved / peak,
+            candle_core::utils::get_num_threads()
+        );
+    } else {
+        println!("crossfeed train: {:.1} GFLOP/step, {:.0} GFLOP/s", flops / 1e9, flops / med / 1e9);
+    }
+    if let (Some(before), Some((_, peak))) = (rss_loaded, memory_mib()) {
+        println!("crossfeed train: peak RSS {peak:.0} MiB ({before:.0} MiB with the model loaded, before the first step)");
+    }
     Ok(())
+}
+
+/// Matmul FLOPs of one training step (forward + backward = 3 × forward): 2·P per token for the P
+/// weights used in matmuls (every 2-D weight but the embedding lookups, plus the head when tied), and
+/// 4·T·(heads·head_dim) per token and layer for the two attention matmuls (full T×T, as computed).
+fn train_step_flops(model: &crossfeed_model::CausalLm, b: usize, t: usize) -> f64 {
+    let mut matmul_params = 0usize;
+    let mut untied = false;
+    let mut embed = 0usize;
+    for (name, v) in &model.params {
+        let dims = v.dims();
+        if name.contains("embed_tokens") {
+            embed = dims.get(1).copied().unwrap_or(0);
+        } else if dims.len() == 2 && !name.contains("embed") {
+            matmul_params += v.elem_count();
+            untied |= name.contains("lm_head");
+        }
+    }
+    if !untied {
+        matmul_params += model.vocab_size() * embed;
+    }
+    let c = &model.config_json;
+    let get = |k: &str| c.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    let heads = get("num_attention_heads").unwrap_or(1);
+    let width = get("head_dim").map_or_else(|| get("hidden_size").unwrap_or(0), |d| d * heads);
+    let (tokens, layers) = ((b * t) as f64, model.num_layers() as f64);
+    3.0 * (2.0 * matmul_params as f64 * tokens + 4.0 * layers * tokens * t as f64 * width as f64)
+}
+
+/// This machine's f32 GEMM throughput through the kernel the model uses (candle's CPU matmul → the
+/// `gemm` crate, rayon's threads), best of two shapes of the bench models, median of 5 runs each.
+fn gemm_peak_gflops() -> f64 {
+    use candle_core::{Device, Tensor};
+    let mut best = 0f64;
+    for (m, k, n) in [(1024, 1024, 1024), (1024, 768, 3072)] {
+        let (Ok(x), Ok(w)) = (Tensor::randn(0f32, 1., (m, k), &Device::Cpu), Tensor::randn(0f32, 1., (n, k), &Device::Cpu)) else {
+            continue;
+        };
+        let Ok(wt) = w.t() else { continue };
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            let t0 = Instant::now();
+            if x.matmul(&wt).is_err() {
+                return f64::NAN;
+            }
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        times.remove(0);
+        best = best.max(2.0 * (m * k * n) as f64 / median(times) / 1e9);
+    }
+    best
+}
+
+/// (current, peak) resident set size in MiB, from /proc/self/status (Linux).
+fn memory_mib() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |key: &str| {
+        status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn generate(args: &ModelArgs, n: usize, prompt_len: usize, new_tokens: usize, batch_size: usize, temperature: f64) -> Result<()> {

@@ -3,17 +3,21 @@
 //! saving checkpoints transformers loads. The reference is transformers' `modeling_opt.py` and
 //! `modeling_llama.py`; `scripts/make_model_fixtures.py` writes the golden numbers the tests compare to.
 
+mod attention;
 pub mod cache;
 pub mod causal_lm;
 pub mod config_keys;
 pub mod device;
 pub mod error;
 pub mod fastpath;
+pub mod fused;
 pub mod hub;
+mod linear;
 pub mod llama;
 pub mod loss;
 pub mod ops;
 pub mod opt;
+mod simd;
 pub mod skinny;
 pub mod tokenizer;
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 use serde_json::Value;
@@ -266,17 +266,6 @@ fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Dev
     ))
 }
 
-fn rotate_half(x: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
-}
-
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    x.broadcast_mul(cos)? + rotate_half(x)?.broadcast_mul(sin)?
-}
-
 #[derive(Debug, Clone)]
 struct Attention {
     q_proj: Linear,
@@ -311,8 +300,8 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim))?.transpose(1, 2);
-        let q = apply_rope(&split(self.q_proj.forward(x)?, self.heads)?, &rope.0, &rope.1)?;
-        let k = apply_rope(&split(self.k_proj.forward(x)?, self.kv_heads)?, &rope.0, &rope.1)?;
+        let q = ops::rope(&split(self.q_proj.forward(x)?, self.heads)?, &rope.0, &rope.1)?;
+        let k = ops::rope(&split(self.k_proj.forward(x)?, self.kv_heads)?, &rope.0, &rope.1)?;
         let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
@@ -333,8 +322,8 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        self.down_proj.forward(&ops::swiglu(&gate, &up)?)
     }
 }
 

@@ -37,19 +37,25 @@ pub fn next_token_ce(
         let dev = logits.device();
         return Ok(CeSums { ce_sum: Tensor::zeros(b, DType::F32, dev)?, tokens: vec![0; b] });
     }
-    let logits = logits.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
-    let labels = input_ids.narrow(1, 1, t - 1)?.contiguous()?;
     let mut weight = attention_mask.narrow(1, 1, t - 1)?.to_dtype(DType::F32)?;
     if let Some(lm) = label_mask {
         weight = (weight * lm.narrow(1, 1, t - 1)?.to_dtype(DType::F32)?)?;
     }
     let nll = if crate::fastpath::cpu_fast(logits.device()) {
-        let labels = labels.flatten_all()?.to_vec1::<u32>()?;
+        // The op reads all T positions (the last one with a dummy label and a zero gradient): narrowing
+        // the [B, T, V] logits first would make backprop pad their gradient back with a full-size copy.
+        let mut labels = Vec::with_capacity(b * t);
+        for row in input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()? {
+            labels.extend_from_slice(&row[1..]);
+            labels.push(0);
+        }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= v) {
             candle_core::bail!("label {bad} is outside the vocabulary of {v} logits");
         }
-        logits.apply_op1(FusedNll { labels })?
+        logits.to_dtype(DType::F32)?.apply_op1(FusedNll { labels })?.narrow(1, 0, t - 1)?
     } else {
+        let logits = logits.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
+        let labels = input_ids.narrow(1, 1, t - 1)?.contiguous()?;
         let logp = log_softmax_last(&logits.reshape(((b * (t - 1)), v))?)?;
         logp.gather(&labels.reshape((b * (t - 1), 1))?, 1)?.reshape((b, t - 1))?.neg()?
     };
@@ -97,8 +103,10 @@ impl CustomOp1 for FusedNll {
         let mut nll = vec![0f32; starts.len()];
         nll.par_iter_mut().zip(starts.par_iter().zip(&self.labels)).for_each(|(out, (&start, &label))| {
             let row = &x[start..start + v];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&z| ((z - max).exp()) as f64).sum();
+            let (max, sum) = crate::simd::dispatch(|| {
+                let max = crate::simd::max(row);
+                (max, crate::simd::sum_map(row, |z| crate::simd::exp(z - max)))
+            });
             *out = max + (sum.ln() as f32) - row[label as usize];
         });
         Ok((CpuStorage::F32(nll), Shape::from((l.dims()[0], l.dims()[1]))))
@@ -135,9 +143,11 @@ impl CustomOp1 for FusedNllGrad {
                 return; // a masked position: its gradient is exactly zero
             }
             let lse = self.nll[r] + row[label];
-            for (d, &z) in dst.iter_mut().zip(row) {
-                *d = g * (z - lse).exp();
-            }
+            crate::simd::dispatch(|| {
+                for (d, &z) in dst.iter_mut().zip(row) {
+                    *d = g * crate::simd::exp(z - lse);
+                }
+            });
             dst[label] -= g;
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))

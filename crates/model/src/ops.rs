@@ -1,6 +1,8 @@
 //! Differentiable building blocks. candle's fused `layer_norm`, `rms_norm`, `softmax_last_dim` and
 //! `rope` kernels have no backward pass (candle 0.11): gradients would silently stop at them, so every
-//! op here is composed of primitive ops that autograd understands.
+//! op here is composed of primitive ops that autograd understands — the device-generic path. On the
+//! CPU the norms, RoPE, SwiGLU and attention take the project's own fused kernels instead (`fused.rs`,
+//! `attention.rs`, with hand-written backward passes), when [`crate::fastpath::cpu_fast`] allows.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -22,6 +24,33 @@ impl Linear {
 
     /// `x: [.., in]` → `[.., out]`; `weight: [out, in]` as PyTorch stores it.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, false)
+    }
+
+    /// `relu(forward(x))`; on the CPU's many-row path the ReLU is part of the same op.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
+        if crate::fused::applies(x) && self.weight.dtype() == DType::F32 && rows > crate::skinny::MAX_ROWS {
+            // Many rows (training, prefill): one gemm with the bias folded in, dW written row-major.
+            let (lead, k) = (&x.dims()[..x.rank() - 1], x.dim(candle_core::D::Minus1)?);
+            let y = crate::linear::linear(&x.reshape((rows, k))?, &self.weight, self.bias.as_ref(), relu)?;
+            let mut shape = lead.to_vec();
+            shape.push(self.weight.dim(0)?);
+            return y.reshape(shape);
+        }
+        let y = self.forward_composed(x)?;
+        if relu {
+            relu_op(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let w = cast(&self.weight, x.dtype())?;
         let y = match x.dims() {
             [b, t, k] => crate::skinny::linear(&x.reshape((b * t, *k))?, &w)?.reshape((*b, *t, ()))?,
@@ -51,6 +80,9 @@ pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
 
 /// LayerNorm over the last dim as `torch.nn.LayerNorm` (biased variance), computed in f32.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::layer_norm(x, weight, bias, eps);
+    }
     let dtype = x.dtype();
     let x = cast(x, DType::F32)?;
     let mean = x.mean_keepdim(D::Minus1)?;
@@ -63,11 +95,45 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 
 /// RMSNorm as transformers' `LlamaRMSNorm`: normalise in f32, cast back, then scale.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::rms_norm(x, weight, eps);
+    }
     let dtype = x.dtype();
     let xf = cast(x, DType::F32)?;
     let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
     cast(&y, dtype)?.broadcast_mul(&cast(weight, dtype)?)
+}
+
+/// Rotate-half RoPE (transformers' `apply_rotary_pos_emb`): `x: [B, H, T, D]`, tables `[B, 1, T, D]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::rope(x, cos, sin);
+    }
+    let d = x.dim(D::Minus1)?;
+    let (x1, x2) = (x.narrow(D::Minus1, 0, d / 2)?, x.narrow(D::Minus1, d / 2, d / 2)?);
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+/// ReLU (OPT's FFN activation).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    relu_op(x)
+}
+
+fn relu_op(x: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::relu(x);
+    }
+    x.relu()
+}
+
+/// SwiGLU's `silu(gate) ∘ up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(gate) {
+        return crate::fused::swiglu(gate, up);
+    }
+    candle_nn::ops::silu(gate)? * up
 }
 
 /// `softmax` over the last dim from primitive ops (max-subtracted, so fully masked rows stay finite).
@@ -132,6 +198,9 @@ pub fn position_tensor(pos: &[Vec<i64>], offset: i64, dev: &Device) -> Result<Te
 /// (grouped-query attention: query head `h` reads KV head `h / (Hq / Hkv)`, as transformers'
 /// `repeat_kv`). `bias: [B, 1, Tq, Tk]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    if crate::fused::applies(q) && crate::fused::applies(k) && crate::fused::applies(v) {
+        return crate::attention::attention(q, k, v, bias, scale);
+    }
     let dtype = q.dtype();
     let (b, hq, tq, d) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;

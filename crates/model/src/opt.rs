@@ -191,7 +191,7 @@ impl Layer {
             x = self.self_attn_layer_norm.forward(&x)?;
         }
         let h = if self.pre_ln { self.final_layer_norm.forward(&x)? } else { x.clone() };
-        let h = self.fc2.forward(&self.fc1.forward(&h)?.relu()?)?;
+        let h = self.fc2.forward(&self.fc1.forward_relu(&h)?)?;
         let mut x = (x + h)?;
         if !self.pre_ln {
             x = self.final_layer_norm.forward(&x)?;

@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// At most this many rows take this path; above it candle's own matmul is as fast or faster.
-const MAX_ROWS: usize = 64;
+pub(crate) const MAX_ROWS: usize = 64;
 /// `W` with at least this many elements is multiplied on all threads.
 const PARALLEL_ELEMS: usize = 1 << 17;
 

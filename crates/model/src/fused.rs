@@ -1,0 +1,415 @@
+//! Fused CPU kernels with hand-written backward passes: RMSNorm, LayerNorm, rotate-half RoPE and
+//! SwiGLU (attention is `attention.rs`). Each replaces a chain of composed candle ops whose forward and
+//! backward each make a full-size temporary per op. The composed chains in `ops.rs` stay as the
+//! device-generic twins (what CUDA runs); callers take these only when [`crate::fastpath::cpu_fast`]
+//! says so, and `tests/fused.rs` checks values and gradients of each against its twin.
+//!
+//! All are f32 and need rows (the last dim) contiguous; rows are spread over rayon's threads.
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::simd;
+
+/// True when the fused kernels may run on `x` (CPU fast path allowed, f32).
+pub fn applies(x: &Tensor) -> bool {
+    crate::fastpath::cpu_fast(x.device()) && x.dtype() == DType::F32
+}
+
+/// Rows per rayon task: enough work per task that scheduling stays negligible.
+fn rows_per_task(width: usize) -> usize {
+    (16384 / width.max(1)).max(1)
+}
+
+fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("{op}: f32 only") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: expects a contiguous input, got {:?} / {:?}", l.dims(), l.stride()),
+    }
+}
+
+/// Runs `f` over the (made contiguous) f32 CPU data of `ts`.
+fn with_data<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (g, l) in &guards {
+        let Storage::Cpu(s) = &**g else { bail!("{op}: CPU tensors only") };
+        slices.push(data(s, l, op)?);
+    }
+    f(&slices)
+}
+
+/// Sums per-task partial vectors of length `n`.
+fn add_partials(a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    if a.is_empty() {
+        return b;
+    }
+    a.into_iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// RMSNorm: y = w ∘ (x · r), r = 1/√(mean(x²) + ε), as transformers' LlamaRMSNorm.
+// Backward: x̂ = x·r, dx = r · (g∘w − x̂ · mean(g∘w∘x̂)), dw = Σ_rows g∘x̂.
+
+struct RmsNorm {
+    eps: f64,
+}
+
+fn inv_rms(row: &[f32], eps: f64) -> f32 {
+    (1.0 / (simd::sum_map(row, |v| v * v) / row.len() as f64 + eps).sqrt()) as f32
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
+            simd::dispatch(|| {
+                for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                    let r = inv_rms(x, self.eps);
+                    for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                        *o = w * (x * r);
+                    }
+                }
+            })
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = with_data(&[x, w, g], self.name(), |s| {
+            let (x, w, g) = (s[0], s[1], s[2]);
+            let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
+            let mut dx = vec![0f32; x.len()];
+            let dw = dx
+                .par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+                .map(|(dx, (x, g))| {
+                    simd::dispatch(|| {
+                        let mut dw = vec![0f32; h];
+                        for ((dx, x), g) in dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(g.chunks_exact(h)) {
+                            let r = inv_rms(x, self.eps);
+                            let mut dot = 0f64;
+                            for ((&x, &g), &w) in x.iter().zip(g).zip(w) {
+                                dot += (x * g * w) as f64;
+                            }
+                            let m = (dot * r as f64 / h as f64) as f32;
+                            for ((((d, &x), &g), &w), dw) in dx.iter_mut().zip(x).zip(g).zip(w).zip(dw.iter_mut()) {
+                                let xh = x * r;
+                                *d = r * (g * w - xh * m);
+                                *dw += g * xh;
+                            }
+                        }
+                        dw
+                    })
+                })
+                .reduce(Vec::new, add_partials);
+            Ok((dx, dw))
+        })?;
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Fused RMSNorm over the last dim (the caller checks [`applies`]).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// LayerNorm: y = x̂ ∘ w + b, x̂ = (x − mean) · r, r = 1/√(var + ε) (biased variance), as torch.
+// Backward: dx = r · (g∘w − mean(g∘w) − x̂ · mean(g∘w∘x̂)), dw = Σ_rows g∘x̂, db = Σ_rows g.
+
+struct LayerNorm {
+    eps: f64,
+}
+
+/// (mean, 1/√(var + ε)) of a row.
+fn moments(row: &[f32], eps: f64) -> (f32, f32) {
+    let n = row.len() as f64;
+    let mean = (simd::sum_map(row, |v| v) / n) as f32;
+    let var = simd::sum_map(row, |v| (v - mean) * (v - mean)) / n;
+    (mean, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?, data(bs, bl, self.name())?);
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
+            simd::dispatch(|| {
+                for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                    let (mean, r) = moments(x, self.eps);
+                    for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                        *o = (x - mean) * r * w + b;
+                    }
+                }
+            })
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dwb) = with_data(&[x, w, g], self.name(), |s| {
+            let (x, w, g) = (s[0], s[1], s[2]);
+            let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
+            let mut dx = vec![0f32; x.len()];
+            // One partial vector per task: dw in [0, h), db in [h, 2h).
+            let dwb = dx
+                .par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+                .map(|(dx, (x, g))| {
+                    simd::dispatch(|| {
+                        let mut dwb = vec![0f32; 2 * h];
+                        let (dw, db) = dwb.split_at_mut(h);
+                        for ((dx, x), g) in dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(g.chunks_exact(h)) {
+                            let (mean, r) = moments(x, self.eps);
+                            let (mut s1, mut s2) = (0f64, 0f64);
+                            for ((&x, &g), &w) in x.iter().zip(g).zip(w) {
+                                let gw = g * w;
+                                s1 += gw as f64;
+                                s2 += (gw * (x - mean) * r) as f64;
+                            }
+                            let (m1, m2) = ((s1 / h as f64) as f32, (s2 / h as f64) as f32);
+                            for (i, ((d, &x), &g)) in dx.iter_mut().zip(x).zip(g).enumerate() {
+                                let xh = (x - mean) * r;
+                                *d = r * (g * w[i] - m1 - xh * m2);
+                                dw[i] += g * xh;
+                                db[i] += g;
+                            }
+                        }
+                        dwb
+                    })
+                })
+                .reduce(Vec::new, add_partials);
+            Ok((dx, dwb))
+        })?;
+        let h = w.elem_count();
+        let dev = x.device();
+        let dx = Tensor::from_vec(dx, x.shape(), dev)?;
+        let dw = Tensor::from_slice(&dwb[..h], w.shape(), dev)?;
+        let db = Tensor::from_slice(&dwb[h..], b.shape(), dev)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Fused LayerNorm over the last dim (the caller checks [`applies`]).
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rotate-half RoPE: with x = [x1 | x2] along the head dim, y1 = x1∘c1 − x2∘s1, y2 = x2∘c2 + x1∘s2.
+// Backward (the transpose): dx1 = g1∘c1 + g2∘s2, dx2 = g2∘c2 − g1∘s1. The input may be a strided
+// [B, H, T, D] view (the heads split off a [B, T, H·D] projection); the output is contiguous, which is
+// the layout the attention matmuls want anyway.
+
+struct Rope;
+
+fn rope_rows(x: &[f32], x_off: impl Fn(usize) -> usize + Sync, cos: &[f32], sin: &[f32], dims: [usize; 4], backward: bool) -> Vec<f32> {
+    let [_, h, t, d] = dims;
+    let half = d / 2;
+    let rows = dims.iter().product::<usize>() / d.max(1);
+    let mut out = vec![0f32; rows * d];
+    let per = rows_per_task(d);
+    out.par_chunks_mut(d * per).enumerate().for_each(|(c, o)| {
+        simd::dispatch(|| {
+            for (i, o) in o.chunks_exact_mut(d).enumerate() {
+                let r = c * per + i;
+                let tab = ((r / (h * t)) * t + r % t) * d;
+                let (cs, sn) = (&cos[tab..tab + d], &sin[tab..tab + d]);
+                let xo = x_off(r);
+                let (x1, x2) = (&x[xo..xo + half], &x[xo + half..xo + d]);
+                let (o1, o2) = o.split_at_mut(half);
+                for j in 0..half {
+                    if backward {
+                        o1[j] = x1[j] * cs[j] + x2[j] * sn[half + j];
+                        o2[j] = x2[j] * cs[half + j] - x1[j] * sn[j];
+                    } else {
+                        o1[j] = x1[j] * cs[j] - x2[j] * sn[j];
+                        o2[j] = x2[j] * cs[half + j] + x1[j] * sn[half + j];
+                    }
+                }
+            }
+        })
+    });
+    out
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "fused-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = xs else { bail!("{}: f32 only", self.name()) };
+        let (cos, sin) = (data(cs, cl, self.name())?, data(ss, sl, self.name())?);
+        let (&[b, h, t, d], st) = (xl.dims(), xl.stride()) else { bail!("{}: expects [B, H, T, D], got {:?}", self.name(), xl.dims()) };
+        if (st[3] != 1 && d > 1) || d % 2 != 0 || cl.dims() != [b, 1, t, d] || sl.dims() != [b, 1, t, d] {
+            bail!("{}: x {:?} / {:?} with tables {:?} {:?}", self.name(), xl.dims(), st, cl.dims(), sl.dims());
+        }
+        let (start, st) = (xl.start_offset(), [st[0], st[1], st[2]]);
+        let off = |r: usize| start + (r / (h * t)) * st[0] + ((r / t) % h) * st[1] + (r % t) * st[2];
+        Ok((CpuStorage::F32(rope_rows(x, off, cos, sin, [b, h, t, d], false)), Shape::from((b, h, t, d))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, h, t, d) = x.dims4()?;
+        let dx = with_data(&[g, cos, sin], self.name(), |s| Ok(rope_rows(s[0], |r| r * d, s[1], s[2], [b, h, t, d], true)))?;
+        Ok((Some(Tensor::from_vec(dx, (b, h, t, d), x.device())?), None, None))
+    }
+}
+
+/// Fused rotate-half RoPE of `x: [B, H, T, D]` with tables `[B, 1, T, D]` (the caller checks [`applies`]).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let x = if x.stride()[3] == 1 { x.clone() } else { x.contiguous()? };
+    x.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SwiGLU: y = silu(a) ∘ u, silu(a) = a·σ(a).
+// Backward: da = g∘u∘σ(a)∘(1 + a(1 − σ(a))), du = g∘silu(a).
+
+struct SwiGlu;
+
+fn sigmoid(a: f32) -> f32 {
+    1.0 / (1.0 + simd::exp(-a))
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "fused-swiglu"
+    }
+
+    fn cpu_fwd(&self, as_: &CpuStorage, al: &Layout, us: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, u) = (data(as_, al, self.name())?, data(us, ul, self.name())?);
+        if al.dims() != ul.dims() {
+            bail!("{}: gate {:?} and up {:?} differ", self.name(), al.dims(), ul.dims());
+        }
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(16384).zip(a.par_chunks(16384).zip(u.par_chunks(16384))).for_each(|(o, (a, u))| {
+            simd::dispatch(|| {
+                for ((o, &a), &u) in o.iter_mut().zip(a).zip(u) {
+                    *o = a * sigmoid(a) * u;
+                }
+            })
+        });
+        Ok((CpuStorage::F32(out), al.shape().clone()))
+    }
+
+    fn bwd(&self, a: &Tensor, u: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (da, du) = with_data(&[a, u, g], self.name(), |s| {
+            let (a, u, g) = (s[0], s[1], s[2]);
+            let (mut da, mut du) = (vec![0f32; a.len()], vec![0f32; a.len()]);
+            da.par_chunks_mut(16384)
+                .zip(du.par_chunks_mut(16384))
+                .zip(a.par_chunks(16384).zip(u.par_chunks(16384)).zip(g.par_chunks(16384)))
+                .for_each(|((da, du), ((a, u), g))| {
+                    simd::dispatch(|| {
+                        for ((((da, du), &a), &u), &g) in da.iter_mut().zip(du.iter_mut()).zip(a).zip(u).zip(g) {
+                            let s = sigmoid(a);
+                            *da = g * u * s * (1.0 + a * (1.0 - s));
+                            *du = g * a * s;
+                        }
+                    })
+                });
+            Ok((da, du))
+        })?;
+        let dev = a.device();
+        Ok((Some(Tensor::from_vec(da, a.shape(), dev)?), Some(Tensor::from_vec(du, u.shape(), dev)?)))
+    }
+}
+
+/// Fused `silu(gate) ∘ up` (the caller checks [`applies`]).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ReLU with a one-pass backward: dx = g where y > 0. (candle's relu backward builds a zeros tensor, a
+// comparison, a cast and a product: four passes and three temporaries the size of OPT's FFN.)
+
+struct Relu;
+
+impl candle_core::CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "fused-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(16384).zip(x.par_chunks(16384)).for_each(|(o, x)| {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = x.max(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(relu_grad(y, g)?))
+    }
+}
+
+/// `g` where `y > 0`, else 0: the gradient through a ReLU from its output `y`.
+pub(crate) fn relu_grad(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let dx = with_data(&[y, g], "relu-grad", |s| {
+        let mut dx = vec![0f32; s[0].len()];
+        dx.par_chunks_mut(16384).zip(s[0].par_chunks(16384).zip(s[1].par_chunks(16384))).for_each(|(d, (y, g))| {
+            for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                *d = if y > 0.0 { g } else { 0.0 };
+            }
+        });
+        Ok(dx)
+    })?;
+    Tensor::from_vec(dx, y.shape(), y.device())
+}
+
+/// Fused ReLU (the caller checks [`applies`]).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Relu)
+}
