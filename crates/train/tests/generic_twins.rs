@@ -148,8 +148,13 @@ fn fine_tuning_on_the_generic_path_matches_the_fast_path() {
         }
         for (name, w) in &fast.weights {
             // k_proj.bias has a zero true gradient: Adam turns float noise into full steps (see lm_parity).
+            // Elsewhere too Adam divides each element's step by that element's gradient size, so an element
+            // whose gradient is a near-cancelling sum moves by a rounding-dependent share of lr: measured
+            // against the tensor's largest weight (as the gradients are), not element by element. With the
+            // fused CPU kernels the worst seen is 1.0e-4 of the scale (llama down_proj, 6.9e-5 absolute
+            // after three steps of lr 1e-2).
             if !name.ends_with("k_proj.bias") {
-                rel_close(&generic.weights[name], w, 5e-4, &format!("{v}: weight {name} after 3 steps"));
+                scale_close(&generic.weights[name], w, 5e-4, &format!("{v}: weight {name} after 3 steps"));
             }
         }
     }
