@@ -169,6 +169,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     cfg.resolve_base_model()?;
     let embedder = load_embedder(&cfg)?;
     let dir = RunDir::create(&a.runs_dir, &cfg)?;
+    crate::fetch::record_provenance(&dir, &cfg)?;
     eprintln!("run {} (K = {}, alpha = {}, beta = {}, {} generations) in {}", cfg.name, cfg.k, cfg.alpha, cfg.beta, cfg.generations, dir.root.display());
     let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
     drive(&mut runner, a.stop_after)
@@ -187,6 +188,7 @@ fn resume_cmd(a: ResumeArgs) -> Result<()> {
         }
     }
     let embedder = load_embedder(&cfg)?;
+    crate::fetch::record_provenance(&dir, &cfg)?;
     let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
     drive(&mut runner, a.stop_after)
 }

@@ -8,6 +8,7 @@ mod common;
 mod demo;
 mod embed;
 mod experiment;
+mod fetch;
 mod generate;
 mod score;
 mod theory;
@@ -39,6 +40,8 @@ enum Command {
     Demo(demo::DemoArgs),
     #[command(flatten)]
     Experiment(experiment::ExperimentCommand),
+    /// Download everything configs need (weights, tokenizer, datasets, embedder) into the hub cache.
+    Fetch(fetch::FetchArgs),
     /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
     Bench(bench::BenchArgs),
 }
@@ -54,6 +57,7 @@ fn main() {
         Command::Theory(a) => theory::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(c) => experiment::run(c),
+        Command::Fetch(a) => fetch::run(a),
         Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
