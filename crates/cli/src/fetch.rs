@@ -101,11 +101,25 @@ pub fn inputs(cfg: &ExperimentConfig) -> Result<Vec<Input>> {
     Ok(out)
 }
 
-/// Writes `provenance.json` (every input's resolved commit) into the run directory, atomically.
+/// Writes `provenance.json` (every input's resolved commit) into the run directory, atomically. A
+/// resumed run whose inputs resolve to other commits than before (a branch moved on the hub) is
+/// warned about: its later stages read different inputs than its earlier ones.
 pub fn record_provenance(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
     let ins = inputs(cfg)?;
     let text = serde_json::to_string_pretty(&serde_json::json!({ "inputs": ins }))?;
     let path = dir.root.join("provenance.json");
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        let commits = |t: &str| -> Vec<(String, String, Option<String>)> {
+            let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+            let list = v["inputs"].as_array().cloned().unwrap_or_default();
+            list.iter().map(|i| (i["role"].as_str().unwrap_or("").to_string(), i["repo"].as_str().unwrap_or("").to_string(), i["commit"].as_str().map(String::from))).collect()
+        };
+        let (was, now) = (commits(&old), commits(&text));
+        let changed: Vec<String> = now.iter().filter(|n| !was.contains(n)).map(|(role, repo, c)| format!("{role} {repo} now at {}", c.as_deref().unwrap_or("local"))).collect();
+        if !changed.is_empty() {
+            eprintln!("warning: inputs changed since this run started ({}); pin revisions or run offline to keep them fixed", changed.join("; "));
+        }
+    }
     crossfeed_model::write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 

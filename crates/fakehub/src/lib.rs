@@ -15,7 +15,8 @@
 //! - `401` for a gated repo without the right `Authorization: Bearer` token, `404` (with the hub's
 //!   `X-Error-Code`) for a missing repo, revision or file.
 //! - [`FakeHub::cut`] makes the next downloads of a file stop mid-way (the connection closes after
-//!   some bytes of a body whose `Content-Length` promises more).
+//!   some bytes of a body whose `Content-Length` promises more); [`FakeHub::shorten`] serves a file
+//!   short but well-formed.
 //!
 //! Every request is logged ([`FakeHub::requests`]) so tests can check what was sent.
 
@@ -71,6 +72,8 @@ struct State {
     aliases: BTreeMap<(Kind, String), String>,
     /// File name → (bytes to send before closing, how many more downloads to cut).
     cuts: Mutex<BTreeMap<String, (usize, usize)>>,
+    /// File name → bytes served as if they were the whole file (a well-formed but short answer).
+    shorts: Mutex<BTreeMap<String, usize>>,
     log: Mutex<Vec<Request>>,
     base: String,
 }
@@ -192,6 +195,16 @@ impl FakeHub {
     /// bytes of the body and close the connection.
     pub fn cut(&self, file: &str, after: usize, times: usize) {
         self.state.cuts.lock().unwrap().insert(file.to_string(), (after, times));
+    }
+
+    /// Downloads of `file` end cleanly after `len` bytes (a `Content-Length` that agrees), as a
+    /// misbehaving proxy might answer; `None` restores the file.
+    pub fn shorten(&self, file: &str, len: Option<usize>) {
+        let mut s = self.state.shorts.lock().unwrap();
+        match len {
+            Some(n) => s.insert(file.to_string(), n),
+            None => s.remove(file),
+        };
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -342,6 +355,9 @@ fn content(state: &State, req: &Request, name: &str, f: &File, resp: Response) -
                 *times -= 1;
                 resp.cut = Some(*after);
             }
+        }
+        if let Some(&n) = state.shorts.lock().unwrap().get(name) {
+            resp.range.1 = resp.range.1.min(n.max(resp.range.0));
         }
     }
     resp

@@ -11,7 +11,7 @@ pub enum HubError {
     Unauthorized { repo: String, status: u16, endpoint: String },
     #[error("{repo}: {what} not found on {endpoint} (HTTP 404); check the repo id, revision and file name")]
     NotFound { repo: String, what: String, endpoint: String },
-    #[error("{repo} file `{file}`: {message}")]
+    #[error("{repo} file `{file}`: {message} (a partial download is kept as a `.part` file and resumed by the next attempt)")]
     Download { repo: String, file: String, message: String },
     #[error("{repo}: cannot list revision `{revision}` on {endpoint}: {message} (offline? set HF_HUB_OFFLINE=1 to use the cache)")]
     Listing { repo: String, revision: String, endpoint: String, message: String },

@@ -115,3 +115,20 @@ fn a_cut_download_is_never_taken_for_complete_and_resumes() {
     assert!(ranges.iter().any(|r| r == "bytes=15000-"), "no resumed range request: {ranges:?}");
     assert!(!std::fs::read_dir(snap.dir.parent().unwrap().parent().unwrap().join("blobs")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".part")));
 }
+
+#[test]
+fn a_download_of_the_wrong_size_is_deleted() {
+    let hub = server();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = HubRepo::new(env(&hub, tmp.path(), None), RepoKind::Model, "org/tiny", None);
+    let snap = repo.snapshot().unwrap();
+    // A short answer that looks complete to the HTTP client: only the listed size gives it away.
+    hub.shorten("model.safetensors", Some(30_000));
+    let e = repo.get(&snap, "model.safetensors").unwrap_err();
+    assert!(matches!(e, HubError::Incomplete { expected: 50_000, got: 30_000, .. }), "{e}");
+    assert!(!snap.dir.join("model.safetensors").exists());
+    let blobs = snap.dir.parent().unwrap().parent().unwrap().join("blobs");
+    assert!(std::fs::read_dir(&blobs).unwrap().flatten().all(|e| e.file_name().to_string_lossy().ends_with(".lock")), "a wrong-size blob was kept");
+    hub.shorten("model.safetensors", None);
+    assert_eq!(std::fs::read(repo.get(&snap, "model.safetensors").unwrap()).unwrap(), bytes(50_000, 7));
+}
