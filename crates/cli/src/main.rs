@@ -9,6 +9,7 @@ mod demo;
 mod dryrun;
 mod embed;
 mod experiment;
+mod fetch;
 mod generate;
 mod score;
 mod slurm;
@@ -47,6 +48,8 @@ enum Command {
     Sweep(sweep::SweepCommand),
     /// A run or a sweep as Slurm job arrays (one per generation and stage); --submit, --resume.
     Slurm(slurm::SlurmArgs),
+    /// Download everything configs need (weights, tokenizer, datasets, embedder) into the hub cache.
+    Fetch(fetch::FetchArgs),
     /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
     Bench(bench::BenchArgs),
 }
@@ -64,6 +67,7 @@ fn main() {
         Command::Experiment(c) => experiment::run(c),
         Command::Sweep(c) => sweep::run(c),
         Command::Slurm(a) => slurm::run(a),
+        Command::Fetch(a) => fetch::run(a),
         Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {

@@ -1,5 +1,6 @@
-//! Hugging Face hub access through `hf-hub` (sync API) and the standard cache layout
-//! (`<cache>/datasets--<org>--<name>/{refs/<revision>, snapshots/<commit>/<file>}`).
+//! Dataset repos on the Hugging Face hub, through `crossfeed-hub` (the endpoint, token, offline
+//! mode and cache that models and the embedder use too; the cache is Python's layout,
+//! `<cache>/datasets--<org>--<name>/{refs/<revision>, snapshots/<commit>/<file>}`).
 //!
 //! Offline mode (`HF_HUB_OFFLINE=1`, or `offline = true` in the source config) only reads the
 //! cache; a file that is not there is a [`DataError::NotCached`] that says how to fetch it.
@@ -7,10 +8,10 @@
 //! every resolved file reports the commit it came from, for the run record.
 
 use crate::error::{DataError, Result};
-use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Repo, RepoType};
+use crossfeed_hub::{HubEnv, HubError, HubRepo, RepoKind, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// A dataset file on local disk and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,123 +30,71 @@ pub struct ResolvedFile {
 
 /// True when `HF_HUB_OFFLINE` is set to `1`, `true`, `yes` or `on`.
 pub fn offline_from_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false)
+    HubEnv::from_env().offline
 }
 
 /// The hub cache directory: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
 pub fn default_cache_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("HF_HUB_CACHE") {
-        return PathBuf::from(p);
-    }
-    if let Ok(p) = std::env::var("HF_HOME") {
-        return PathBuf::from(p).join("hub");
-    }
-    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("."));
-    home.join(".cache").join("huggingface").join("hub")
+    HubEnv::from_env().cache_dir
 }
 
-fn is_commit(rev: &str) -> bool {
-    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Directory of a dataset repo in the cache.
-pub fn repo_cache_dir(cache: &Path, repo: &str) -> PathBuf {
-    cache.join(format!("datasets--{}", repo.replace('/', "--")))
-}
-
-/// The snapshot directory a revision resolves to in the cache, if any.
-pub fn cached_snapshot(cache: &Path, repo: &str, revision: &str) -> Option<(String, PathBuf)> {
-    let dir = repo_cache_dir(cache, repo);
-    let commit = if is_commit(revision) {
-        revision.to_string()
-    } else {
-        std::fs::read_to_string(dir.join("refs").join(revision)).ok()?.trim().to_string()
-    };
-    let snap = dir.join("snapshots").join(&commit);
-    snap.is_dir().then_some((commit, snap))
-}
-
-/// Hub access settings for one dataset.
-#[derive(Debug, Clone)]
+/// One dataset repo at one revision; the revision is resolved (listed online, read from
+/// `refs/` offline) once, on first use.
+#[derive(Debug)]
 pub struct Hub {
-    pub repo: String,
-    pub revision: String,
-    pub offline: bool,
-    pub cache_dir: PathBuf,
+    repo: HubRepo,
+    snapshot: OnceLock<Snapshot>,
 }
 
 impl Hub {
-    fn not_cached(&self, file: &str) -> DataError {
-        DataError::NotCached {
-            repo: self.repo.clone(),
-            revision: self.revision.clone(),
-            file: file.to_string(),
-            cache: self.cache_dir.clone(),
+    /// `HF_ENDPOINT` and `HF_TOKEN` come from the environment; offline mode and the cache as given.
+    pub fn new(repo: &str, revision: &str, offline: bool, cache_dir: PathBuf) -> Self {
+        let env = HubEnv { offline, cache_dir, ..HubEnv::from_env() };
+        Hub { repo: HubRepo::new(env, RepoKind::Dataset, repo, Some(revision)), snapshot: OnceLock::new() }
+    }
+
+    fn err(&self, file: &str, e: HubError) -> DataError {
+        match e {
+            HubError::NotCached { .. } => DataError::NotCached {
+                repo: self.repo.id.clone(),
+                revision: self.repo.revision.clone(),
+                file: file.to_string(),
+                cache: self.repo.env.cache_dir.clone(),
+            },
+            e => DataError::Hub { repo: self.repo.id.clone(), file: file.to_string(), message: e.to_string() },
         }
     }
 
-    fn hub_err(&self, file: &str, e: impl std::fmt::Display) -> DataError {
-        DataError::Hub {
-            repo: self.repo.clone(),
-            file: file.to_string(),
-            message: e.to_string(),
+    fn snapshot(&self, file: &str) -> Result<&Snapshot> {
+        if let Some(s) = self.snapshot.get() {
+            return Ok(s);
         }
+        let s = self.repo.snapshot().map_err(|e| self.err(file, e))?;
+        Ok(self.snapshot.get_or_init(|| s))
     }
 
     /// Local path of `file` at this revision: from the cache, or downloaded when online.
     pub fn get(&self, file: &str) -> Result<ResolvedFile> {
-        let resolved = |commit: String, path: PathBuf| ResolvedFile {
-            repo: self.repo.clone(),
-            revision: self.revision.clone(),
-            commit: Some(commit),
+        let snap = self.snapshot(file)?;
+        let path = self.repo.get(snap, file).map_err(|e| self.err(file, e))?;
+        Ok(ResolvedFile {
+            repo: self.repo.id.clone(),
+            revision: self.repo.revision.clone(),
+            commit: Some(snap.commit.clone()),
             file: file.to_string(),
             path,
-        };
-        if let Some((commit, snap)) = cached_snapshot(&self.cache_dir, &self.repo, &self.revision) {
-            let p = snap.join(file);
-            if p.exists() {
-                return Ok(resolved(commit, p));
-            }
-        }
-        if self.offline {
-            return Err(self.not_cached(file));
-        }
-        let api = ApiBuilder::from_cache(hf_hub::Cache::new(self.cache_dir.clone()))
-            .with_progress(false)
-            .build()
-            .map_err(|e| self.hub_err(file, e))?;
-        let repo = Repo::with_revision(self.repo.clone(), RepoType::Dataset, self.revision.clone());
-        let path = api.repo(repo).get(file).map_err(|e| self.hub_err(file, e))?;
-        // …/snapshots/<commit>/<file>
-        let mut commit = path.clone();
-        for _ in 0..Path::new(file).components().count() {
-            commit.pop();
-        }
-        let commit = commit.file_name().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(resolved(commit, path))
+        })
+    }
+
+    /// `(repo id, requested revision)`.
+    pub fn name(&self) -> (&str, &str) {
+        (&self.repo.id, &self.repo.revision)
     }
 
     /// Every file path in the repo at this revision (offline: the files present in the cached
     /// snapshot).
     pub fn list(&self) -> Result<Vec<String>> {
-        if self.offline {
-            let (_, snap) = cached_snapshot(&self.cache_dir, &self.repo, &self.revision).ok_or_else(|| self.not_cached("<file listing>"))?;
-            let mut out = Vec::new();
-            walk(&snap, &snap, &mut out);
-            out.sort();
-            return Ok(out);
-        }
-        let api = ApiBuilder::from_cache(hf_hub::Cache::new(self.cache_dir.clone()))
-            .with_progress(false)
-            .build()
-            .map_err(|e| self.hub_err("<file listing>", e))?;
-        let repo = Repo::with_revision(self.repo.clone(), RepoType::Dataset, self.revision.clone());
-        let info = api.repo(repo).info().map_err(|e| self.hub_err("<file listing>", e))?;
-        let mut out: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-        out.sort();
-        Ok(out)
+        Ok(self.snapshot("<file listing>")?.files.clone())
     }
 }
 

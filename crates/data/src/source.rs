@@ -193,14 +193,14 @@ impl Resolver<'_> {
                 cache_dir,
                 files,
             } => {
-                let hub = Hub {
-                    repo: repo.clone().or(self.kind.hub_repo().map(str::to_string)).ok_or_else(|| {
+                let hub = Hub::new(
+                    &repo.clone().or(self.kind.hub_repo().map(str::to_string)).ok_or_else(|| {
                         DataError::Config(format!("task {} has no hub repo; set source.repo", self.kind.name()))
                     })?,
-                    revision: revision.clone().unwrap_or_else(|| self.kind.hub_revision().to_string()),
-                    offline: offline.unwrap_or_else(offline_from_env),
-                    cache_dir: cache_dir.clone().unwrap_or_else(default_cache_dir),
-                };
+                    &revision.clone().unwrap_or_else(|| self.kind.hub_revision().to_string()),
+                    offline.unwrap_or_else(offline_from_env),
+                    cache_dir.clone().unwrap_or_else(default_cache_dir),
+                );
                 let config = config.clone().or(self.kind.hub_config().map(str::to_string));
                 let names: Vec<String> = match (files, self.kind.hub_file(config.as_deref().unwrap_or(""), split)) {
                     (Some(list), _) => list.iter().filter(|f| file_matches_split(f, None, split)).cloned().collect(),
@@ -213,8 +213,9 @@ impl Resolver<'_> {
                         .collect(),
                 };
                 if names.is_empty() {
+                    let (repo, revision) = hub.name();
                     return Err(DataError::NoFiles {
-                        dir: PathBuf::from(format!("{}@{}", hub.repo, hub.revision)),
+                        dir: PathBuf::from(format!("{repo}@{revision}")),
                         split: split.to_string(),
                         hint: format!("no repo file matches config {config:?}; set source.config or source.files"),
                     });
@@ -272,6 +273,21 @@ fn render(kind: TaskKind, t: &Template, rows: &[(PathBuf, usize, Vec<Cell>)], pi
             t.render(&kind.fields(cells, path, *r)?)
         })
         .collect()
+}
+
+/// The files [`load_task`] reads, resolved (downloaded when online) but not read: what
+/// `crossfeed fetch` gets and a run records as its provenance. Toy tasks have none.
+pub fn task_files(cfg: &TaskConfig) -> Result<Vec<ResolvedFile>> {
+    if matches!(cfg.source, SourceConfig::Toy { .. }) {
+        return Ok(Vec::new());
+    }
+    let (dtrain, deval) = cfg.kind.default_splits();
+    let resolver = Resolver { kind: cfg.kind, src: &cfg.source };
+    let mut files = resolver.split_files(cfg.train_split.as_deref().unwrap_or(dtrain))?;
+    if !cfg.kind.is_passages() {
+        files.extend(resolver.split_files(cfg.eval_split.as_deref().unwrap_or(deval))?);
+    }
+    Ok(files)
 }
 
 /// Load a task with the default token counter (whitespace words).

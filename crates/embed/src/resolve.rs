@@ -2,11 +2,12 @@
 //! into a local directory. Own resolver rather than `crossfeed_model::hub::resolve` because a
 //! sentence-transformers repo needs files that resolver does not fetch (`modules.json`,
 //! `sentence_bert_config.json`, `1_Pooling/config.json`). With `HF_HUB_OFFLINE=1` (or
-//! `ResolveOptions::offline`) only the local hub cache is read. `HF_TOKEN` is passed through, never logged.
+//! `ResolveOptions::offline`) only the local hub cache is read. Endpoint, token and cache come from
+//! `crossfeed-hub`, as for models and datasets; `HF_TOKEN` is passed through, never logged.
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::{Cache, Repo, RepoType};
+use crossfeed_hub::{HubEnv, HubRepo, RepoKind};
 
 use crate::error::EmbedError;
 
@@ -24,10 +25,9 @@ pub struct ResolveOptions {
 }
 
 impl ResolveOptions {
-    /// Offline when `HF_HUB_OFFLINE` is `1`/`true`/`yes`.
+    /// Offline when `HF_HUB_OFFLINE` is `1`/`true`/`yes`/`on`.
     pub fn from_env() -> Self {
-        let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        Self { offline, revision: None }
+        Self { offline: HubEnv::from_env().offline, revision: None }
     }
 }
 
@@ -44,48 +44,20 @@ pub fn resolve_model_dir(spec: &str, opts: &ResolveOptions) -> Result<PathBuf, E
             msg: "no such directory, and not a hub id like owner/name".into(),
         });
     }
-    let repo = match &opts.revision {
-        Some(r) => Repo::with_revision(spec.to_string(), RepoType::Model, r.clone()),
-        None => Repo::new(spec.to_string(), RepoType::Model),
-    };
-    let config = if opts.offline {
-        let cache = Cache::from_env().repo(repo);
-        for f in REQUIRED_FILES {
-            if cache.get(f).is_none() {
-                return Err(EmbedError::Hub {
-                    spec: spec.into(),
-                    msg: format!("{f} is not in the local hub cache and offline mode is on (HF_HUB_OFFLINE); download it on a connected machine or pass a directory"),
-                });
-            }
+    let mut env = HubEnv::from_env();
+    env.offline |= opts.offline;
+    let repo = HubRepo::new(env, RepoKind::Model, spec, opts.revision.as_deref());
+    let hub = |e: crossfeed_hub::HubError| EmbedError::Hub { spec: spec.into(), msg: e.to_string() };
+    let snap = repo.snapshot().map_err(hub)?;
+    for f in REQUIRED_FILES {
+        repo.get(&snap, f).map_err(hub)?;
+    }
+    // Absent in some repos; the loader falls back to documented defaults.
+    for f in OPTIONAL_FILES.iter().filter(|f| repo.env.offline || snap.files.iter().any(|x| x.as_str() == **f)) {
+        match repo.get(&snap, f) {
+            Ok(_) | Err(crossfeed_hub::HubError::NotCached { .. }) => {}
+            Err(e) => return Err(hub(e)),
         }
-        cache.get("config.json").expect("checked above")
-    } else {
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .with_token(std::env::var("HF_TOKEN").ok())
-            .with_progress(false)
-            .build()
-            .map_err(|e| EmbedError::Hub {
-                spec: spec.into(),
-                msg: e.to_string(),
-            })?;
-        let r = api.repo(repo);
-        let mut config = None;
-        for f in REQUIRED_FILES {
-            let got = r.get(f).map_err(|e| EmbedError::Hub {
-                spec: spec.into(),
-                msg: format!("{f}: {e}"),
-            })?;
-            if *f == "config.json" {
-                config = Some(got);
-            }
-        }
-        for f in OPTIONAL_FILES {
-            let _ = r.get(f); // absent in some repos; the loader falls back to documented defaults
-        }
-        config.expect("config.json is in REQUIRED_FILES")
-    };
-    config.parent().map(Path::to_path_buf).ok_or_else(|| EmbedError::Hub {
-        spec: spec.into(),
-        msg: "cached config.json has no parent directory".into(),
-    })
+    }
+    Ok(snap.dir)
 }

@@ -1,14 +1,15 @@
-//! Where a model comes from: a local directory, or a hub id fetched through `hf-hub` into its normal
-//! cache. In offline mode (`HF_HUB_OFFLINE=1` or `HubOptions::offline`) only the cache is read.
-//! `HF_TOKEN` is passed to the hub for gated repos and never logged.
+//! Where a model comes from: a local directory, or a hub id fetched through `crossfeed-hub` (the
+//! endpoint, token, offline mode and cache that datasets and the embedder use too). In offline mode
+//! (`HF_HUB_OFFLINE=1` or `HubOptions::offline`) only the cache is read. `HF_TOKEN` is passed to the
+//! hub for gated repos and never logged.
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::{Cache, Repo, RepoType};
+use crossfeed_hub::{HubEnv, HubRepo, RepoKind};
 
 use crate::error::{ModelError, Result};
 
-/// Files a checkpoint directory may hold; all but `config.json` are optional.
+/// Files a checkpoint directory may hold; all but `config.json` and the weights are optional.
 const OPTIONAL_FILES: &[&str] = &[
     "generation_config.json",
     "tokenizer.json",
@@ -29,13 +30,12 @@ pub struct HubOptions {
 impl HubOptions {
     /// Offline when asked, or when `HF_HUB_OFFLINE` is set to a true value.
     pub fn from_env() -> Self {
-        let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"));
-        Self { offline, revision: None }
+        Self { offline: HubEnv::from_env().offline, revision: None }
     }
 }
 
 /// Resolves `spec` (a directory or a hub id such as `facebook/opt-350m`) to a local directory holding
-/// the checkpoint files.
+/// the checkpoint files (for a hub id, `<cache>/models--owner--name/snapshots/<commit>`).
 pub fn resolve(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
     let p = Path::new(spec);
     if p.is_dir() {
@@ -45,55 +45,39 @@ pub fn resolve(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
     if !looks_like_id {
         return Err(ModelError::Invalid(format!("{spec}: no such model directory (and not a hub id like owner/name)")));
     }
-    let repo = match &opts.revision {
-        Some(r) => Repo::with_revision(spec.to_string(), RepoType::Model, r.clone()),
-        None => Repo::new(spec.to_string(), RepoType::Model),
-    };
-    if opts.offline {
-        from_cache(spec, repo)
-    } else {
-        download(spec, repo)
+    let mut env = HubEnv::from_env();
+    env.offline |= opts.offline;
+    let repo = HubRepo::new(env, RepoKind::Model, spec, opts.revision.as_deref());
+    let hub = |e: crossfeed_hub::HubError| ModelError::Hub(e.to_string());
+    let snap = repo.snapshot().map_err(hub)?;
+    if repo.env.offline {
+        repo.get(&snap, "config.json").map_err(hub)?;
+        return Ok(snap.dir);
     }
-}
-
-fn from_cache(spec: &str, repo: Repo) -> Result<PathBuf> {
-    let cache = Cache::from_env().repo(repo);
-    let config = cache.get("config.json").ok_or_else(|| {
-        ModelError::Hub(format!(
-            "{spec} is not in the local cache and offline mode is on; fetch it on a connected machine \
-             (`huggingface-cli download {spec}`) or pass a local directory"
-        ))
-    })?;
-    parent(&config)
-}
-
-fn download(spec: &str, repo: Repo) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_token(std::env::var("HF_TOKEN").ok())
-        .with_progress(false)
-        .build()
-        .map_err(|e| ModelError::Hub(format!("{spec}: {e}")))?;
-    let r = api.repo(repo);
-    let config = r.get("config.json").map_err(|e| ModelError::Hub(format!("{spec}/config.json: {e}")))?;
-    for f in OPTIONAL_FILES {
-        let _ = r.get(f);
+    let has = |f: &str| snap.files.iter().any(|x| x == f);
+    let get = |f: &str| repo.get(&snap, f).map_err(hub);
+    if !has("config.json") {
+        return Err(ModelError::Hub(format!("{spec} (revision `{}`) has no config.json: not a transformers checkpoint", repo.revision)));
     }
-    if r.get("model.safetensors").is_err() {
-        if let Ok(index) = r.get("model.safetensors.index.json") {
-            for shard in shard_files(&index)? {
-                r.get(&shard).map_err(|e| ModelError::Hub(format!("{spec}/{shard}: {e}")))?;
-            }
-        } else {
-            r.get("pytorch_model.bin").map_err(|e| ModelError::Hub(format!("{spec}: no weights: {e}")))?;
+    get("config.json")?;
+    for f in OPTIONAL_FILES.iter().filter(|f| has(f)) {
+        get(f)?;
+    }
+    if has("model.safetensors") {
+        get("model.safetensors")?;
+    } else if has("model.safetensors.index.json") {
+        for shard in shard_files(&get("model.safetensors.index.json")?)? {
+            get(&shard)?;
         }
+    } else if has("pytorch_model.bin") {
+        get("pytorch_model.bin")?;
+    } else {
+        return Err(ModelError::Hub(format!(
+            "{spec} (revision `{}`) has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin",
+            repo.revision
+        )));
     }
-    parent(&config)
-}
-
-fn parent(p: &Path) -> Result<PathBuf> {
-    p.parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| ModelError::Invalid(format!("{}: has no parent directory", p.display())))
+    Ok(snap.dir)
 }
 
 /// The shard file names of a `model.safetensors.index.json`, deduplicated, in order.
