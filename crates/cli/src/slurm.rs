@@ -307,8 +307,11 @@ pub fn run(a: SlurmArgs) -> Result<()> {
     for (root, cfg) in &runs {
         let parent = root.parent().unwrap_or(Path::new("."));
         let dir = RunDir::create(parent, cfg).with_context(|| format!("run {}", root.display()))?;
-        // Resolved here, on the submitting (login) node: the jobs may have no network.
-        crate::fetch::record_provenance(&dir, cfg)?;
+        // Resolved when submitting, on the login node (the jobs may have no network); writing the
+        // scripts alone needs no network.
+        if submit {
+            crate::fetch::record_provenance(&dir, cfg)?;
+        }
     }
     let top = top.canonicalize().with_context(|| format!("resolving {}", top.display()))?;
     let runs: Vec<(PathBuf, ExperimentConfig)> =
