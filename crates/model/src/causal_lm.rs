@@ -275,6 +275,15 @@ impl CausalLm {
         }
     }
 
+    /// The positions the model has embeddings for: OPT's learned table has `max_position_embeddings`
+    /// rows (past its pad offset); Llama's RoPE is computed for any position, as in transformers.
+    pub fn max_positions(&self) -> Option<usize> {
+        match &self.arch {
+            Arch::Opt(m) => Some(m.config.max_position_embeddings),
+            Arch::Llama(_) => None,
+        }
+    }
+
     /// The position transformers gives a pad token in a padded batch.
     pub fn pad_position(&self) -> i64 {
         match &self.arch {
@@ -290,6 +299,16 @@ impl CausalLm {
     /// Logits `[B, T, V]` (f32) for `input_ids: [B, T]`. `key_mask: [B, past + T]` covers the cached
     /// positions too; `positions: B × T` position ids of the new tokens.
     pub fn forward(&self, input_ids: &Tensor, key_mask: &Tensor, positions: &[Vec<i64>], cache: Option<&mut KvCache>) -> Result<Tensor> {
+        // Past the table an embedding lookup fails deep in candle with a bare index; say which limit.
+        if let (Some(limit), Some(&last)) = (self.max_positions(), positions.iter().flatten().max()) {
+            if last >= limit as i64 {
+                return Err(ModelError::Invalid(format!(
+                    "position {last} is past the model's max_position_embeddings = {limit} ({}): a sequence \
+                     (prompt plus generated tokens, or max_len in training) must be at most {limit} tokens",
+                    self.source_dir.join("config.json").display()
+                )));
+            }
+        }
         Ok(match &self.arch {
             Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache)?,
             Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache)?,

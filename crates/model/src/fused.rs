@@ -29,6 +29,16 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// The row width of a norm's input, checked against its weight (and bias) length: a mismatch would
+/// otherwise normalise rows of the weight's width across the real rows.
+fn row_width(xl: &Layout, w: usize, b: Option<usize>, op: &str) -> Result<usize> {
+    let h = xl.dims().last().copied().unwrap_or(0);
+    if h != w || b.is_some_and(|b| b != w) || h == 0 {
+        bail!("{op}: input rows of width {h} need a weight{} of {h} elements, got {w}{}", if b.is_some() { " and bias" } else { "" }, b.map(|b| format!(" and {b}")).unwrap_or_default());
+    }
+    Ok(h)
+}
+
 /// Runs `f` over the (made contiguous) f32 CPU data of `ts`.
 fn with_data<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
     let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
@@ -41,12 +51,18 @@ fn with_data<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>
     f(&slices)
 }
 
-/// Sums per-task partial vectors of length `n`.
-fn add_partials(a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    if a.is_empty() {
-        return b;
+/// Sums per-task partial vectors in task order. The tasks are fixed-size chunks of rows, so the sum
+/// depends on neither the thread count nor work stealing (a rayon `reduce` pairs partials in whatever
+/// order the threads finish, which changes the last bits from run to run at real widths).
+pub(crate) fn sum_in_order(parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let Some(mut acc) = parts.next() else { return Vec::new() };
+    for p in parts {
+        for (a, b) in acc.iter_mut().zip(p) {
+            *a += b;
+        }
     }
-    a.into_iter().zip(b).map(|(x, y)| x + y).collect()
+    acc
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -68,7 +84,7 @@ impl CustomOp2 for RmsNorm {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
-        let h = w.len();
+        let h = row_width(xl, w.len(), None, self.name())?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
             simd::dispatch(|| {
@@ -110,8 +126,8 @@ impl CustomOp2 for RmsNorm {
                         dw
                     })
                 })
-                .reduce(Vec::new, add_partials);
-            Ok((dx, dw))
+                .collect::<Vec<_>>();
+            Ok((dx, sum_in_order(dw)))
         })?;
         let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
         let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
@@ -155,7 +171,7 @@ impl CustomOp3 for LayerNorm {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?, data(bs, bl, self.name())?);
-        let h = w.len();
+        let h = row_width(xl, w.len(), Some(b.len()), self.name())?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
             simd::dispatch(|| {
@@ -209,8 +225,8 @@ impl CustomOp3 for LayerNorm {
                         dwb
                     })
                 })
-                .reduce(Vec::new, add_partials);
-            Ok((dx, dwb))
+                .collect::<Vec<_>>();
+            Ok((dx, sum_in_order(dwb)))
         })?;
         let h = w.elem_count();
         let dev = x.device();

@@ -73,7 +73,7 @@ fn forward(x: &Mat, w: &Mat, bias: Option<&[f32]>, relu: bool) -> Result<(CpuSto
     let (m, n, k) = (x.rows, w.rows, x.cols);
     let mut y = vec![0f32; m * n];
     if let Some(b) = bias {
-        if b.len() < n {
+        if b.len() != n {
             bail!("fused-linear: bias has {} elements for {n} outputs", b.len());
         }
         y.par_chunks_mut(n.max(1)).for_each(|row| row.copy_from_slice(&b[..n]));
@@ -118,8 +118,10 @@ fn backward(x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool, relu: Option<&T
                 }
                 acc
             })
-            .reduce(|| vec![0f32; n], |a, b| a.into_iter().zip(b).map(|(x, y)| x + y).collect())
+            .collect::<Vec<_>>()
     });
+    // Summed in row order whatever the thread count (see `fused::sum_in_order`); no rows: zeros.
+    let db = db.map(|parts| if parts.is_empty() { vec![0f32; n] } else { crate::fused::sum_in_order(parts) });
     let dev = x.device();
     Ok((
         Tensor::from_vec(dx, (m, k), dev)?,

@@ -153,3 +153,20 @@ fn whole_model_loss_and_every_gradient_match_the_generic_path() {
         }
     }
 }
+
+#[test]
+fn mismatched_weight_and_bias_shapes_are_errors_on_both_paths() {
+    let x = Tensor::randn(0f32, 1., (100, 24), &Device::Cpu).unwrap();
+    let t = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    let fails = |what: &str, f: &dyn Fn() -> candle_core::Result<Tensor>| {
+        assert!(f().is_err(), "{what}: fast path accepted it");
+        assert!(with_generic(f).is_err(), "{what}: generic path accepted it");
+    };
+    fails("rms_norm, weight 16 for rows of 24", &|| ops::rms_norm(&x, &t(16), 1e-6));
+    fails("rms_norm, weight 32 for rows of 24", &|| ops::rms_norm(&x, &t(32), 1e-6));
+    fails("layer_norm, weight 16", &|| ops::layer_norm(&x, &t(16), &t(16), 1e-5));
+    fails("layer_norm, bias 25", &|| ops::layer_norm(&x, &t(24), &t(25), 1e-5));
+    let w = Tensor::ones((40, 24), DType::F32, &Device::Cpu).unwrap();
+    fails("linear, bias 41 for 40 outputs", &|| ops::Linear { weight: w.clone(), bias: Some(t(41)) }.forward(&x));
+    fails("linear, bias 39 for 40 outputs", &|| ops::Linear { weight: w.clone(), bias: Some(t(39)) }.forward(&x));
+}

@@ -78,6 +78,14 @@ impl<'a> FineTune<'a> {
         if data.seqs.is_empty() {
             return Err(TrainError::Config("no training examples".into()));
         }
+        let longest = data.seqs.iter().map(Vec::len).max().unwrap_or(0).min(max_len);
+        if let Some(limit) = model.max_positions().filter(|&l| longest > l) {
+            return Err(TrainError::Config(format!(
+                "max_len = {max_len} lets a training sequence reach {longest} tokens, past the model's \
+                 max_position_embeddings = {limit} ({}); use max_len <= {limit}",
+                model.source_dir.join("config.json").display()
+            )));
+        }
         let mut trainer = Trainer::new(model.params.clone(), cfg)?;
         if let Some(s) = scaler {
             trainer = trainer.with_grad_scaler(s)?;

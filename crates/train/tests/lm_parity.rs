@@ -128,3 +128,23 @@ fn a_tiny_model_memorises_ten_lines() {
     }
     assert!(last < 0.05, "loss {last} after {} steps", ft.trainer().step_count());
 }
+
+#[test]
+fn sequences_past_the_position_table_are_an_error_before_training() {
+    let v = "opt125"; // max_position_embeddings = 64
+    let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+    let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
+    let long = LmExample { prompt: String::new(), completion: "a b c d e f g h i j ".repeat(20) };
+    let cfg = TrainConfig { total_steps: 1, batch_size: 1, grad_accum: 1, ..TrainConfig::default() };
+    let err = FineTune::new(&model, tokenize(&tok, &[long.clone()], 256, false).unwrap(), cfg.clone(), 1, 256).err().expect("max_len 256 on 64 positions");
+    let msg = err.to_string();
+    assert!(msg.contains("max_len = 256") && msg.contains("max_position_embeddings = 64"), "{msg}");
+    // Cut to what the table holds, it trains.
+    let mut ft = FineTune::new(&model, tokenize(&tok, &[long], 64, false).unwrap(), cfg, 1, 64).unwrap();
+    ft.step().unwrap();
+    // Generation and scoring go through forward: a position past the table names the limit.
+    let ids = Tensor::zeros((1, 1), DType::U32, &Device::Cpu).unwrap();
+    let mask = Tensor::ones((1, 1), DType::U32, &Device::Cpu).unwrap();
+    let msg = model.forward(&ids, &mask, &[vec![64]], None).err().expect("position 64").to_string();
+    assert!(msg.contains("max_position_embeddings = 64"), "{msg}");
+}
