@@ -330,10 +330,7 @@ fn stage_cmd(a: StageArgs) -> Result<()> {
     } else {
         runner.run_stage(&id, &mut p)?;
     }
-    if stage == Stage::Similarity {
-        crossfeed_loop::stages::finish_generation(&dir, &cfg, gen)?;
-    } else {
-        crossfeed_loop::stages::rebuild_metrics(&dir, &cfg)?;
-    }
+    // Any stage can be the last reader of an old checkpoint (an eval that ran late under Slurm).
+    crossfeed_loop::stages::finish_stage(&dir, &cfg)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::metrics::MetricLine;
 use crate::rundir::RunDir;
-use crate::stages::{dependencies, finish_generation, plan, rebuild_metrics, Event, Stage, StageId};
+use crate::stages::{dependencies, plan, prune, rebuild_metrics, Event, StageId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -78,9 +78,8 @@ pub fn run_parallel(dir: &RunDir, cfg: &ExperimentConfig, slots: &[String], spaw
                 Some(m) if status.success() => {
                     state.insert(id, State::Done);
                     report(&Event::Done { id, wall_s: start.elapsed().as_secs_f64(), tokens: m.tokens, note: format!("on {} (log {})", slots[slot], log.display()) });
-                    if id.stage == Stage::Similarity {
-                        finish_generation(dir, cfg, id.gen)?;
-                    }
+                    // The worker rebuilt the metrics; an old checkpoint may have lost its last reader.
+                    prune(dir, cfg)?;
                 }
                 _ => {
                     state.insert(id, State::Failed);
@@ -91,10 +90,8 @@ pub fn run_parallel(dir: &RunDir, cfg: &ExperimentConfig, slots: &[String], spaw
             }
         }
     }
-    // Generations finished before this run started are pruned as the serial driver would.
-    for id in stages.iter().filter(|id| id.stage == Stage::Similarity && state[*id] == State::Done) {
-        finish_generation(dir, cfg, id.gen)?;
-    }
+    // Also what stages finished before this run started left.
+    prune(dir, cfg)?;
     let lines = rebuild_metrics(dir, cfg)?;
     if failed.is_empty() {
         return Ok(lines);

@@ -272,7 +272,7 @@ impl<'a> Runner<'a> {
                 gen_tokens += m.tokens;
             }
             if id.stage == Stage::Similarity {
-                finish_generation(&self.dir, &self.cfg, id.gen)?;
+                finish_stage(&self.dir, &self.cfg)?;
                 report(&Event::GenerationDone { gen: id.gen, wall_s: secs(gen_start), tokens: gen_tokens });
                 gen_start = Instant::now();
                 gen_tokens = 0;
@@ -580,24 +580,41 @@ pub fn rebuild_metrics(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<Metri
     r
 }
 
-/// What follows a generation's similarity stage, whoever ran it: metrics, then pruning.
-pub fn finish_generation(dir: &RunDir, cfg: &ExperimentConfig, gen: GenId) -> Result<()> {
+/// What follows a stage, whoever ran it: metrics, then pruning.
+pub fn finish_stage(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
     rebuild_metrics(dir, cfg)?;
-    prune(dir, cfg, gen)
+    prune(dir, cfg)
 }
 
-/// Deletes model checkpoints older than the last `keep_last` generations (never one a later stage
-/// still needs: only generations before `gen - keep_last + 1`, all of whose dependents are done once
-/// `gen`'s similarity is).
-pub fn prune(dir: &RunDir, cfg: &ExperimentConfig, gen: GenId) -> Result<()> {
-    let (GenId::Gen(t), k) = (gen, cfg.keep_last) else { return Ok(()) };
-    if k == 0 || t < k {
+/// With `keep_last = k`, deletes the checkpoint of (generation g, entity e) once g is older than the
+/// last k generations whose similarity is done AND every stage that reads it is done. The readers come
+/// from the dependency graph (every stage depending on train(g, e): its eval, the next generation's
+/// generate and warm-started train), not from generation arithmetic: under workers or Slurm an old
+/// eval can still be pending or failed after later generations finish, and deleting its model then
+/// would leave a run no resume can finish.
+pub fn prune(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
+    let k = cfg.keep_last;
+    if k == 0 {
         return Ok(());
     }
+    let stages = plan(cfg);
+    let newest = stages
+        .iter()
+        .filter(|id| id.stage == Stage::Similarity && dir.is_done(id))
+        .filter_map(|id| match id.gen {
+            GenId::Gen(t) => Some(t),
+            GenId::Base => None,
+        })
+        .max();
+    let Some(t) = newest.filter(|&t| t >= k) else { return Ok(()) };
     for old in 0..=(t - k) {
         for e in 0..cfg.k {
             let d = dir.model_dir(GenId::Gen(old), e);
-            if d.exists() {
+            if !d.exists() {
+                continue;
+            }
+            let trained = StageId { gen: GenId::Gen(old), entity: Some(e), stage: Stage::Train };
+            if stages.iter().filter(|id| dependencies(cfg, id).contains(&trained)).all(|id| dir.is_done(id)) {
                 std::fs::remove_dir_all(&d).map_err(|er| LoopError::io(&d, er))?;
             }
         }

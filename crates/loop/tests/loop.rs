@@ -185,3 +185,37 @@ fn every_shipped_config_parses() {
     }
     assert!(n >= 1);
 }
+
+/// An old generation's eval that is still pending (or failed) when later generations finish — what
+/// workers and Slurm's `afterany` allow — keeps its model: pruning waits for every stage that reads a
+/// checkpoint, and the run then completes with the serial run's metrics.
+#[test]
+fn pruning_keeps_a_checkpoint_until_its_last_reader_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["name=\"tiny-prune\"", "generations=3", "keep_last=1"]).unwrap();
+    run(&tmp.path().join("serial"), &cfg, None).unwrap();
+
+    let dir = RunDir::create(&tmp.path().join("late"), &cfg).unwrap();
+    let root = dir.root.clone();
+    let mut r = Runner::new(dir.clone(), cfg.clone(), None).unwrap();
+    let late = [
+        StageId { gen: GenId::Gen(0), entity: Some(0), stage: Stage::Eval },
+        StageId { gen: GenId::Gen(0), entity: None, stage: Stage::Similarity },
+    ];
+    // Every other stage in plan order, each followed by what a worker or Slurm task does after it.
+    for id in plan(&cfg).into_iter().filter(|id| !late.contains(id)) {
+        r.run_stage_if_needed(&id, &mut quiet()).unwrap();
+        crossfeed_loop::stages::finish_stage(&dir, &cfg).unwrap();
+    }
+    assert!(root.join("gen-000/entity-0/model/model.safetensors").is_file(), "pruned while its eval is pending");
+    assert!(!root.join("gen-000/entity-1/model").exists(), "every reader of gen 0 entity 1 is done: pruned");
+    assert!(!root.join("gen-001/entity-0/model").exists());
+    for id in late {
+        r.run_stage_if_needed(&id, &mut quiet()).unwrap();
+        crossfeed_loop::stages::finish_stage(&dir, &cfg).unwrap();
+    }
+    assert!(!root.join("gen-000/entity-0/model").exists(), "its last reader is done: pruned");
+    assert!(root.join("gen-002/entity-0/model/model.safetensors").is_file());
+    let metrics = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics(&root), metrics(&tmp.path().join("serial/tiny-prune")));
+}
