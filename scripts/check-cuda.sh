@@ -12,7 +12,11 @@ CUDA=${CUDA:-target/cuda/release/crossfeed}
 for b in "$PLAIN" "$CUDA"; do [ -x "$b" ] || { echo "check-cuda: $b missing (make build cuda)" >&2; exit 1; }; done
 fail() { echo "check-cuda: FAIL: $*" >&2; exit 1; }
 
-if readelf -d "$CUDA" | grep -E 'NEEDED.*lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so'; then
+# Read first, then grep: a missing or failing readelf must fail the check, not pass it as "no match".
+command -v readelf >/dev/null || fail "readelf not found (Debian/Ubuntu: apt-get install binutils)"
+dynamic=$(readelf -d "$CUDA") || fail "readelf -d $CUDA failed"
+grep -q 'NEEDED' <<<"$dynamic" || fail "readelf -d $CUDA lists no NEEDED library at all; cannot judge"
+if grep -E 'NEEDED.*lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so' <<<"$dynamic"; then
   fail "$CUDA links CUDA libraries at load time"
 fi
 echo "ok: no CUDA library is NEEDED by $CUDA"

@@ -48,8 +48,10 @@ export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-$ROOT/target/cuda}   # cargo's finger
 cargo build --release "$@"
 
 # 3. refuse a binary that hard-links CUDA libraries
+command -v readelf >/dev/null || { echo "error: readelf not found (apt-get install binutils): cannot check NEEDED" >&2; exit 1; }
 for b in $(find "$CARGO_TARGET_DIR/release" -maxdepth 1 -type f -executable); do
-  if readelf -d "$b" | grep -E 'NEEDED.*lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so'; then
+  dynamic=$(readelf -d "$b") || { echo "error: readelf -d $b failed" >&2; exit 1; }
+  if grep -E 'NEEDED.*lib(cuda|cudart|cublas|cublasLt|curand|nvrtc)\.so' <<<"$dynamic"; then
     echo "error: $b links CUDA libraries at load time" >&2; exit 1
   fi
 done

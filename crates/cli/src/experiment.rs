@@ -60,6 +60,15 @@ pub struct ParallelArgs {
 }
 
 impl ParallelArgs {
+    /// Opens every device the run would use, before anything is written: a plain binary asked for
+    /// `cuda` fails here naming `make cuda`, not in the first stage after the run directory exists.
+    pub fn open_devices(&self, cfg: &ExperimentConfig) -> Result<()> {
+        if self.devices.is_empty() {
+            crossfeed_model::parse_device(&cfg.device).with_context(|| format!("{}: device = {:?}", cfg.name, cfg.device))?;
+        }
+        self.slots(cfg).map(|_| ())
+    }
+
     /// The worker slots (a device each), or None for the serial in-process driver.
     pub fn slots(&self, cfg: &ExperimentConfig) -> Result<Option<Vec<String>>> {
         if !self.devices.is_empty() {
@@ -253,6 +262,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         return crate::dryrun::print(&cfg, a.bench.as_deref());
     }
     cfg.resolve_base_model()?;
+    a.parallel.open_devices(&cfg)?;
     let dir = RunDir::create(&a.runs_dir, &cfg)?;
     eprintln!("run {} (K = {}, alpha = {}, beta = {}, {} generations) in {}", cfg.name, cfg.k, cfg.alpha, cfg.beta, cfg.generations, dir.root.display());
     drive_run(dir, cfg, &a.parallel, a.stop_after)
@@ -260,6 +270,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
 
 fn resume_cmd(a: ResumeArgs) -> Result<()> {
     let (dir, mut cfg) = RunDir::open(&a.run_dir)?;
+    a.parallel.open_devices(&cfg)?;
     // Held only around the config change; drive_run takes it again for the run itself.
     let lock = dir.lock_run("crossfeed resume")?;
     if let Some(g) = a.generations {

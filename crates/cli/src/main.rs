@@ -52,6 +52,21 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Benchmarks (throughput, printed side by side with the PyTorch counterpart where one exists).
     Bench(bench::BenchArgs),
+    /// The device kinds this binary was built for (cpu, cuda, metal); `slurm --bin` asks it.
+    #[command(hide = true)]
+    Backends,
+}
+
+/// The device kinds this binary can open (CUDA and Metal are compile-time features of candle).
+pub fn backends() -> Vec<&'static str> {
+    let mut v = vec!["cpu"];
+    if candle_core::utils::cuda_is_available() {
+        v.push("cuda");
+    }
+    if candle_core::utils::metal_is_available() {
+        v.push("metal");
+    }
+    v
 }
 
 fn main() {
@@ -69,6 +84,10 @@ fn main() {
         Command::Slurm(a) => slurm::run(a),
         Command::Fetch(a) => fetch::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Backends => {
+            println!("{}", backends().join(" "));
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

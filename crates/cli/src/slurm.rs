@@ -95,7 +95,8 @@ pub struct JobStates {
     arrays: Vec<ArrayRecord>,
     /// `ARRAYID_TASK` → state, for tasks squeue still lists (pending, running, …).
     queue: HashMap<String, String>,
-    squeue_ok: bool,
+    /// Why squeue gave no answer (not run when no jobs are recorded).
+    squeue_error: Option<String>,
 }
 
 impl JobStates {
@@ -105,11 +106,11 @@ impl JobStates {
         if arrays.is_empty() {
             return JobStates::default();
         }
-        let (queue, squeue_ok) = match squeue() {
-            Some(q) => (q, true),
-            None => (HashMap::new(), false),
+        let (queue, squeue_error) = match squeue() {
+            Ok(q) => (q, None),
+            Err(e) => (HashMap::new(), Some(e)),
         };
-        JobStates { arrays, queue, squeue_ok }
+        JobStates { arrays, queue, squeue_error }
     }
 
     /// For a run directory: its own `slurm/` (a single run) or its sweep's.
@@ -127,10 +128,10 @@ impl JobStates {
         self.arrays.iter().rev().find_map(|a| {
             let i = a.tasks.iter().position(|t| t == &want)?;
             let key = format!("{}_{i}", a.job);
-            let state = match (self.queue.get(&key), self.squeue_ok) {
+            let state = match (self.queue.get(&key), &self.squeue_error) {
                 (Some(s), _) => s.clone(),
-                (None, true) => "not in queue".into(),
-                (None, false) => "squeue unavailable".into(),
+                (None, None) => "not in queue".into(),
+                (None, Some(_)) => "squeue unavailable".into(),
             };
             Some((key, state))
         })
@@ -161,17 +162,47 @@ impl JobStates {
     }
 }
 
-/// This user's queued/running array tasks (`squeue -r`), or None when squeue does not answer.
-fn squeue() -> Option<HashMap<String, String>> {
-    let out = Command::new("squeue").args(["--me", "-h", "-r", "-o", "%i|%T"]).output().ok()?;
+/// This user's queued/running array tasks (`squeue -r`), or why squeue gave no answer.
+fn squeue() -> std::result::Result<HashMap<String, String>, String> {
+    let out = Command::new("squeue").args(["--me", "-h", "-r", "-o", "%i|%T"]).output().map_err(|e| format!("running squeue: {e}"))?;
     if !out.status.success() {
-        return None;
+        return Err(format!("squeue failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
-    Some(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('|').map(|(i, s)| (i.trim().to_string(), s.trim().to_string()))).collect())
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('|').map(|(i, s)| (i.trim().to_string(), s.trim().to_string()))).collect())
 }
 
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// Refuses runs whose device the tasks' binary was not built for, before anything is written: a plain
+/// binary on `device = "cuda"` configs would queue every task only to fail on the compute node. The
+/// login node may have no GPU, so this asks what the binary was built with, not whether a GPU opens.
+fn check_backends(bin: &Path, this_binary: bool, runs: &Runs) -> Result<()> {
+    let kinds: Vec<String> = if this_binary {
+        crate::backends().into_iter().map(String::from).collect()
+    } else {
+        let out = Command::new(bin).arg("backends").output().with_context(|| format!("--bin {}: running it to ask which devices it supports", bin.display()))?;
+        if !out.status.success() {
+            bail!("--bin {}: `{} backends` failed ({}); is it a crossfeed binary?", bin.display(), bin.display(), out.status);
+        }
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+    };
+    for (root, cfg) in runs {
+        let kind = cfg.device.split(':').next().unwrap_or_default();
+        if !kinds.iter().any(|k| k == kind) {
+            bail!(
+                "{}: device = {:?}, but the binary the tasks would run ({}) supports only {}; nothing was written. \
+                 Build the CUDA binary with `make cuda` and pass it with `--bin target/cuda/release/crossfeed` \
+                 (or use --set device=cpu)",
+                root.display(),
+                cfg.device,
+                bin.display(),
+                kinds.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Run directories and their configs.
@@ -304,6 +335,11 @@ pub fn run(a: SlurmArgs) -> Result<()> {
              or load your cluster's Slurm module; without --submit the scripts are only written"
         );
     }
+    let bin = match &a.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("locating the crossfeed binary")?,
+    };
+    check_backends(&bin, a.bin.is_none(), &runs)?;
     for (root, cfg) in &runs {
         let parent = root.parent().unwrap_or(Path::new("."));
         let dir = RunDir::create(parent, cfg).with_context(|| format!("run {}", root.display()))?;
@@ -318,6 +354,10 @@ pub fn run(a: SlurmArgs) -> Result<()> {
         runs.into_iter().map(|(r, c)| Ok((r.canonicalize().with_context(|| format!("resolving {}", r.display()))?, c))).collect::<Result<_>>()?;
     let slurm_dir = top.join("slurm");
     let jobs = JobStates::load(&slurm_dir);
+    // Unknown queue states are not an empty queue: submitting could duplicate jobs still queued.
+    if let (true, Some(why)) = (submit, &jobs.squeue_error) {
+        bail!("{why}\ncannot tell which recorded jobs of {} are still queued or running, so nothing was submitted; retry when squeue answers", top.display());
+    }
     if a.submit && !a.resume && jobs.arrays.iter().any(|r| jobs.queue.keys().any(|k| k.split('_').next() == Some(r.job.as_str()))) {
         bail!("jobs of {} are still queued or running (see `crossfeed status`); use --resume to add only what is missing", top.display());
     }
@@ -330,10 +370,6 @@ pub fn run(a: SlurmArgs) -> Result<()> {
     let sub = slurm_dir.join(format!("sub-{n:03}"));
     let logs = slurm_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let bin = match &a.bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().context("locating the crossfeed binary")?,
-    };
     let cwd = std::env::current_dir()?;
     let mut submit_sh = String::from("#!/bin/bash\n# Submits these arrays in order with their dependencies (what `crossfeed slurm --submit` does).\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n");
     let mut scripts = Vec::new();

@@ -60,6 +60,10 @@ pub(crate) fn create_dirs(sweep: &Sweep, dir: &Path) -> Result<Vec<RunDir>> {
 fn run_cmd(a: SweepRunArgs) -> Result<()> {
     let sweep = load(&a.sweep)?;
     let dir = sweep.dir(&a.sweep.runs_dir);
+    let mut seen = std::collections::HashSet::new();
+    for p in sweep.points.iter().filter(|p| seen.insert(p.cfg.device.clone())) {
+        a.parallel.open_devices(&p.cfg).with_context(|| format!("point {}", p.name))?;
+    }
     let dirs = create_dirs(&sweep, &dir)?;
     eprintln!("sweep {}: {} runs in {}", sweep.name, sweep.points.len(), dir.display());
     let mut failed = Vec::new();

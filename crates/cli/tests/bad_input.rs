@@ -48,3 +48,20 @@ fn generate_rejects_sampling_parameters_transformers_rejects() {
     let e = fails(&["generate", "--model", "tests/fixtures/models/opt125", "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(e.contains(prompts.to_str().unwrap()) && e.contains("no prompts"), "{e}");
 }
+
+#[test]
+fn run_on_a_device_this_binary_cannot_open_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let r = runs.to_str().unwrap();
+    for extra in [&["--set", "device=cuda"][..], &["--devices", "cpu,cuda:1"][..], &["--set", "device=cuda", "--workers", "2"][..]] {
+        let mut args = vec!["run", "configs/tiny.toml", "--runs-dir", r];
+        args.extend_from_slice(extra);
+        let e = fails(&args);
+        if candle_core::utils::cuda_is_available() {
+            continue; // the CUDA binary: a missing GPU is the error, covered by scripts/check-cuda.sh
+        }
+        assert!(e.contains("without CUDA support") && e.contains("make cuda"), "{extra:?}: {e}");
+        assert!(!runs.exists(), "{extra:?}: a refused run wrote {}", runs.display());
+    }
+}

@@ -91,11 +91,43 @@ fn bad_sweeps_are_refused_before_anything_is_written_or_submitted() {
 #[test]
 fn shipped_paper_sweeps_expand() {
     let tmp = tempfile::tempdir().unwrap();
+    // The paper configs say device = "cuda": this (plain) binary refuses them before writing anything.
+    let runs = tmp.path().join("plain");
+    let e = fails(&["slurm", "configs/sweeps/paper-main.toml", "--runs-dir", runs.to_str().unwrap()], None);
+    assert!(e.contains("device = \"cuda\"") && e.contains("make cuda") && e.contains("--bin"), "{e}");
+    assert!(empty(&runs), "a refused sweep wrote something");
+    // A CUDA binary (here a stand-in answering `backends` as one does) gets the scripts.
+    let cuda = tmp.path().join("crossfeed-cuda");
+    std::fs::write(&cuda, "#!/bin/sh\n[ \"$1\" = backends ] && echo cpu cuda\n").unwrap();
+    std::fs::set_permissions(&cuda, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // Scripts only: every point is checked; hub ids need no network to be written down.
     for (f, n) in [("paper-main", 18), ("paper-beta", 36), ("paper-k3", 18)] {
-        let o = crossfeed(&["slurm", &format!("configs/sweeps/{f}.toml"), "--runs-dir", tmp.path().to_str().unwrap()], None);
+        let o = crossfeed(&["slurm", &format!("configs/sweeps/{f}.toml"), "--runs-dir", tmp.path().to_str().unwrap(), "--bin", cuda.to_str().unwrap()], None);
         assert!(o.status.success(), "{f}: {}", String::from_utf8_lossy(&o.stderr));
         let runs = std::fs::read_dir(tmp.path().join(f)).unwrap().filter(|e| e.as_ref().unwrap().path().join("config.toml").is_file()).count();
         assert_eq!(runs, n, "{f}");
     }
+}
+
+#[test]
+fn a_failing_squeue_stops_a_submission() {
+    // Slurm's client commands as stand-ins: sbatch would queue, squeue fails (controller down).
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [("sbatch", "echo 4242"), ("squeue", "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1")] {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let runs = tmp.path().join("runs");
+    let slurm = runs.join("tiny/slurm");
+    ok(&["slurm", "configs/tiny.toml", "--runs-dir", runs.to_str().unwrap()]);
+    // A job recorded by an earlier submission, which may still be queued.
+    let jobs = r#"[{"step":"gen-000-train","job":"4241","script":"x.sbatch","tasks":[]}]"#;
+    std::fs::write(slurm.join("jobs.json"), jobs).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let e = fails(&["slurm", "configs/tiny.toml", "--runs-dir", runs.to_str().unwrap(), "--submit"], Some(&path));
+    assert!(e.contains("squeue failed") && e.contains("Unable to contact") && e.contains("nothing was submitted"), "{e}");
+    assert!(!slurm.join("sub-001").exists(), "a submission was written");
 }
