@@ -114,7 +114,9 @@ type RunInfo = (f64, PathBuf, ExperimentConfig, Vec<String>);
 /// Builds or reuses the base, then runs the demo config once per alpha (with `seed` when given).
 fn sweep(a: &DemoArgs, seed: Option<u64>) -> Result<Vec<RunInfo>> {
     let base_dir = a.runs_dir.join(if a.quick { "demo-base-quick" } else { "demo-base" });
-    let bcfg = base_config(a.quick);
+    let mut bcfg = base_config(a.quick);
+    // The base pretrains where the loop will run (`--set device=cuda`).
+    bcfg.device = ExperimentConfig::from_toml_str(DEMO_CONFIG, "configs/demo.toml", &a.set)?.device;
     if crossfeed_pretrain::cached_base(&bcfg, &base_dir).is_some() {
         eprintln!("base model: reusing {}", base_dir.display());
     } else {

@@ -84,8 +84,8 @@ impl KvCache {
                 if l.len + t > l.capacity() {
                     *l = Layer::with_capacity(&l.k, &l.v, l.len, l.len + t + GROW)?;
                 }
-                l.k.slice_set(&k.contiguous()?, 2, l.len)?;
-                l.v.slice_set(&v.contiguous()?, 2, l.len)?;
+                crate::cuda_rules::slice_set(&l.k, &k.contiguous()?, 2, l.len)?;
+                crate::cuda_rules::slice_set(&l.v, &v.contiguous()?, 2, l.len)?;
                 l.len += t;
                 l
             }
@@ -96,8 +96,8 @@ impl KvCache {
     /// Keeps only the batch rows in `rows` (sequences still running), for continuous batching.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for l in self.layers.iter_mut().flatten() {
-            l.k = l.k.index_select(rows, 0)?;
-            l.v = l.v.index_select(rows, 0)?;
+            l.k = crate::cuda_rules::index_select(&l.k, rows, 0)?;
+            l.v = crate::cuda_rules::index_select(&l.v, rows, 0)?;
         }
         Ok(())
     }

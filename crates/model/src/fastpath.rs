@@ -22,6 +22,12 @@ fn generic_from_env() -> bool {
     })
 }
 
+/// True when the generic twin is forced on this thread or process (tests then also check CUDA's rules,
+/// see [`crate::cuda_rules`]).
+pub fn generic_forced() -> bool {
+    FORCE_GENERIC.with(Cell::get) || generic_from_env()
+}
+
 /// True when a CPU fast path may run on `device`: the device is the CPU and the generic twin is not forced.
 pub fn cpu_fast(device: &Device) -> bool {
     device.is_cpu() && !FORCE_GENERIC.with(Cell::get) && !generic_from_env()

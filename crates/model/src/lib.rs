@@ -7,6 +7,7 @@ mod attention;
 pub mod cache;
 pub mod causal_lm;
 pub mod config_keys;
+pub mod cuda_rules;
 pub mod device;
 pub mod error;
 pub mod fastpath;

@@ -57,7 +57,7 @@ pub fn next_token_ce(
         let logits = logits.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
         let labels = input_ids.narrow(1, 1, t - 1)?.contiguous()?;
         let logp = log_softmax_last(&logits.reshape(((b * (t - 1)), v))?)?;
-        logp.gather(&labels.reshape((b * (t - 1), 1))?, 1)?.reshape((b, t - 1))?.neg()?
+        crate::cuda_rules::gather(&logp, &labels.reshape((b * (t - 1), 1))?, 1)?.reshape((b, t - 1))?.neg()?
     };
     let ce_sum = (nll * &weight)?.sum(1)?;
     let tokens = weight.sum(1)?.to_vec1::<f32>()?.into_iter().map(|x| x.round() as usize).collect();

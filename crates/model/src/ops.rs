@@ -55,7 +55,7 @@ impl Linear {
         let y = match x.dims() {
             [b, t, k] => crate::skinny::linear(&x.reshape((b * t, *k))?, &w)?.reshape((*b, *t, ()))?,
             [_, _] => crate::skinny::linear(x, &w)?,
-            _ => x.broadcast_matmul(&w.t()?)?,
+            _ => x.broadcast_matmul(&w.t()?)?, // not on any model's path (inputs are 2-d or 3-d)
         };
         match &self.bias {
             Some(b) => y.broadcast_add(&cast(b, x.dtype())?),
@@ -67,7 +67,7 @@ impl Linear {
 /// Rows of `table: [V, H]` for `ids: [B, T]` (u32) → `[B, T, H]`; differentiable in `table`.
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
-    table.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))
+    crate::cuda_rules::index_select(table, &ids.flatten_all()?, 0)?.reshape((b, t, ()))
 }
 
 pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
@@ -208,18 +208,17 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) 
     // The n query heads that share a KV head are stacked along the query axis, so one matmul per KV
     // head serves them all and K/V are never repeated (copied) n times.
     let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
-    let scores = (q.matmul(&matmul_operand(k)?.t()?)? * scale)?;
+    let scores = (crate::cuda_rules::matmul(&q, &matmul_operand(k)?.t()?)? * scale)?;
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
     let probs = cast(&softmax_last(&scores)?, dtype)?.reshape((b, hkv, n * tq, tk))?;
-    probs.matmul(&matmul_operand(v)?)?.reshape((b, hq, tq, d))
+    crate::cuda_rules::matmul(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))
 }
 
-/// `x` itself when candle's CPU matmul reads its layout as it is (rows contiguous, the two batch dims
-/// mergeable: the narrowed KV-cache views), else a contiguous copy. Other backends always get a copy.
+/// `x` itself when every backend's matmul reads its layout as it is — cuBLAS's rule, which the CPU
+/// gemm also meets: the narrowed KV-cache views (rows contiguous, the two batch dims mergeable), so a
+/// decode step attends over the cache in place — else a contiguous copy.
 fn matmul_operand(x: &Tensor) -> Result<Tensor> {
-    let s = x.stride();
-    let readable = crate::fastpath::cpu_fast(x.device()) && x.rank() == 4 && s[3] == 1 && (s[0] == s[1] * x.dims()[1] || x.dims()[0] == 1);
-    if readable {
+    if crate::cuda_rules::matmul_ready(x) {
         Ok(x.clone())
     } else {
         x.contiguous()

@@ -75,7 +75,7 @@ impl CustomOp2 for SkinnyLinear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad_y.matmul(w)?), Some(grad_y.t()?.matmul(x)?)))
+        Ok((Some(crate::cuda_rules::matmul(grad_y, w)?), Some(crate::cuda_rules::matmul(&grad_y.t()?, x)?)))
     }
 }
 
@@ -105,6 +105,6 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if crate::fastpath::cpu_fast(x.device()) && x.dtype() == candle_core::DType::F32 && w.dtype() == x.dtype() && m <= MAX_ROWS {
         x.apply_op2(w, SkinnyLinear)
     } else {
-        x.matmul(&w.t()?)
+        crate::cuda_rules::matmul(x, &w.t()?)
     }
 }

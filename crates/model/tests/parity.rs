@@ -158,3 +158,17 @@ fn frozen_model_computes_the_same_logits_without_a_graph() {
         assert!(max_abs_diff(&frozen.forward_batch(&batch).unwrap(), &inference) > 0.0, "{v}");
     }
 }
+
+#[test]
+fn frozen_bf16_model_casts_its_matrices_once_and_computes_the_same_bits() {
+    for v in VARIANTS {
+        let g = golden(v);
+        let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::BF16).unwrap();
+        let frozen = model.frozen().unwrap();
+        let batch = golden_batch(&g);
+        let per_step = model.forward_batch(&batch).unwrap();
+        let once = frozen.forward_batch(&batch).unwrap();
+        assert_eq!(max_abs_diff(&per_step, &once), 0.0, "{v}");
+        assert!(model.params.iter().all(|(_, p)| p.dtype() == DType::F32), "{v}: master weights stay f32");
+    }
+}

@@ -26,7 +26,7 @@ pub mod tokenizer;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use crossfeed_data::{toy_world, ToySizes};
 use crossfeed_model::{Batch, CausalLm, TextTokenizer};
 use crossfeed_train::{FineTune, Schedule, TrainConfig, Tokenized};
@@ -68,6 +68,9 @@ pub struct BaseConfig {
     pub max_len: usize,
     /// Seed of the initialisation and the data order. Default 0.
     pub seed: u64,
+    /// Where pretraining runs (`cpu`, `cuda`, `cuda:N`): the demo passes its run's device. Part of the
+    /// cache key, since another device gives other bits. Default `cpu`.
+    pub device: String,
 }
 
 impl BaseConfig {
@@ -111,6 +114,7 @@ impl Default for BaseConfig {
             weight_decay: 0.0,
             max_len: 128,
             seed: 0,
+            device: "cpu".into(),
         }
     }
 }
@@ -240,7 +244,8 @@ fn build_into(cfg: &BaseConfig, dir: &Path, on_step: &mut dyn FnMut(u64, f64), s
             message: format!("TextTokenizer reads bos {:?} / eos {:?}, expected {BOS_ID} / {EOS_ID}", tok.bos_id, tok.eos_id),
         });
     }
-    let model = CausalLm::load_dir(dir, &Device::Cpu, DType::F32)?;
+    let device = crossfeed_model::parse_device(&cfg.device)?;
+    let model = CausalLm::load_dir(dir, &device, DType::F32)?;
     let num_params = model.params.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
 
     let train_texts: Vec<String> = world.public.train.iter().map(|e| e.text()).collect();

@@ -53,12 +53,28 @@ pub fn tensor_sq_norm(t: &Tensor) -> Result<f64> {
             return Ok(sumsq_f32(&data[start..end]));
         }
     }
-    let s = t
-        .to_dtype(DType::F32)?
-        .sqr()?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    Ok(s as f64)
+    Ok(device_sq_sum(t)?.to_scalar::<f32>()? as f64)
+}
+
+/// Elements per row of the device-side norm reduction.
+const ROW: usize = 16384;
+
+/// The squared sum of `t` as a 0-d f32 tensor on its device, in two reductions: over rows of `ROW`
+/// elements, then over the row sums (plus the tail). candle's CUDA full reduction (`sum_all`) runs on
+/// one block of 1,024 threads, so a 262M-element gradient (Llama-1B's embedding) would be summed by a
+/// single block; a reduction over a last dim gets one block per row.
+fn device_sq_sum(t: &Tensor) -> candle_core::Result<Tensor> {
+    let sq = t.to_dtype(DType::F32)?.flatten_all()?.sqr()?;
+    let n = sq.elem_count();
+    let rows = n / ROW;
+    if rows < 2 {
+        return sq.sum_all();
+    }
+    let body = sq.narrow(0, 0, rows * ROW)?.reshape((rows, ROW))?.sum(1)?.sum_all()?;
+    if rows * ROW == n {
+        return Ok(body);
+    }
+    body + sq.narrow(0, rows * ROW, n - rows * ROW)?.sum_all()?
 }
 
 /// Squared L2 norms of many tensors with at most one device-to-host copy: on the CPU fast path each
@@ -73,7 +89,7 @@ pub fn sq_norms(ts: &[&Tensor]) -> Result<Vec<f64>> {
     }
     let sums = ts
         .iter()
-        .map(|t| t.to_dtype(DType::F32)?.sqr()?.sum_all())
+        .map(|t| device_sq_sum(t))
         .collect::<candle_core::Result<Vec<_>>>()?;
     let host = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
     Ok(host.into_iter().map(f64::from).collect())

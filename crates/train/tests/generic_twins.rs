@@ -159,3 +159,16 @@ fn fine_tuning_on_the_generic_path_matches_the_fast_path() {
         }
     }
 }
+
+#[test]
+fn device_gradient_norms_reduce_in_rows_and_match_the_cpu_kernel() {
+    // Sizes around the row length: below it, exact multiples, and with a tail.
+    for n in [1000usize, 16384 * 3, 16384 * 7 + 123, 1_000_003] {
+        let x = Tensor::randn(0f32, 1., n, &candle_core::Device::Cpu).unwrap();
+        let fast = crossfeed_train::clip::sq_norms(&[&x]).unwrap()[0];
+        let generic = crossfeed_model::fastpath::with_generic(|| crossfeed_train::clip::sq_norms(&[&x])).unwrap()[0];
+        let exact: f64 = x.to_vec1::<f32>().unwrap().iter().map(|&v| (v as f64) * (v as f64)).sum();
+        assert!((fast - exact).abs() / exact < 1e-9, "{n}: cpu {fast} vs {exact}");
+        assert!((generic - exact).abs() / exact < 1e-5, "{n}: generic {generic} vs {exact}");
+    }
+}
