@@ -240,6 +240,7 @@ pub(crate) fn drive_run(dir: RunDir, cfg: ExperimentConfig, parallel: &ParallelA
     let _lock = dir.lock_run("crossfeed run")?;
     // Every run, resume and sweep point records the commits its inputs resolve to now.
     crate::fetch::record_provenance(&dir, &cfg)?;
+    crossfeed_loop::stages::check_max_len(&cfg)?;
     if let Some(slots) = parallel.slots(&cfg)? {
         return drive_parallel(&dir, &cfg, &slots, stop_after);
     }

@@ -347,6 +347,7 @@ pub fn run(a: SlurmArgs) -> Result<()> {
         // scripts alone needs no network.
         if submit {
             crate::fetch::record_provenance(&dir, cfg)?;
+            crossfeed_loop::stages::check_max_len(cfg).with_context(|| format!("run {}", root.display()))?;
         }
     }
     let top = top.canonicalize().with_context(|| format!("resolving {}", top.display()))?;

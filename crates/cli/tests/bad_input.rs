@@ -65,3 +65,27 @@ fn run_on_a_device_this_binary_cannot_open_writes_nothing() {
         assert!(!runs.exists(), "{extra:?}: a refused run wrote {}", runs.display());
     }
 }
+
+#[test]
+fn max_len_past_the_base_models_positions_fails_before_any_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    // opt125's table holds 64 positions.
+    let e = fails(&["run", "configs/tiny.toml", "--runs-dir", runs.to_str().unwrap(), "--set", "base_model=tests/fixtures/models/opt125", "--set", "max_len=100"]);
+    assert!(e.contains("max_len = 100") && e.contains("max_position_embeddings = 64"), "{e}");
+    let done = walk(&runs).into_iter().filter(|p| p.extension().is_some_and(|x| x == "DONE")).count();
+    assert_eq!(done, 0, "a stage ran");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

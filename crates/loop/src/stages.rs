@@ -164,6 +164,20 @@ pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
     }
 }
 
+/// Refuses a `max_len` longer than the base model's position table, before any stage runs (else a
+/// train stage fails mid-run on an embedding index).
+pub fn check_max_len(cfg: &ExperimentConfig) -> Result<()> {
+    let dir = crossfeed_model::hub::resolve(&cfg.base_model, &HubOptions::from_env())?;
+    if let Some(limit) = CausalLm::max_positions_of_dir(&dir)?.filter(|&l| cfg.max_len > l) {
+        return Err(LoopError::Config(format!(
+            "max_len = {} is longer than base_model's max_position_embeddings = {limit} ({}); use max_len <= {limit}",
+            cfg.max_len,
+            dir.join("config.json").display()
+        )));
+    }
+    Ok(())
+}
+
 /// A synthetic sample as stored in `synthetic.jsonl` (its origin kept).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SyntheticLine {

@@ -292,6 +292,17 @@ impl CausalLm {
         }
     }
 
+    /// [`CausalLm::max_positions`] of the checkpoint in `dir`, from its `config.json` alone (no weights
+    /// read): lets a run refuse a `max_len` the model cannot hold before any stage runs.
+    pub fn max_positions_of_dir(dir: &Path) -> Result<Option<usize>> {
+        let config_json = read_config(dir)?;
+        let config_path = dir.join("config.json");
+        Ok(match config_json.get("model_type").and_then(Value::as_str) {
+            Some("opt") => Some(OptConfig::from_json(&config_json, &config_path)?.max_position_embeddings),
+            _ => None,
+        })
+    }
+
     /// The position transformers gives a pad token in a padded batch.
     pub fn pad_position(&self) -> i64 {
         match &self.arch {
