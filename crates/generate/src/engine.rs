@@ -5,7 +5,7 @@
 //! numbers are those of a batch of one up to float rounding.
 
 use candle_core::{Device, Tensor};
-use crossfeed_model::{CausalLm, KvCache, TextTokenizer};
+use crossfeed_model::{transfer, CausalLm, KvCache, TextTokenizer};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -135,12 +135,12 @@ impl<'a> Generator<'a> {
             } else {
                 // One decode step for every running row.
                 let b = slots.len();
-                let input = Tensor::from_vec(slots.iter().map(|s| s.pending).collect::<Vec<_>>(), (b, 1), &dev)?;
+                let input = transfer::upload(slots.iter().map(|s| s.pending).collect::<Vec<_>>(), (b, 1), &dev)?;
                 for row in mask.iter_mut() {
                     row.push(1);
                 }
                 let t = mask[0].len();
-                let key_mask = Tensor::from_vec(mask.concat(), (b, t), &dev)?;
+                let key_mask = transfer::upload(mask.concat(), (b, t), &dev)?;
                 let positions: Vec<Vec<i64>> = slots.iter().map(|s| vec![s.len as i64]).collect();
                 for s in slots.iter_mut() {
                     s.len += 1;
@@ -167,7 +167,7 @@ impl<'a> Generator<'a> {
                     cache = model.new_cache();
                     mask.clear();
                 } else {
-                    cache.select_rows(&Tensor::new(keep.as_slice(), &dev)?)?;
+                    cache.select_rows(&transfer::upload(keep.clone(), keep.len(), &dev)?)?;
                     mask = keep.iter().map(|&r| mask[r as usize].clone()).collect();
                     trim(&mut cache, &mut mask)?;
                 }
@@ -200,10 +200,10 @@ impl<'a> Generator<'a> {
             ids[i * t + off..(i + 1) * t].copy_from_slice(r);
             mask[i][off..].fill(1);
         }
-        let ids = Tensor::from_vec(ids, (n, t), dev)?;
-        let key_mask = Tensor::from_vec(mask.concat(), (n, t), dev)?;
+        let ids = transfer::upload(ids, (n, t), dev)?;
+        let key_mask = transfer::upload(mask.concat(), (n, t), dev)?;
         // From the host copy of the mask: reading `key_mask` back would be a device sync.
-        let positions = host_positions(&mask, model.pad_position());
+        let positions = crossfeed_model::ops::positions_from_rows(&mask, model.pad_position());
         let mut cache = model.new_cache();
         let logits = model.forward(&ids, &key_mask, &positions, Some(&mut cache))?;
         let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
@@ -267,20 +267,6 @@ impl<'a> Generator<'a> {
 
 /// Appends `new` rows to the running cache, left-padding whichever is shorter with masked zeros.
 /// `ops::positions_from_mask` on the host rows: `cumsum(mask) - 1` on real tokens, `pad` elsewhere.
-fn host_positions(mask: &[Vec<u32>], pad: i64) -> Vec<Vec<i64>> {
-    mask.iter()
-        .map(|row| {
-            let mut seen = 0i64;
-            row.iter()
-                .map(|&m| {
-                    seen += m as i64;
-                    if m == 1 { seen - 1 } else { pad }
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn merge(cache: &mut KvCache, mask: &mut Vec<Vec<u32>>, new: KvCache, new_mask: Vec<Vec<u32>>) -> Result<(), GenerateError> {
     if mask.is_empty() {
         *cache = new;

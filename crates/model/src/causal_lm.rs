@@ -48,6 +48,18 @@ pub struct Batch {
     pub attention_mask: Tensor,
     /// `[B, T]` u32, 1 on tokens whose prediction is trained (completion-only loss); None = all.
     pub label_mask: Option<Tensor>,
+    /// What the host knew when it built the batch, so that positions and token counts need no device
+    /// read (a host sync on a GPU); None for batches built from device tensors.
+    pub host: Option<HostBatch>,
+}
+
+/// The host side of a [`Batch`] built by [`Batch::right_padded`].
+#[derive(Debug, Clone)]
+pub struct HostBatch {
+    /// The attention mask rows.
+    pub mask: Vec<Vec<u32>>,
+    /// Per row, the predicted tokens [`crate::loss::next_token_ce`] counts.
+    pub tokens: Vec<usize>,
 }
 
 impl Batch {
@@ -59,21 +71,26 @@ impl Batch {
         let mut ids = vec![pad_id; b * t];
         let mut mask = vec![0u32; b * t];
         let mut labels = vec![0u32; b * t];
+        let mut tokens = vec![0usize; b];
         for (i, s) in seqs.iter().enumerate() {
             let start = label_starts.map_or(0, |l| l[i]);
             for (j, &tok) in s.iter().take(t).enumerate() {
                 ids[i * t + j] = tok;
                 mask[i * t + j] = 1;
                 labels[i * t + j] = u32::from(j >= start);
+                // A label at j ≥ 1 whose token is real and inside the label span (next_token_ce's rule).
+                tokens[i] += usize::from(j >= 1 && j >= start);
             }
         }
+        let host = HostBatch { mask: mask.chunks(t).map(<[u32]>::to_vec).collect(), tokens };
         Ok(Self {
-            input_ids: Tensor::from_vec(ids, (b, t), dev)?,
-            attention_mask: Tensor::from_vec(mask, (b, t), dev)?,
+            input_ids: crate::transfer::upload(ids, (b, t), dev)?,
+            attention_mask: crate::transfer::upload(mask, (b, t), dev)?,
             label_mask: match label_starts {
-                Some(_) => Some(Tensor::from_vec(labels, (b, t), dev)?),
+                Some(_) => Some(crate::transfer::upload(labels, (b, t), dev)?),
                 None => None,
             },
+            host: Some(host),
         })
     }
 }
@@ -336,14 +353,18 @@ impl CausalLm {
 
     /// Logits for a padded batch with no cache (training and scoring).
     pub fn forward_batch(&self, batch: &Batch) -> Result<Tensor> {
-        let positions = ops::positions_from_mask(&batch.attention_mask, self.pad_position())?;
+        let positions = match &batch.host {
+            Some(h) => ops::positions_from_rows(&h.mask, self.pad_position()),
+            None => ops::positions_from_mask(&batch.attention_mask, self.pad_position())?,
+        };
         self.forward(&batch.input_ids, &batch.attention_mask, &positions, None)
     }
 
     /// Per-sequence next-token CE of a batch.
     pub fn ce(&self, batch: &Batch) -> Result<crate::loss::CeSums> {
         let logits = self.forward_batch(batch)?;
-        Ok(crate::loss::next_token_ce(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref())?)
+        let tokens = batch.host.as_ref().map(|h| h.tokens.clone());
+        Ok(crate::loss::next_token_ce_counted(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref(), tokens)?)
     }
 
     /// The id that fills padded positions of a batch: the tokenizer's pad token, else its EOS, else the

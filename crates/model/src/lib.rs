@@ -21,9 +21,10 @@ pub mod opt;
 mod simd;
 pub mod skinny;
 pub mod tokenizer;
+pub mod transfer;
 
 pub use cache::KvCache;
-pub use causal_lm::{write_atomic, Arch, Batch, CausalLm};
+pub use causal_lm::{write_atomic, Arch, Batch, CausalLm, HostBatch};
 pub use error::{ModelError, Result};
 pub use hub::HubOptions;
 pub use loss::{next_token_ce, CeSums};

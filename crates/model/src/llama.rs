@@ -261,8 +261,8 @@ fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Dev
     }
     let shape = (b, 1, t, half * 2);
     Ok((
-        Tensor::from_vec(cos, shape, dev)?.to_dtype(dtype)?,
-        Tensor::from_vec(sin, shape, dev)?.to_dtype(dtype)?,
+        crate::transfer::upload(cos, shape, dev)?.to_dtype(dtype)?,
+        crate::transfer::upload(sin, shape, dev)?.to_dtype(dtype)?,
     ))
 }
 

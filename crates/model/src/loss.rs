@@ -32,6 +32,18 @@ pub fn next_token_ce(
     attention_mask: &Tensor,
     label_mask: Option<&Tensor>,
 ) -> Result<CeSums> {
+    next_token_ce_counted(logits, input_ids, attention_mask, label_mask, None)
+}
+
+/// [`next_token_ce`] with the per-row token counts already known on the host (`tokens`), which saves
+/// reading them back from the device.
+pub fn next_token_ce_counted(
+    logits: &Tensor,
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    label_mask: Option<&Tensor>,
+    tokens: Option<Vec<usize>>,
+) -> Result<CeSums> {
     let (b, t, v) = logits.dims3()?;
     if t < 2 {
         let dev = logits.device();
@@ -60,7 +72,10 @@ pub fn next_token_ce(
         crate::cuda_rules::gather(&logp, &labels.reshape((b * (t - 1), 1))?, 1)?.reshape((b, t - 1))?.neg()?
     };
     let ce_sum = (nll * &weight)?.sum(1)?;
-    let tokens = weight.sum(1)?.to_vec1::<f32>()?.into_iter().map(|x| x.round() as usize).collect();
+    let tokens = match tokens {
+        Some(t) => t,
+        None => crate::transfer::vec1::<f32>(&weight.sum(1)?)?.into_iter().map(|x| x.round() as usize).collect(),
+    };
     Ok(CeSums { ce_sum, tokens })
 }
 

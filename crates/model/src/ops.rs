@@ -156,7 +156,7 @@ pub fn attention_bias(key_mask: &Tensor, tq: usize) -> Result<Tensor> {
     let causal: Vec<f32> = (0..tq)
         .flat_map(|i| (0..tk).map(move |j| if j <= past + i { 0.0 } else { MASK_MIN }))
         .collect();
-    let causal = Tensor::from_vec(causal, (1, 1, tq, tk), dev)?;
+    let causal = crate::transfer::upload(causal, (1, 1, tq, tk), dev)?;
     let keys = key_mask.to_dtype(DType::F32)?.reshape((b, 1, 1, tk))?;
     // (1 - mask) * MIN, then clamp the sum so two MINs do not overflow to -inf.
     let pad = ((keys.ones_like()? - keys)? * MASK_MIN as f64)?;
@@ -166,9 +166,12 @@ pub fn attention_bias(key_mask: &Tensor, tq: usize) -> Result<Tensor> {
 /// Position ids from a `[B, T]` 0/1 mask as transformers derives them for padded batches:
 /// `cumsum(mask) - 1` on real tokens; pad positions get `pad_value`.
 pub fn positions_from_mask(mask: &Tensor, pad_value: i64) -> Result<Vec<Vec<i64>>> {
-    let rows = mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-    Ok(rows
-        .iter()
+    Ok(positions_from_rows(&crate::transfer::vec2::<u32>(&mask.to_dtype(DType::U32)?)?, pad_value))
+}
+
+/// [`positions_from_mask`] from the host copy of the mask (no device read).
+pub fn positions_from_rows(rows: &[Vec<u32>], pad_value: i64) -> Vec<Vec<i64>> {
+    rows.iter()
         .map(|row| {
             let mut seen = 0i64;
             row.iter()
@@ -182,7 +185,7 @@ pub fn positions_from_mask(mask: &Tensor, pad_value: i64) -> Result<Vec<Vec<i64>
                 })
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 /// `[B, T]` position ids to an i64-free u32 tensor (candle indexes with u32).
@@ -190,7 +193,7 @@ pub fn position_tensor(pos: &[Vec<i64>], offset: i64, dev: &Device) -> Result<Te
     let b = pos.len();
     let t = pos.first().map_or(0, |r| r.len());
     let flat: Vec<u32> = pos.iter().flatten().map(|&p| (p + offset).max(0) as u32).collect();
-    Tensor::from_vec(flat, (b, t), dev)
+    crate::transfer::upload(flat, (b, t), dev)
 }
 
 /// Scaled dot-product attention with an additive f32 bias; softmax runs in f32 as transformers' eager

@@ -30,7 +30,7 @@ fn variant(name: &str) -> String {
 
 fn golden_batch(g: &Golden) -> Batch {
     let to_u32 = |t: &Tensor| t.to_dtype(DType::U32).unwrap();
-    Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None }
+    Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None, host: None }
 }
 
 /// Max |Δ| over real-token positions (transformers gives pad positions other positions).

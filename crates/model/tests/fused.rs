@@ -122,7 +122,7 @@ fn whole_model_loss_and_every_gradient_match_the_generic_path() {
     for v in VARIANTS {
         let g = golden(v);
         let to_u32 = |t: &Tensor| t.to_dtype(DType::U32).unwrap();
-        let golden_batch = Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None };
+        let golden_batch = Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None, host: None };
         let model = load(v);
         // A longer batch too (3 × 40 rows: more than the skinny linear takes, so the gemm linear runs),
         // right-padded with ragged lengths.

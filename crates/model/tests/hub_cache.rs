@@ -33,7 +33,7 @@ fn offline_hub_id_loads_from_the_cache() {
     let from_dir = CausalLm::load_dir(&src, &Device::Cpu, DType::F32).unwrap();
     let ids = Tensor::new(&[[2u32, 10, 20, 30]], &Device::Cpu).unwrap();
     let mask = Tensor::ones((1, 4), DType::U32, &Device::Cpu).unwrap();
-    let batch = crossfeed_model::Batch { input_ids: ids, attention_mask: mask, label_mask: None };
+    let batch = crossfeed_model::Batch { input_ids: ids, attention_mask: mask, label_mask: None, host: None };
     let (a, b) = (from_hub.forward_batch(&batch).unwrap(), from_dir.forward_batch(&batch).unwrap());
     assert_eq!(max_abs_diff(&a, &b), 0.0);
 

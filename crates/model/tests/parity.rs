@@ -13,7 +13,7 @@ fn load(variant: &str) -> CausalLm {
 
 fn golden_batch(g: &Golden) -> Batch {
     let to_u32 = |t: &Tensor| t.to_dtype(DType::U32).unwrap();
-    Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None }
+    Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None, host: None }
 }
 
 #[test]

@@ -53,7 +53,7 @@ pub fn tensor_sq_norm(t: &Tensor) -> Result<f64> {
             return Ok(sumsq_f32(&data[start..end]));
         }
     }
-    Ok(device_sq_sum(t)?.to_scalar::<f32>()? as f64)
+    Ok(crossfeed_model::transfer::scalar::<f32>(&device_sq_sum(t)?)? as f64)
 }
 
 /// Elements per row of the device-side norm reduction.
@@ -91,7 +91,7 @@ pub fn sq_norms(ts: &[&Tensor]) -> Result<Vec<f64>> {
         .iter()
         .map(|t| device_sq_sum(t))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let host = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+    let host = crossfeed_model::transfer::vec1::<f32>(&Tensor::stack(&sums, 0)?)?;
     Ok(host.into_iter().map(f64::from).collect())
 }
 

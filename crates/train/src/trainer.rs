@@ -349,7 +349,7 @@ impl Trainer {
                     shape: ce.shape().clone(),
                 });
             }
-            let value = ce.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?[0] as f64;
+            let value = crossfeed_model::transfer::vec1::<f32>(&ce.flatten_all()?.to_dtype(DType::F32)?)?[0] as f64;
             if !value.is_finite() && self.scaler.is_some() {
                 // An f16 forward overflowed: GradScaler would find inf/NaN gradients and skip the step.
                 found_inf = true;

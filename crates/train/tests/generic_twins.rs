@@ -172,3 +172,28 @@ fn device_gradient_norms_reduce_in_rows_and_match_the_cpu_kernel() {
         assert!((generic - exact).abs() / exact < 1e-5, "{n}: generic {generic} vs {exact}");
     }
 }
+
+/// Host syncs and uploads of one optimizer step (grad accumulation 2) on the generic path, pinned: a
+/// new device-to-host read or upload per step shows up here. Per micro-batch: syncs = the loss value
+/// (NaN check, logging) + the stacked gradient norms; uploads = ids + mask + OPT's position ids or
+/// Llama's RoPE cos/sin + the causal mask. Per step: one more sync, the accumulated gradients' norm.
+/// Positions and token counts come from the host copy of the batch.
+#[test]
+fn host_syncs_and_uploads_per_optimizer_step_are_pinned() {
+    for (v, want) in [("opt125", (2 * 2 + 1, 2 * 4)), ("llama32", (2 * 2 + 1, 2 * 5))] {
+        with_generic(|| {
+            let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+            let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
+            let data = tokenize(&tok, &texts(v), 512, false).unwrap();
+            let pad = model.pad_id(&tok);
+            let cfg = TrainConfig { total_steps: 3, batch_size: 2, grad_accum: 2, max_grad_norm: 1.0, ..TrainConfig::default() };
+            let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
+            ft.step().unwrap();
+            let before = crossfeed_model::transfer::counts();
+            ft.step().unwrap();
+            let after = crossfeed_model::transfer::counts();
+            let got = (after.0 - before.0, after.1 - before.1);
+            assert_eq!(got, want, "{v}: (syncs, uploads) per optimizer step");
+        });
+    }
+}
