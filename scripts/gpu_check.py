@@ -5,9 +5,13 @@
    f32 mean CE rel 1e-4 and per-sequence rel 1e-4; bf16 (crossfeed --dtype bf16 vs torch.autocast bf16)
    rel 2e-2; and `crossfeed train` (3 AdamW steps) on the device against the same binary on CPU:
    loss rel 1e-4, grad norm rel 1e-3 in f32.
-2. benchmarks at the paper's shapes (random-init OPT-350M and Llama-3.2-1B layouts, seq 512, bf16), side
-   by side with PyTorch eager (transformers + torch.optim.AdamW under autocast) and transformers
-   `generate`: tokens/s, ratio, peak memory of each process, training MFU.
+2. sampling at the real vocabularies (50,272 and 128,256): `crossfeed generate` in every transformers
+   sampling mode runs on the device; top_k = 1 and a tiny top_p equal greedy; a sampled run and a
+   `crossfeed train` run repeated give the same bytes (two-run determinism on the device).
+3. benchmarks at the paper's shapes (random-init OPT-350M and Llama-3.2-1B layouts, seq 512, bf16), side
+   by side with PyTorch at its strongest plain setting (transformers with sdpa attention, the model's own
+   `labels=` loss, AdamW(fused=True), under autocast) and transformers `generate`: tokens/s, ratio, peak
+   memory of each process, training MFU.
    `--small` swaps in tiny shapes so the script runs anywhere (CPU) and is itself tested.
 Prints markdown rows for BENCHMARKS.md and writes bench-<model>.json for `crossfeed run --dry-run --bench`.
 """
@@ -146,6 +150,74 @@ def parity(a, tmp):
             check(wl <= 1e-4 and wn <= 1e-3, f"{v} train f32 on {a.device} vs cpu: loss rel {wl:.1e} <= 1e-4, grad norm rel {wn:.1e} <= 1e-3")
 
 
+# ------------------------------------------------------------------------------ sampling, determinism
+SAMPLING = [
+    ("greedy", ["--temperature", "0"]),
+    ("top_k 1", ["--top-k", "1"]),
+    ("top_p 1e-6", ["--top-p", "0.000001"]),
+    ("transformers defaults (temperature 1, top_k 50)", ["--temperature", "1", "--top-k", "50"]),
+    ("top_p 0.9", ["--top-p", "0.9"]),
+    ("temperature 0.7, top_k 50, top_p 0.95", ["--temperature", "0.7", "--top-k", "50", "--top-p", "0.95"]),
+    ("repetition_penalty 1.3, top_k 20", ["--repetition-penalty", "1.3", "--top-k", "20"]),
+    ("min_p 0.05", ["--min-p", "0.05"]),
+    ("temperature 1.5, top_k 100, top_p 0.8, min_p 0.02", ["--temperature", "1.5", "--top-k", "100", "--top-p", "0.8", "--min-p", "0.02"]),
+]
+
+
+def sampling_and_determinism(a, tmp):
+    print(f"## sampling at real vocabularies and two-run determinism on {a.device}")
+    helptext = subprocess.run([a.crossfeed, "generate", "--help"], capture_output=True, text=True).stdout
+    prompts = os.path.join(tmp, "prompts.jsonl")
+    with open(prompts, "w") as f:
+        for p in ["The cat", "Question: what is", "Once upon a time", "1 2 3"]:
+            f.write(json.dumps({"prompt": p}) + "\n")
+    for arch, vocab, fixture in [("opt", 50272, "opt125"), ("llama", 128256, "llama32")]:
+        kw = dict(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+        kw.update(dict(ffn_dim=256, word_embed_proj_dim=64, max_position_embeddings=512) if arch == "opt" else dict(intermediate_size=256, num_key_value_heads=2))
+        d, _, _ = make_model(arch, kw, tmp, f"sampling-{arch}")
+        os.remove(os.path.join(d, "tokenizer.json"))
+        for f in os.listdir(os.path.join(FIXTURES, fixture)):  # a real tokenizer (its ids are all < vocab)
+            if f.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+                shutil.copy(os.path.join(FIXTURES, fixture, f), d)
+        outs = {}
+        for name, flags in SAMPLING:
+            if flags[0] not in helptext:
+                check(False, f"{arch} V={vocab} {name}: this crossfeed has no {flags[0]}")
+                continue
+            out = os.path.join(tmp, f"gen-{arch}-{len(outs)}.jsonl")
+            r = subprocess.run([a.crossfeed, "generate", "--model", d, "--prompts", prompts, "--out", out, "--device", a.device,
+                                "--max-new-tokens", "16", "--seed", "7", *flags], capture_output=True, text=True)
+            ok = r.returncode == 0
+            check(ok, f"{arch} V={vocab} {name}: runs" + ("" if ok else f" ({r.stderr.strip().splitlines()[-1:]})"))
+            if ok:
+                outs[name] = [json.loads(l)["token_ids"] for l in open(out)]
+        for name in ["top_k 1", "top_p 1e-6"]:
+            if name in outs and "greedy" in outs:
+                check(outs[name] == outs["greedy"], f"{arch} V={vocab} {name} equals greedy token for token")
+        # The same sampled run twice gives the same tokens.
+        again = os.path.join(tmp, f"gen-{arch}-again.jsonl")
+        name, flags = SAMPLING[5]
+        subprocess.run([a.crossfeed, "generate", "--model", d, "--prompts", prompts, "--out", again, "--device", a.device,
+                        "--max-new-tokens", "16", "--seed", "7", *flags], capture_output=True, text=True)
+        if name in outs and os.path.exists(again):
+            check([json.loads(l)["token_ids"] for l in open(again)] == outs[name], f"{arch} V={vocab} {name}: two runs, same tokens")
+    # Two identical `crossfeed train` runs on the device: same log and the same weight bytes.
+    d = os.path.join(FIXTURES, "llama32")
+    data = os.path.join(tmp, "det.jsonl")
+    with open(data, "w") as f:
+        for t in json.load(open(os.path.join(d, "golden.json")))["texts"]:
+            f.write(json.dumps({"text": t}) + "\n")
+    runs = []
+    for i in range(2):
+        outdir = os.path.join(tmp, f"det-{i}")
+        run_measured([a.crossfeed, "train", "--model", d, "--data", data, "--out", outdir, "--device", a.device, "--steps", "3",
+                      "--lr", "1e-3", "--batch-size", "2", "--grad-accum", "2"], a.device)
+        log = [{k: v for k, v in json.loads(l).items() if k != "tokens_per_s"} for l in open(os.path.join(outdir, "train_log.jsonl"))]
+        runs.append((log, open(os.path.join(outdir, "model.safetensors"), "rb").read()))
+    check(runs[0][0] == runs[1][0], "train twice on the device: identical losses and grad norms")
+    check(runs[0][1] == runs[1][1], "train twice on the device: identical model.safetensors bytes")
+
+
 # ------------------------------------------------------------------------------------------ benchmarks
 def shapes(small):
     if small:
@@ -199,17 +271,18 @@ def sync():
     if dev.startswith("cuda"):
         torch.cuda.synchronize()
 if a["what"] == "train":
-    m = AutoModelForCausalLM.from_pretrained(a["dir"], attn_implementation="eager").float().to(dev).train()
+    # PyTorch's strongest plain setting: transformers' default attention (sdpa), the model's own loss
+    # (labels=, no sliced copy of the logits) and the fused AdamW.
+    m = AutoModelForCausalLM.from_pretrained(a["dir"], attn_implementation="sdpa").float().to(dev).train()
     v = m.config.vocab_size
     ids = toks(a["batch"], a["seq"], v)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5, weight_decay=0.0)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
     times = []
     for i in range(a["steps"] + a["warmup"]):
         sync(); t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=a["dtype"] == "bf16"):
-            logits = m(input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, v), ids[:, 1:].reshape(-1))
+            loss = m(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
@@ -316,6 +389,7 @@ def main():
     try:
         if not a.skip_parity:
             parity(a, tmp)
+            sampling_and_determinism(a, tmp)
         if not a.skip_bench:
             benchmarks(a, tmp)
     finally:
