@@ -55,6 +55,9 @@ pub struct TrainArgs {
     /// Stop (with a resumable checkpoint) after this many steps in this invocation.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Train without dropout (default: the rates of config.json, as transformers' Trainer trains).
+    #[arg(long)]
+    pub no_dropout: bool,
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule> {
@@ -94,7 +97,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (model, tok) = load_model(&margs)?;
     // transformers' Trainer would train with these on; crossfeed does not.
     for s in model.unapplied_training_settings() {
-        eprintln!("warning: config.json {s} is not applied (crossfeed trains without dropout)");
+        eprintln!("warning: config.json {s} is not applied (crossfeed trains without layer drop)");
     }
     let cfg = TrainConfig {
         lr: a.lr,
@@ -107,6 +110,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         weight_decay: a.weight_decay,
         max_grad_norm: a.max_grad_norm,
         seed: a.seed,
+        dropout: !a.no_dropout,
         ..TrainConfig::default()
     };
     let data = tokenize(&tok, &ex, a.max_len, a.completion_only)?;

@@ -443,7 +443,7 @@ impl<'a> Runner<'a> {
         let (model, tok, pad) = self.load_model(start_from.0, start_from.1)?;
         // transformers' Trainer would train with these on; crossfeed does not, so say so every time.
         for s in model.unapplied_training_settings() {
-            report(&Event::Warning(format!("generation {t} entity {e}: config.json {s} is not applied (crossfeed trains without dropout)")));
+            report(&Event::Warning(format!("generation {t} entity {e}: config.json {s} is not applied (crossfeed trains without layer drop)")));
         }
         let data = tokenize(&tok, &examples, cfg.max_len, completion_only)?;
         let mut tcfg = cfg.train.clone();

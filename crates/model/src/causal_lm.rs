@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use serde_json::Value;
 
 use crate::cache::KvCache;
+use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
 use crate::hub::{self, HubOptions};
 use crate::llama::{self, Llama, LlamaConfig};
@@ -276,8 +277,8 @@ impl CausalLm {
         Ok(Self { arch, params, config_json, source_dir: dir.to_path_buf(), dtype, device: device.clone() })
     }
 
-    /// Training-only settings of `config.json` that crossfeed does not apply (it trains without
-    /// dropout or layer drop), as `key = value`; empty when they are all 0. Inference is unaffected:
+    /// Training-only settings of `config.json` that crossfeed does not apply (OPT's layer drop), as
+    /// `key = value`; empty when they are all 0. Inference is unaffected:
     /// transformers disables them in `eval()` too.
     pub fn unapplied_training_settings(&self) -> Vec<String> {
         match &self.arch {
@@ -335,6 +336,11 @@ impl CausalLm {
     /// Logits `[B, T, V]` (f32) for `input_ids: [B, T]`. `key_mask: [B, past + T]` covers the cached
     /// positions too; `positions: B × T` position ids of the new tokens.
     pub fn forward(&self, input_ids: &Tensor, key_mask: &Tensor, positions: &[Vec<i64>], cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.forward_dropout(input_ids, key_mask, positions, cache, None)
+    }
+
+    /// [`CausalLm::forward`] in training mode when `drop` is given (dropout as transformers applies it).
+    fn forward_dropout(&self, input_ids: &Tensor, key_mask: &Tensor, positions: &[Vec<i64>], cache: Option<&mut KvCache>, drop: Option<&Dropout>) -> Result<Tensor> {
         // Past the table an embedding lookup fails deep in candle with a bare index; say which limit.
         if let (Some(limit), Some(&last)) = (self.max_positions(), positions.iter().flatten().max()) {
             if last >= limit as i64 {
@@ -346,23 +352,47 @@ impl CausalLm {
             }
         }
         Ok(match &self.arch {
-            Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache)?,
-            Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache)?,
+            Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
+            Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
         })
     }
 
     /// Logits for a padded batch with no cache (training and scoring).
     pub fn forward_batch(&self, batch: &Batch) -> Result<Tensor> {
+        self.forward_batch_dropout(batch, None)
+    }
+
+    fn forward_batch_dropout(&self, batch: &Batch, drop: Option<&Dropout>) -> Result<Tensor> {
         let positions = match &batch.host {
             Some(h) => ops::positions_from_rows(&h.mask, self.pad_position()),
             None => ops::positions_from_mask(&batch.attention_mask, self.pad_position())?,
         };
-        self.forward(&batch.input_ids, &batch.attention_mask, &positions, None)
+        self.forward_dropout(&batch.input_ids, &batch.attention_mask, &positions, None, drop)
     }
 
     /// Per-sequence next-token CE of a batch.
     pub fn ce(&self, batch: &Batch) -> Result<crate::loss::CeSums> {
-        let logits = self.forward_batch(batch)?;
+        self.ce_dropout(batch, None)
+    }
+
+    /// [`CausalLm::ce`] in training mode: dropout from `drop` wherever the config's rates are nonzero.
+    pub fn ce_train(&self, batch: &Batch, drop: &Dropout) -> Result<crate::loss::CeSums> {
+        self.ce_dropout(batch, Some(drop))
+    }
+
+    /// Whether training applies any dropout (a nonzero `dropout` / `attention_dropout` in config.json).
+    pub fn has_dropout(&self) -> bool {
+        match &self.arch {
+            Arch::Opt(m) => {
+                let (h, a) = m.config.dropout_rates();
+                h > 0.0 || a > 0.0
+            }
+            Arch::Llama(m) => m.config.other.get("attention_dropout").and_then(Value::as_f64).unwrap_or(0.0) > 0.0,
+        }
+    }
+
+    fn ce_dropout(&self, batch: &Batch, drop: Option<&Dropout>) -> Result<crate::loss::CeSums> {
+        let logits = self.forward_batch_dropout(batch, drop)?;
         let tokens = batch.host.as_ref().map(|h| h.tokens.clone());
         Ok(crate::loss::next_token_ce_counted(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref(), tokens)?)
     }

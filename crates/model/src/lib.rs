@@ -9,6 +9,7 @@ pub mod causal_lm;
 pub mod config_keys;
 pub mod cuda_rules;
 pub mod device;
+pub mod dropout;
 pub mod error;
 pub mod fastpath;
 pub mod fused;

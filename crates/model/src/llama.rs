@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::config_keys::{self, key_error};
 
 use crate::cache::KvCache;
+use crate::dropout::Dropout;
 use crate::ops::{self, attention, attention_bias, rms_norm, Linear};
 
 /// RoPE parameters: 4.x writes them as `rope_scaling` (with `rope_theta` at the top level), 5.x
@@ -114,12 +115,12 @@ pub const LLAMA_HARMLESS: &[&str] = &[
     // 4.x splits the projections into this many slices and sums them (the same function up to
     // summation order); 5.x ignores it.
     "pretraining_tp",
-    // Training-time regularisation; crossfeed trains without dropout (see `unapplied_training_settings`).
+    // Training-time regularisation, applied in training on the attention probabilities (`crate::dropout`).
     "attention_dropout",
 ];
 
 /// Training-only Llama keys crossfeed does not apply.
-pub const LLAMA_TRAINING_ONLY: &[&str] = &["attention_dropout"];
+pub const LLAMA_TRAINING_ONLY: &[&str] = &[];
 
 impl LlamaConfig {
     /// Reads `config.json` (`path` names it in errors) as transformers 4.x or 5.x would, refusing
@@ -275,6 +276,7 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    attention_dropout: f64,
 }
 
 impl Attention {
@@ -288,6 +290,7 @@ impl Attention {
             heads: cfg.num_attention_heads,
             kv_heads: cfg.kv_heads(),
             head_dim: hd,
+            attention_dropout: cfg.other.get("attention_dropout").and_then(Value::as_f64).unwrap_or(0.0),
         })
     }
 
@@ -297,6 +300,7 @@ impl Attention {
         rope: &(Tensor, Tensor),
         bias: &Tensor,
         cache: Option<(&mut KvCache, usize)>,
+        drop: Option<&Dropout>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim))?.transpose(1, 2);
@@ -307,7 +311,11 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
-        let y = attention(&q, &k, &v, bias, (self.head_dim as f64).powf(-0.5))?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let y = match drop.filter(|_| self.attention_dropout > 0.0) {
+            Some(d) => ops::attention_with_dropout(&q, &k, &v, bias, scale, |p| d.apply(p, self.attention_dropout))?,
+            None => attention(&q, &k, &v, bias, scale)?,
+        };
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.o_proj.forward(&y)
     }
@@ -353,8 +361,8 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
-        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache)?;
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>) -> Result<Tensor> {
+        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop)?;
         let x = (x + h)?;
         let h = self.mlp.forward(&rms_norm(&x, &self.post_attention_layernorm, self.eps)?)?;
         x + h
@@ -409,6 +417,7 @@ impl Llama {
         positions: &[Vec<i64>],
         dtype: DType,
         mut cache: Option<&mut KvCache>,
+        drop: Option<&Dropout>,
     ) -> Result<Tensor> {
         let t = input_ids.dim(1)?;
         let dev = input_ids.device();
@@ -416,7 +425,7 @@ impl Llama {
         let rope = rope_tables(&self.inv_freq, positions, dtype, dev)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
+            x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)), drop)?;
         }
         let x = rms_norm(&x, &self.norm, self.config.rms_norm_eps)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };

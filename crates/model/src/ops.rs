@@ -204,6 +204,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) 
     if crate::fused::applies(q) && crate::fused::applies(k) && crate::fused::applies(v) {
         return crate::attention::attention(q, k, v, bias, scale);
     }
+    attention_with_dropout(q, k, v, bias, scale, |p| Ok(p.clone()))
+}
+
+/// [`attention`] with dropout on the probabilities (training with `attention_dropout` > 0): always the
+/// composed ops, since the fused CPU kernel keeps no hook between softmax and `P·v`. `drop` gets the
+/// probabilities `[B, Hq, Tq, Tk]` in the activation dtype, as transformers' eager attention drops them.
+pub fn attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let dtype = q.dtype();
     let (b, hq, tq, d) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
@@ -213,7 +220,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) 
     let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
     let scores = (crate::cuda_rules::matmul(&q, &matmul_operand(k)?.t()?)? * scale)?;
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
-    let probs = cast(&softmax_last(&scores)?, dtype)?.reshape((b, hkv, n * tq, tk))?;
+    let probs = drop(&cast(&softmax_last(&scores)?, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
     crate::cuda_rules::matmul(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))
 }
 

@@ -15,7 +15,8 @@ use serde_json::Value;
 use crate::config_keys::{self, key_error, TokenIds};
 
 use crate::cache::KvCache;
-use crate::ops::{self, attention, attention_bias, layer_norm, Linear};
+use crate::dropout::Dropout;
+use crate::ops::{self, attention, attention_bias, attention_with_dropout, layer_norm, Linear};
 
 /// OPT's learned positional embedding table is offset by 2 (a fairseq legacy).
 const POSITION_OFFSET: i64 = 2;
@@ -66,15 +67,17 @@ fn default_max_pos() -> usize {
 pub const OPT_HARMLESS: &[&str] = &[
     // Initialisation of weights a checkpoint lacks; crossfeed requires every weight.
     "init_std",
-    // Training-time regularisation; crossfeed trains without dropout (see `unapplied_training_settings`).
+    // Training-time regularisation: `dropout` and `attention_dropout` are applied in training
+    // (`crate::dropout`); `activation_dropout` is read by no line of transformers' modeling_opt.py;
+    // `layerdrop` is not applied (see `unapplied_training_settings`).
     "dropout",
     "attention_dropout",
     "activation_dropout",
     "layerdrop",
 ];
 
-/// Training-only OPT keys crossfeed does not apply (opt-350m ships `dropout` 0.1).
-pub const OPT_TRAINING_ONLY: &[&str] = &["dropout", "attention_dropout", "activation_dropout", "layerdrop"];
+/// Training-only OPT keys crossfeed does not apply.
+pub const OPT_TRAINING_ONLY: &[&str] = &["layerdrop"];
 
 impl OptConfig {
     /// Reads `config.json` (`path` names it in errors) as transformers 4.x or 5.x would, refusing
@@ -99,6 +102,12 @@ impl OptConfig {
 
     pub fn embed_dim(&self) -> usize {
         self.word_embed_proj_dim.unwrap_or(self.hidden_size)
+    }
+    /// `dropout` (after the attention and feed-forward blocks) and `attention_dropout` (on the
+    /// attention probabilities), 0 when absent as in `OPTConfig`.
+    pub fn dropout_rates(&self) -> (f64, f64) {
+        let rate = |k: &str| self.other.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        (rate("dropout"), rate("attention_dropout"))
     }
     fn has_final_layer_norm(&self) -> bool {
         self.do_layer_norm_before && !self._remove_final_layer_norm
@@ -129,6 +138,7 @@ struct Attention {
     out_proj: Linear,
     heads: usize,
     head_dim: usize,
+    attention_dropout: f64,
 }
 
 impl Attention {
@@ -142,10 +152,11 @@ impl Attention {
             out_proj: Linear::load(vb.pp("out_proj"), h, h, b)?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
+            attention_dropout: cfg.dropout_rates().1,
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor| y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2);
         let q = split(self.q_proj.forward(x)?)?;
@@ -155,7 +166,11 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
-        let y = attention(&q, &k, &v, bias, (self.head_dim as f64).powf(-0.5))?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let y = match drop.filter(|_| self.attention_dropout > 0.0) {
+            Some(d) => attention_with_dropout(&q, &k, &v, bias, scale, |p| d.apply(p, self.attention_dropout))?,
+            None => attention(&q, &k, &v, bias, scale)?,
+        };
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.out_proj.forward(&y)
     }
@@ -169,6 +184,7 @@ struct Layer {
     fc2: Linear,
     final_layer_norm: Norm,
     pre_ln: bool,
+    dropout: f64,
 }
 
 impl Layer {
@@ -181,17 +197,22 @@ impl Layer {
             fc2: Linear::load(vb.pp("fc2"), cfg.ffn_dim, h, cfg.enable_bias)?,
             final_layer_norm: Norm::new(vb.pp("final_layer_norm"), h)?,
             pre_ln: cfg.do_layer_norm_before,
+            dropout: cfg.dropout_rates().0,
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>) -> Result<Tensor> {
+        let dropped = |y: Tensor| match drop {
+            Some(d) => d.apply(&y, self.dropout),
+            None => Ok(y),
+        };
         let h = if self.pre_ln { self.self_attn_layer_norm.forward(x)? } else { x.clone() };
-        let mut x = (x + self.self_attn.forward(&h, bias, cache)?)?;
+        let mut x = (x + dropped(self.self_attn.forward(&h, bias, cache, drop)?)?)?;
         if !self.pre_ln {
             x = self.self_attn_layer_norm.forward(&x)?;
         }
         let h = if self.pre_ln { self.final_layer_norm.forward(&x)? } else { x.clone() };
-        let h = self.fc2.forward(&self.fc1.forward_relu(&h)?)?;
+        let h = dropped(self.fc2.forward(&self.fc1.forward_relu(&h)?)?)?;
         let mut x = (x + h)?;
         if !self.pre_ln {
             x = self.final_layer_norm.forward(&x)?;
@@ -244,6 +265,7 @@ impl Opt {
         positions: &[Vec<i64>],
         dtype: DType,
         mut cache: Option<&mut KvCache>,
+        drop: Option<&Dropout>,
     ) -> Result<Tensor> {
         let t = input_ids.dim(1)?;
         let dev = input_ids.device();
@@ -256,7 +278,7 @@ impl Opt {
         x = (x + ops::cast(&pos, dtype)?)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
+            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop)?;
         }
         if let Some(n) = &self.final_layer_norm {
             x = n.forward(&x)?;

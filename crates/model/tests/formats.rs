@@ -139,9 +139,11 @@ fn null_optional_keys_take_the_defaults() {
 }
 
 #[test]
-fn training_only_settings_that_are_not_applied_are_reported() {
+fn training_only_settings_are_applied_or_reported() {
+    // opt-350m's dropout 0.1 is applied in training; only layer drop would be reported.
     let opt = CausalLm::load_dir(&fixture(&variant("tf4-opt350-f16-bin")), &Device::Cpu, DType::F32).unwrap();
-    assert_eq!(opt.unapplied_training_settings(), vec!["dropout = 0.1".to_string()]);
+    assert!(opt.unapplied_training_settings().is_empty());
+    assert!(opt.has_dropout());
     let llama = CausalLm::load_dir(&fixture(&variant("tf5-llama32")), &Device::Cpu, DType::F32).unwrap();
     assert!(llama.unapplied_training_settings().is_empty());
 }

@@ -55,7 +55,7 @@ pub use adamw::{hf_decay, hf_no_decay, AdamW, AdamWConfig};
 pub use clip::{clip_coefficient, clip_grad_norm, grad_norm, sq_norms, tensor_sq_norm};
 pub use error::{BoxError, Result, TrainError};
 pub use grad_scaler::{GradScaler, GradScalerConfig};
-pub use lm::{tokenize, FineTune, LmExample, Tokenized};
+pub use lm::{tokenize, FineTune, InjectedMasks, LmExample, MaskCall, Tokenized};
 pub use order::{epoch_order, DataCursor};
 pub use schedule::{warmup_steps, LrSchedule, Schedule};
 pub use state::{write_atomic, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE};

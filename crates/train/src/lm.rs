@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crossfeed_model::dropout::{derive_seed, seeded_mask, Dropout, MaskRequest};
 use crossfeed_model::{Batch, CausalLm, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,18 @@ pub fn tokenize(tok: &TextTokenizer, examples: &[LmExample], max_len: usize, com
     Ok(Tokenized { seqs, label_starts: completion_only.then_some(starts) })
 }
 
+/// Where one dropout mask of a training step is asked for: optimizer step (0-based), micro-batch
+/// within it, the examples of that micro-batch (in batch row order), and the site.
+pub struct MaskCall<'r> {
+    pub step: u64,
+    pub micro: usize,
+    pub examples: &'r [usize],
+    pub req: MaskRequest<'r>,
+}
+
+/// A test hook's mask source (see [`FineTune::inject_dropout_masks`]).
+pub type InjectedMasks = Box<dyn Fn(&MaskCall) -> candle_core::Result<candle_core::Tensor>>;
+
 /// A fine-tuning run over one model and one tokenized dataset.
 pub struct FineTune<'a> {
     model: &'a CausalLm,
@@ -56,6 +69,7 @@ pub struct FineTune<'a> {
     trainer: Trainer,
     pad_id: u32,
     max_len: usize,
+    injected: Option<InjectedMasks>,
 }
 
 impl<'a> FineTune<'a> {
@@ -91,7 +105,7 @@ impl<'a> FineTune<'a> {
             trainer = trainer.with_grad_scaler(s)?;
         }
         trainer.set_dataset_len(data.seqs.len());
-        Ok(Self { model, data, trainer, pad_id, max_len })
+        Ok(Self { model, data, trainer, pad_id, max_len, injected: None })
     }
 
     /// Tokens the loss predicts in example `i` (what `Batch::right_padded` + `next_token_ce` count).
@@ -105,6 +119,12 @@ impl<'a> FineTune<'a> {
     /// been loaded from that directory).
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
         self.trainer.load_state(dir)
+    }
+
+    /// Test hook: dropout masks come from `masks` instead of the seed (a parity test feeds the masks
+    /// torch drew). Applies only where dropout is on (`TrainConfig::dropout` and a nonzero rate).
+    pub fn inject_dropout_masks(&mut self, masks: InjectedMasks) {
+        self.injected = Some(masks);
     }
 
     pub fn trainer(&self) -> &Trainer {
@@ -122,11 +142,27 @@ impl<'a> FineTune<'a> {
         // f16 gradients overflow exactly where theirs do.
         let total = self.trainer.grad_scaler().map(|_| micro.iter().flatten().map(|&i| self.predicted_tokens(i)).sum());
         let (model, data, pad, max_len) = (self.model, &self.data, self.pad_id, self.max_len);
+        let dropout = self.trainer.config().dropout && model.has_dropout();
+        let (seed, step) = (self.trainer.config().seed, self.trainer.step_count());
+        let injected = self.injected.as_ref();
+        let mut micro_index = 0usize;
         self.trainer.step_with_tokens(&micro, total, |idx: &Vec<usize>| -> std::result::Result<_, crossfeed_model::ModelError> {
             let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| data.seqs[i].clone()).collect();
             let starts: Option<Vec<usize>> = data.label_starts.as_ref().map(|s| idx.iter().map(|&i| s[i]).collect());
             let batch = Batch::right_padded(&seqs, pad, max_len, starts.as_deref(), &model.device)?;
-            let ce = model.ce(&batch)?;
+            let micro = micro_index;
+            micro_index += 1;
+            let ce = if dropout {
+                // Masks depend on (seed, step, micro-batch, site) only: a resumed step draws the same.
+                let micro_seed = derive_seed(seed, step, micro as u64);
+                let masks = |req: MaskRequest| match injected {
+                    Some(f) => f(&MaskCall { step, micro, examples: idx, req }),
+                    None => seeded_mask(micro_seed, req, &model.device),
+                };
+                model.ce_train(&batch, &Dropout::new(&masks))?
+            } else {
+                model.ce(&batch)?
+            };
             let tokens = ce.total_tokens();
             Ok((ce.ce_sum.sum_all()?, tokens))
         })

@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Skip parameters without gradient instead of failing. Default false.
     pub allow_missing_grads: bool,
+    /// Dropout at the rates of the model's config.json, as HF's trainer trains (`model.train()`);
+    /// masks from `seed`, per (optimizer step, micro-batch). False trains without. Default true.
+    pub dropout: bool,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +74,7 @@ impl Default for TrainConfig {
             eps: 1e-8,
             seed: 42,
             allow_missing_grads: false,
+            dropout: true,
         }
     }
 }

@@ -148,3 +148,142 @@ fn sequences_past_the_position_table_are_an_error_before_training() {
     let msg = model.forward(&ids, &mask, &[vec![64]], None).err().expect("position 64").to_string();
     assert!(msg.contains("max_position_embeddings = 64"), "{msg}");
 }
+
+/// The fixture model `v` with the dropout rates of the dropout golden written into its config.json.
+fn with_dropout(v: &str, rates: &serde_json::Map<String, Value>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(fixture(v)).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let mut cfg: serde_json::Map<String, Value> = serde_json::from_str(&std::fs::read_to_string(fixture(v).join("config.json")).unwrap()).unwrap();
+    cfg.extend(rates.clone());
+    std::fs::write(dir.path().join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+    dir
+}
+
+/// Dropout exactly as transformers' trainer applies it: with the masks torch drew fed in (rows put in
+/// crossfeed's batch order), 5 AdamW steps match torch's losses, gradient norms and weights.
+#[test]
+fn five_adamw_steps_with_dropout_match_pytorch_given_its_masks() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/train");
+    let drop_golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("dropout.json")).unwrap()).unwrap();
+    let masks = std::sync::Arc::new(candle_core::safetensors::load(dir.join("dropout.safetensors"), &Device::Cpu).unwrap());
+    for v in VARIANTS {
+        let g = &drop_golden[*v];
+        let model_dir = with_dropout(v, g["rates"].as_object().unwrap());
+        let model = CausalLm::load_dir(model_dir.path(), &Device::Cpu, DType::F32).unwrap();
+        assert!(model.has_dropout(), "{v}");
+        let tok = TextTokenizer::from_dir(model_dir.path()).unwrap();
+        let (mg, _) = golden(v);
+        let data = tokenize(&tok, &examples(&mg), 512, false).unwrap();
+        let cfg = TrainConfig {
+            lr: 1e-2,
+            schedule: Schedule::Linear,
+            warmup_steps: Some(2),
+            total_steps: 5,
+            batch_size: 4,
+            grad_accum: 1,
+            weight_decay: 0.1,
+            max_grad_norm: 1.0,
+            ..TrainConfig::default()
+        };
+        let pad = mg["pad_id"].as_u64().unwrap() as u32;
+        let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
+        let used = std::sync::Arc::new(std::sync::Mutex::new(vec![0usize; 5]));
+        let (m, u, name) = (masks.clone(), used.clone(), v.to_string());
+        ft.inject_dropout_masks(Box::new(move |c| {
+            u.lock().unwrap()[c.step as usize] += 1;
+            let torch_mask = m.get(&format!("{name}.step{}.site{}", c.step, c.req.site)).unwrap_or_else(|| panic!("{name}: no mask for step {} site {}", c.step, c.req.site));
+            // torch's rows are the examples in order; crossfeed's batch rows are `c.examples`.
+            let rows = Tensor::new(c.examples.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
+            // OPT's feed-forward dropout runs on the [B·T, H] view: same elements, batch-major.
+            torch_mask.to_dtype(DType::F32)?.reshape(c.req.dims)?.index_select(&rows, 0)
+        }));
+        let f = |k: &str| g[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+        let (want_loss, want_norm) = (f("losses"), f("grad_norms"));
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
+        for i in 0..5 {
+            let s = ft.step().unwrap();
+            assert!(rel(s.loss, want_loss[i]) < 1e-5, "{v} step {i}: loss {} vs torch {}", s.loss, want_loss[i]);
+            assert!(rel(s.grad_norm, want_norm[i]) < 1e-4, "{v} step {i}: grad norm {} vs torch {}", s.grad_norm, want_norm[i]);
+        }
+        let sites: Vec<usize> = g["sites_per_step"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        assert_eq!(*used.lock().unwrap(), sites, "{v}: dropout sites per step");
+        let prefix = format!("{v}.final.");
+        for (key, want) in masks.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            let name = &key[prefix.len()..];
+            let var = &model.params.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{v}: no {name}")).1;
+            let got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // Against the tensor's scale: Adam's per-element normalisation turns rounding in a
+            // near-zero gradient into a full-size step, so element-wise relative error measures noise.
+            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
+            assert!(worst < 1e-4, "{v}: final {name} differs (worst {worst} of its scale)");
+        }
+    }
+}
+
+fn opt_with_dropout() -> tempfile::TempDir {
+    let mut rates = serde_json::Map::new();
+    rates.insert("dropout".into(), Value::from(0.1));
+    rates.insert("attention_dropout".into(), Value::from(0.1));
+    with_dropout("opt125", &rates)
+}
+
+fn dropout_cfg() -> TrainConfig {
+    TrainConfig { lr: 5e-3, total_steps: 6, batch_size: 2, grad_accum: 2, warmup_ratio: 0.2, ..TrainConfig::default() }
+}
+
+/// With dropout on, a stop / save / reload / resume gives the uninterrupted run's bytes: the masks
+/// come from (seed, step, micro-batch, site) alone.
+#[test]
+fn resume_with_dropout_is_bit_identical() {
+    let dir = opt_with_dropout();
+    let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+    let (g, _) = golden("opt125");
+    let data = || tokenize(&tok, &examples(&g), 64, false).unwrap();
+    let straight = CausalLm::load_dir(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let mut ft = FineTune::new(&straight, data(), dropout_cfg(), 1, 64).unwrap();
+    let losses: Vec<f64> = (0..6).map(|_| ft.step().unwrap().loss).collect();
+    drop(ft);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let first = CausalLm::load_dir(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let mut ft = FineTune::new(&first, data(), dropout_cfg(), 1, 64).unwrap();
+    let mut resumed: Vec<f64> = (0..3).map(|_| ft.step().unwrap().loss).collect();
+    ft.save(tmp.path()).unwrap();
+    drop(ft);
+    let second = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+    assert!(second.has_dropout(), "the saved config keeps its dropout rates");
+    let mut ft = FineTune::new(&second, data(), dropout_cfg(), 1, 64).unwrap();
+    ft.resume(tmp.path()).unwrap();
+    resumed.extend((0..3).map(|_| ft.step().unwrap().loss));
+    drop(ft);
+    assert_eq!(losses, resumed, "losses differ after resume");
+    assert_eq!(weights(&straight), weights(&second), "weights differ after resume");
+}
+
+/// Dropout changes training (it is on by default), `dropout = false` trains as without it, and the
+/// generic (GPU) path applies the same masks as the CPU fast path.
+#[test]
+fn dropout_is_on_by_default_off_by_switch_and_the_same_on_the_generic_path() {
+    let dir = opt_with_dropout();
+    let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+    let (g, _) = golden("opt125");
+    let run = |model_dir: &std::path::Path, cfg: TrainConfig| {
+        let m = CausalLm::load_dir(model_dir, &Device::Cpu, DType::F32).unwrap();
+        let mut ft = FineTune::new(&m, tokenize(&tok, &examples(&g), 64, false).unwrap(), cfg, 1, 64).unwrap();
+        (0..3).map(|_| ft.step().unwrap().loss).collect::<Vec<f64>>()
+    };
+    let on = run(dir.path(), dropout_cfg());
+    let off = run(dir.path(), TrainConfig { dropout: false, ..dropout_cfg() });
+    let plain = run(&fixture("opt125"), dropout_cfg());
+    assert_ne!(on, off, "dropout changed nothing");
+    assert_eq!(off, plain, "dropout = false must train exactly as a model without dropout");
+    let generic = crossfeed_model::fastpath::with_generic(|| run(dir.path(), dropout_cfg()));
+    for (a, b) in on.iter().zip(&generic) {
+        assert!((a - b).abs() / b.abs() < 1e-5, "fast {a} vs generic {b}");
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Dropout parity goldens: 5 AdamW steps of transformers in train mode (eager attention) on every fixture
+model with dropout 0.1 (OPT: `dropout` and `attention_dropout`; Llama: `attention_dropout`), recording
+every mask torch draws. `torch.nn.functional.dropout` is wrapped: it draws `bernoulli(1 - p)` as torch's
+own dropout does, applies `x * (keep / (1 - p))` and records `keep` in call order. Same protocol as
+`train_golden` in make_model_fixtures.py (full batch of its TEXTS, AdamW lr 1e-2, HF no-decay groups,
+weight decay 0.1, linear schedule with 2 warmup steps, clipping at 1.0).
+
+    python3 scripts/make_dropout_fixtures.py   # writes tests/fixtures/train/dropout.{json,safetensors}
+
+crates/train/tests/lm_parity.rs feeds the masks to crossfeed (FineTune::inject_dropout_masks) and
+matches losses, gradient norms and weights.
+"""
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+
+from make_model_fixtures import ROOT as MODELS, TEXTS, padded, ce_rows
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "train")
+VARIANTS = {"opt125": {"dropout": 0.1, "attention_dropout": 0.1}, "opt350": {"dropout": 0.1, "attention_dropout": 0.1},
+            "llama32": {"attention_dropout": 0.1}, "llama": {"attention_dropout": 0.1}}
+STEPS = 5
+
+masks = []
+_orig_dropout = torch.nn.functional.dropout
+
+
+def recording_dropout(input, p=0.5, training=True, inplace=False):
+    if not training or p == 0.0:
+        return input
+    keep = torch.bernoulli(torch.full_like(input, 1.0 - p))
+    masks.append(keep.to(torch.uint8))
+    return input * keep.div_(1.0 - p)
+
+
+def run(name, rates):
+    d = os.path.join(MODELS, name)
+    cfg = AutoConfig.from_pretrained(d)
+    for k, v in rates.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(d, config=cfg, attn_implementation="eager").float().train()
+    tok = AutoTokenizer.from_pretrained(d)
+    pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+    ids, mask = padded([tok(t)["input_ids"] for t in TEXTS], pad)
+    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.1},
+        {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=STEPS)
+    tensors, losses, norms, sites = {}, [], [], []
+    for step in range(STEPS):
+        masks.clear()
+        opt.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        s, n = ce_rows(logits, ids, mask)
+        loss = s.sum() / n.sum()
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)))
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        sites.append(len(masks))
+        for i, m in enumerate(masks):
+            tensors[f"{name}.step{step}.site{i}"] = m.contiguous()
+    for n, p in model.named_parameters():
+        if n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n or n.endswith("fc2.bias") or "down_proj" in n:
+            tensors[f"{name}.final.{n}"] = p.detach().clone().contiguous()
+    return tensors, dict(rates=rates, losses=losses, grad_norms=norms, sites_per_step=sites)
+
+
+def main():
+    torch.set_num_threads(2)
+    torch.nn.functional.dropout = recording_dropout
+    all_tensors, golden = {}, {}
+    for name, rates in VARIANTS.items():
+        t, g = run(name, rates)
+        all_tensors.update(t)
+        golden[name] = g
+        print(name, g["sites_per_step"], [round(x, 5) for x in g["losses"]])
+    os.makedirs(OUT, exist_ok=True)
+    save_file(all_tensors, os.path.join(OUT, "dropout.safetensors"))
+    with open(os.path.join(OUT, "dropout.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
