@@ -215,15 +215,17 @@ impl CausalLm {
     /// of a decode step would keep its inputs alive, the KV cache of each step the previous one's, so
     /// generation memory would grow with the square of the length.
     ///
-    /// In bf16/f16 the matrices (linear weights, embedding tables) are cast to the activation dtype
-    /// here, once, instead of at every forward (every decode step): every use casts them to that dtype
-    /// first, so the logits are the same bits. Those copies no longer follow later optimizer steps.
+    /// In bf16/f16 the linear weights are cast to the activation dtype here, once, instead of at every
+    /// forward (every decode step): every use casts them to that dtype first, so the logits are the same
+    /// bits. Embedding tables stay f32 (autocast gathers f32 embeddings; a tied head still casts its
+    /// table per forward). The cast copies no longer follow later optimizer steps.
     pub fn frozen(&self) -> Result<Self> {
-        let detach = |t: &Tensor| -> Result<Tensor> {
+        let detach = |name: &str, t: &Tensor| -> Result<Tensor> {
             let t = t.detach();
-            Ok(if self.dtype != DType::F32 && t.rank() == 2 { t.to_dtype(self.dtype)? } else { t })
+            let matrix = t.rank() == 2 && !name.contains("embed_");
+            Ok(if self.dtype != DType::F32 && matrix { t.to_dtype(self.dtype)? } else { t })
         };
-        let tensors: HashMap<String, Tensor> = self.params.iter().map(|(n, v)| Ok((n.clone(), detach(v.as_tensor())?))).collect::<Result<_>>()?;
+        let tensors: HashMap<String, Tensor> = self.params.iter().map(|(n, v)| Ok((n.clone(), detach(n, v.as_tensor())?))).collect::<Result<_>>()?;
         let model_type = match self.arch {
             Arch::Opt(_) => "opt",
             Arch::Llama(_) => "llama",

@@ -301,11 +301,16 @@ impl Attention {
         bias: &Tensor,
         cache: Option<(&mut KvCache, usize)>,
         drop: Option<&Dropout>,
+        dtype: DType,
     ) -> Result<Tensor> {
+        let x = &ops::cast(x, dtype)?;
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim))?.transpose(1, 2);
-        let q = ops::rope(&split(self.q_proj.forward(x)?, self.heads)?, &rope.0, &rope.1)?;
-        let k = ops::rope(&split(self.k_proj.forward(x)?, self.kv_heads)?, &rope.0, &rope.1)?;
+        // transformers rotates with f32 cos/sin (they follow the f32 hidden states): q·cos promotes the
+        // projection to f32; autocast's attention matmuls then take q and k back to `dtype`.
+        let rotated = |y: Tensor, h: usize| -> Result<Tensor> { ops::cast(&ops::rope(&ops::cast(&split(y, h)?, DType::F32)?, &rope.0, &rope.1)?, dtype) };
+        let q = rotated(self.q_proj.forward(x)?, self.heads)?;
+        let k = rotated(self.k_proj.forward(x)?, self.kv_heads)?;
         let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
@@ -329,7 +334,8 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        let x = &ops::cast(x, dtype)?;
         let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
         self.down_proj.forward(&ops::swiglu(&gate, &up)?)
     }
@@ -361,11 +367,12 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>) -> Result<Tensor> {
-        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop)?;
-        let x = (x + h)?;
-        let h = self.mlp.forward(&rms_norm(&x, &self.post_attention_layernorm, self.eps)?)?;
-        x + h
+    /// `x` is the f32 residual stream, as under torch.autocast (see `crate::opt`'s layer).
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
+        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop, dtype)?;
+        let x = (x + ops::cast(&h, DType::F32)?)?;
+        let h = self.mlp.forward(&rms_norm(&x, &self.post_attention_layernorm, self.eps)?, dtype)?;
+        x + ops::cast(&h, DType::F32)?
     }
 }
 
@@ -421,13 +428,15 @@ impl Llama {
     ) -> Result<Tensor> {
         let t = input_ids.dim(1)?;
         let dev = input_ids.device();
-        let mut x = ops::cast(&ops::embedding(&self.embed_tokens, input_ids)?, dtype)?;
-        let rope = rope_tables(&self.inv_freq, positions, dtype, dev)?;
+        // Mixed precision as torch.autocast runs transformers' Llama: embeddings, RMSNorm, RoPE and the
+        // residual stream in f32, every linear and attention matmul in `dtype`.
+        let mut x = ops::cast(&ops::embedding(&self.embed_tokens, input_ids)?, DType::F32)?;
+        let rope = rope_tables(&self.inv_freq, positions, DType::F32, dev)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)), drop)?;
+            x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype)?;
         }
-        let x = rms_norm(&x, &self.norm, self.config.rms_norm_eps)?;
+        let x = ops::cast(&rms_norm(&x, &self.norm, self.config.rms_norm_eps)?, dtype)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };
         ops::cast(&head.forward(&x)?, DType::F32)
     }

@@ -33,6 +33,15 @@ impl Linear {
     }
 
     fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        if x.dtype() != DType::F32 && crate::fastpath::cpu_fast(x.device()) {
+            // torch.autocast on the CPU (oneDNN) multiplies the low-precision values with f32
+            // accumulation, bias included, and rounds the output once; so does this (and the f32
+            // kernels are the fast ones here). The casts round the gradients where torch's do.
+            let low = x.dtype();
+            let round = |t: &Tensor| cast(&cast(t, low)?, DType::F32);
+            let lin = Linear { weight: round(&self.weight)?, bias: self.bias.as_ref().map(round).transpose()? };
+            return cast(&lin.forward_act(&cast(x, DType::F32)?, relu)?, low);
+        }
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
         if crate::fused::applies(x) && self.weight.dtype() == DType::F32 && rows > crate::skinny::MAX_ROWS {
             // Many rows (training, prefill): one gemm with the bias folded in, dW written row-major.
@@ -218,10 +227,20 @@ pub fn attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor,
     // The n query heads that share a KV head are stacked along the query axis, so one matmul per KV
     // head serves them all and K/V are never repeated (copied) n times.
     let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
-    let scores = (crate::cuda_rules::matmul(&q, &matmul_operand(k)?.t()?)? * scale)?;
+    let scores = (matmul_lp(&q, &matmul_operand(k)?.t()?)? * scale)?;
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
     let probs = drop(&cast(&softmax_last(&scores)?, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
-    crate::cuda_rules::matmul(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))
+    matmul_lp(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))
+}
+
+/// `a·b`; in bf16/f16 on the CPU with f32 accumulation and one rounding of the output, as torch's CPU
+/// autocast computes it (see `Linear::forward_act`).
+fn matmul_lp(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let low = a.dtype();
+    if low != DType::F32 && crate::fastpath::cpu_fast(a.device()) {
+        return cast(&crate::cuda_rules::matmul(&cast(a, DType::F32)?, &cast(b, DType::F32)?)?, low);
+    }
+    crate::cuda_rules::matmul(a, b)
 }
 
 /// `x` itself when every backend's matmul reads its layout as it is — cuBLAS's rule, which the CPU

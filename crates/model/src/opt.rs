@@ -156,20 +156,24 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>) -> Result<Tensor> {
+    /// `x` from the f32 residual stream; projections and attention run in `dtype` (autocast).
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
+        let x = &ops::cast(x, dtype)?;
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor| y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2);
-        let q = split(self.q_proj.forward(x)?)?;
+        // transformers scales the query projection, not the scores (its comment: "keep the original
+        // order of scaling"); in bf16 the two round differently.
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let q = split((self.q_proj.forward(x)? * scale)?)?;
         let k = split(self.k_proj.forward(x)?)?;
         let v = split(self.v_proj.forward(x)?)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
-        let scale = (self.head_dim as f64).powf(-0.5);
         let y = match drop.filter(|_| self.attention_dropout > 0.0) {
-            Some(d) => attention_with_dropout(&q, &k, &v, bias, scale, |p| d.apply(p, self.attention_dropout))?,
-            None => attention(&q, &k, &v, bias, scale)?,
+            Some(d) => attention_with_dropout(&q, &k, &v, bias, 1.0, |p| d.apply(p, self.attention_dropout))?,
+            None => attention(&q, &k, &v, bias, 1.0)?,
         };
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.out_proj.forward(&y)
@@ -201,18 +205,24 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>) -> Result<Tensor> {
-        let dropped = |y: Tensor| match drop {
-            Some(d) => d.apply(&y, self.dropout),
-            None => Ok(y),
+    /// `x` is the f32 residual stream (torch.autocast keeps it f32: the embeddings and layer norms run
+    /// in f32, an add of f32 and bf16 gives f32); the linears and attention run in `dtype`.
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
+        // The block's output (in `dtype`) dropped, then widened to join the residual stream.
+        let block = |y: Tensor| -> Result<Tensor> {
+            let y = match drop {
+                Some(d) => d.apply(&y, self.dropout)?,
+                None => y,
+            };
+            ops::cast(&y, DType::F32)
         };
         let h = if self.pre_ln { self.self_attn_layer_norm.forward(x)? } else { x.clone() };
-        let mut x = (x + dropped(self.self_attn.forward(&h, bias, cache, drop)?)?)?;
+        let mut x = (x + block(self.self_attn.forward(&h, bias, cache, drop, dtype)?)?)?;
         if !self.pre_ln {
             x = self.self_attn_layer_norm.forward(&x)?;
         }
         let h = if self.pre_ln { self.final_layer_norm.forward(&x)? } else { x.clone() };
-        let h = dropped(self.fc2.forward(&self.fc1.forward_relu(&h)?)?)?;
+        let h = block(self.fc2.forward(&self.fc1.forward_relu(&ops::cast(&h, dtype)?)?)?)?;
         let mut x = (x + h)?;
         if !self.pre_ln {
             x = self.final_layer_norm.forward(&x)?;
@@ -269,25 +279,29 @@ impl Opt {
     ) -> Result<Tensor> {
         let t = input_ids.dim(1)?;
         let dev = input_ids.device();
-        let mut x = ops::cast(&ops::embedding(&self.embed_tokens, input_ids)?, dtype)?;
+        // Mixed precision as torch.autocast runs transformers' OPT: embeddings, norms and the residual
+        // stream in f32, every linear and attention matmul in `dtype` (its input cast, its output kept).
+        let f32 = |t: &Tensor| ops::cast(t, DType::F32);
+        let mut x = f32(&ops::embedding(&self.embed_tokens, input_ids)?)?;
         if let Some(p) = &self.project_in {
-            x = p.forward(&x)?;
+            x = f32(&p.forward(&ops::cast(&x, dtype)?)?)?;
         }
         let pos = ops::position_tensor(positions, POSITION_OFFSET, dev)?;
         let pos = ops::embedding(&self.embed_positions, &pos)?;
-        x = (x + ops::cast(&pos, dtype)?)?;
+        x = (x + f32(&pos)?)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop)?;
+            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype)?;
         }
         if let Some(n) = &self.final_layer_norm {
             x = n.forward(&x)?;
         }
+        let mut x = ops::cast(&x, dtype)?;
         if let Some(p) = &self.project_out {
             x = p.forward(&x)?;
         }
         let head = Linear { weight: self.embed_tokens.clone(), bias: None };
-        ops::cast(&head.forward(&x)?, DType::F32)
+        f32(&head.forward(&x)?)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Mixed precision against PyTorch on CPU (goldens: scripts/make_mixed_precision_fixtures.py): 12
 //! full-batch AdamW steps (lr 2e-3, warmup 2, weight decay 0.1, clipping 1.0) on every fixture model:
-//!   bf16:      bf16 activations, f32 master weights, gradients and AdamW state — against
-//!              `torch.autocast("cpu", bfloat16)` and against torch running crossfeed's exact scheme
-//!              (`bf16_pure`: a bf16 copy of the f32 masters each step, forward and backward in bf16);
+//!   bf16:      autocast's per-op dtypes (f32 residual stream, bf16 linears and attention matmuls), f32
+//!              master weights, gradients and AdamW state — against `torch.autocast("cpu", bfloat16)`,
+//!              and against `bf16_pure` (torch with the whole forward and backward in bf16), which it
+//!              must not match better than autocast (first-step test at the end);
 //!   f16:       f16 activations with dynamic loss scaling — against `torch.autocast("cpu", float16)` +
 //!              `torch.amp.GradScaler` (scale sequence incl. a growth step, schedule held on skipped steps);
 //!   f16_skip:  init scale 2^27, backoff 0.25, growth 4 every 3 steps: 5 overflowing steps skipped, then
@@ -208,4 +209,53 @@ fn f16_loss_scaling_resumes_identically() {
     assert!(ft.done());
     assert_eq!(want, got, "steps differ after resume");
     assert_eq!(weights(&straight), weights(&second), "weights differ after resume");
+}
+
+/// The first step (same weights on every side, so nothing has compounded yet), measured against
+/// torch.autocast: how far crossfeed's loss and gradient norm land from autocast's, next to how far f32
+/// and an all-low-precision run (`bf16_pure`) land. Asserted: the bf16 forward (the loss) sits on
+/// autocast's side of both, as a geometric mean over the fixture models (measured 0.11x of f32's
+/// distance and 0.13x of bf16_pure's). Printed, not yet asserted (issue 21 stays open on them): the
+/// first-step gradient norm (0.13–6.9x of f32's distance) and f16 (0.3–3.3x) — the backward of some op
+/// still rounds differently from torch's CPU kernels.
+#[test]
+fn mixed_precision_follows_autocast_not_f32_nor_all_low_precision() {
+    let g = golden();
+    let first = |v: &str, mode: &str, key: &str| g.meta["runs"][format!("{v}.{mode}")][key][0].as_f64().unwrap();
+    let mut log_ratios: HashMap<String, Vec<f64>> = HashMap::new();
+    for v in VARIANTS {
+        let dir = root().join("models").join(v);
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+        let examples: Vec<LmExample> =
+            json["texts"].as_array().unwrap().iter().map(|t| LmExample { prompt: String::new(), completion: t.as_str().unwrap().into() }).collect();
+        let tok = TextTokenizer::from_dir(&dir).unwrap();
+        let pad = json["pad_id"].as_u64().unwrap() as u32;
+        for (mode, dtype, others) in [("bf16", DType::BF16, &["f32", "bf16_pure"][..]), ("f16", DType::F16, &["f32"][..])] {
+            let model = CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap();
+            let data = tokenize(&tok, &examples, 512, false).unwrap();
+            let cfg = TrainConfig { lr: 2e-3, total_steps: 12, warmup_steps: Some(2), batch_size: examples.len(), grad_accum: 1, weight_decay: 0.1, ..TrainConfig::default() };
+            // A scale that never overflows on the first step: the gradient norm is then comparable.
+            let scaler = (dtype == DType::F16).then_some(GradScalerConfig { init_scale: 65536.0, growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 8 });
+            let s = FineTune::with_grad_scaler(&model, data, cfg, pad, 512, scaler).unwrap().step().unwrap();
+            for (key, ours) in [("loss", s.loss), ("grad_norm", s.grad_norm)] {
+                let target = first(v, mode, key);
+                let d_ours = (ours - target).abs();
+                for other in others {
+                    let d_other = (first(v, other, key) - target).abs();
+                    eprintln!("{v:8} {mode:5} {key:9}: |ours - autocast| = {d_ours:.2e}, |{other} - autocast| = {d_other:.2e} ({:.2}x)", d_ours / d_other);
+                    log_ratios.entry(format!("{mode} {key} vs {other}")).or_default().push((d_ours / d_other).ln());
+                }
+            }
+        }
+    }
+    let mut keys: Vec<_> = log_ratios.keys().cloned().collect();
+    keys.sort();
+    for k in keys {
+        let r = &log_ratios[&k];
+        let gm = (r.iter().sum::<f64>() / r.len() as f64).exp();
+        eprintln!("geometric mean, {k}: {gm:.2}x");
+        if k.starts_with("bf16 loss") {
+            assert!(gm <= 0.25, "{k}: crossfeed's bf16 loss is not on autocast's side ({gm:.2}x)");
+        }
+    }
 }
