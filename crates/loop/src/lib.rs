@@ -31,6 +31,7 @@ pub mod seeds;
 pub mod stages;
 pub mod sweep;
 pub mod sweep_report;
+pub mod tensorboard;
 
 pub use config::{apply_overrides, EvalConfig, ExperimentConfig, MixtureSection};
 pub use error::{LoopError, Result};

@@ -78,5 +78,6 @@ pub fn rebuild(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> 
         ));
     }
     write_atomic(&dir.root.join("metrics.csv"), csv.as_bytes())?;
+    crate::tensorboard::write_run(dir, cfg, &all)?;
     Ok(all)
 }

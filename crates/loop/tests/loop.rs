@@ -219,3 +219,37 @@ fn pruning_keeps_a_checkpoint_until_its_last_reader_is_done() {
     let metrics = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics(&root), metrics(&tmp.path().join("serial/tiny-prune")));
 }
+
+/// `tb/` holds every metric of metrics.jsonl and every train step, CRC-checked on the way back, and
+/// is rewritten (never appended to) on a resume.
+#[test]
+fn tensorboard_events_hold_every_metric_and_train_step() {
+    use crossfeed_loop::tensorboard::{crc32c, decode, event_file};
+    // RFC 3720's check value for CRC-32C.
+    assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["name=\"tiny-tb\"", "generations=2"]).unwrap();
+    let stop = plan(&cfg).into_iter().find(|id| id.stage == Stage::Similarity && id.gen == GenId::Gen(0));
+    assert!(matches!(run(tmp.path(), &cfg, stop), Err(LoopError::Stopped(_))));
+    run(tmp.path(), &cfg, None).unwrap();
+    let root = tmp.path().join("tiny-tb");
+    let scalars = decode(&std::fs::read(event_file(&root)).unwrap()).unwrap();
+    let metrics = std::fs::read_to_string(root.join("metrics.jsonl")).unwrap();
+    let mut want = 0;
+    for line in metrics.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let tag = match m["entity"].as_u64() {
+            Some(e) => format!("{}/{}/entity{e}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+            None => format!("{}/{}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+        };
+        let step = m["generation"].as_i64().unwrap();
+        let got: Vec<_> = scalars.iter().filter(|s| s.tag == tag && s.step == step).collect();
+        assert_eq!(got.len(), 1, "{tag} at {step}: {got:?}");
+        assert_eq!(got[0].value, m["value"].as_f64().unwrap() as f32, "{tag} at {step}");
+        want += 1;
+    }
+    let steps = cfg.train.total_steps as usize;
+    let train = scalars.iter().filter(|s| s.tag.starts_with("train/")).count();
+    assert_eq!(train, cfg.generations as usize * cfg.k * steps * 3, "loss, lr, grad norm per step");
+    assert_eq!(scalars.len(), want + train, "nothing else, nothing twice");
+}
