@@ -34,6 +34,9 @@ pub struct GenerateArgs {
     pub top_k: usize,
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f64,
+    /// transformers' min_p: drop tokens less likely than min_p times the most likely; 0 disables.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f64,
     /// Stop strings (repeatable); the completion is cut before the first one found.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
@@ -44,7 +47,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let sampling = SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty };
+    let sampling = SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty, min_p: a.min_p };
     sampling.validate().map_err(|e| anyhow::anyhow!("--{}: {e}", e.key.replace('_', "-")))?;
     let mut rows = read_jsonl(&a.prompts)?;
     if rows.is_empty() {

@@ -98,7 +98,7 @@ fn seeded_sampling_does_not_depend_on_batch_size_or_run() {
     let mut prompts = ids(&g["prompt_ids"]);
     prompts.extend(ids(&g["token_ids"]));
     let cfg = GenerationConfig {
-        sampling: SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.9, repetition_penalty: 1.1 },
+        sampling: SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.9, repetition_penalty: 1.1, min_p: 0.0 },
         max_new_tokens: 10,
         seed: 7,
         ..Default::default()

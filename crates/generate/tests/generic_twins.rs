@@ -59,7 +59,7 @@ fn cached_decode_logits_match_the_generic_path() {
 
 #[test]
 fn generation_is_the_same_on_the_generic_path() {
-    let sampled = SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, repetition_penalty: 1.1 };
+    let sampled = SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, repetition_penalty: 1.1, min_p: 0.02 };
     for v in VARIANTS {
         let m = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
         let t = TextTokenizer::from_dir(&fixture(v)).unwrap();
@@ -70,6 +70,30 @@ fn generation_is_the_same_on_the_generic_path() {
             let generic = with_generic(|| Generator::new(&m, &t, cfg.clone()).run(&p, |_, _| {}).unwrap());
             for (i, (a, b)) in fast.iter().zip(&generic).enumerate() {
                 assert_eq!(a.token_ids, b.token_ids, "{v} prompt {i} ({:?})", cfg.sampling);
+            }
+        }
+    }
+}
+
+/// Host syncs and uploads of one decode step on the generic path, pinned (a steady step: every row
+/// running, none admitted or retired). Syncs: the `[B]` next-token ids, nothing else. Uploads: input
+/// ids, key mask, OPT's position ids or Llama's RoPE cos/sin, the causal mask, the flag of rows still
+/// under min_new_tokens; sampling adds the uniforms and the repetition-penalty mask.
+#[test]
+fn host_syncs_and_uploads_per_decode_step_are_pinned() {
+    let sampled = SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, repetition_penalty: 1.1, min_p: 0.02 };
+    for (v, greedy_uploads) in [("opt125", 5u64), ("llama32", 6)] {
+        let m = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+        let t = TextTokenizer::from_dir(&fixture(v)).unwrap();
+        let p = prompts(v);
+        for (sampling, uploads) in [(SamplingParams::greedy(), greedy_uploads), (sampled.clone(), greedy_uploads + 2)] {
+            let cfg = GenerationConfig { sampling, max_new_tokens: 8, min_new_tokens: 8, batch_size: p.len(), seed: 7, ..Default::default() };
+            let mut at_step = Vec::new();
+            with_generic(|| Generator::new(&m, &t, cfg.clone()).run(&p, |_, _| at_step.push(crossfeed_model::transfer::counts())).unwrap());
+            // Step 0 is the prefill; steps 1.. are decode steps of the whole batch.
+            for w in at_step[1..at_step.len() - 1].windows(2) {
+                let step = (w[1].0 - w[0].0, w[1].1 - w[0].1);
+                assert_eq!(step, (1, uploads), "{v} {:?}: (syncs, uploads) per decode step", cfg.sampling);
             }
         }
     }
