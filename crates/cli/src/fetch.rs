@@ -7,15 +7,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use crossfeed_loop::{ExperimentConfig, RunDir};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
 pub struct FetchArgs {
     /// Experiment TOML files (e.g. configs/paper-*.toml).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "verify")]
     pub configs: Vec<PathBuf>,
+    /// Re-hash every LFS file in the hub cache against its sha256 (its blob's name) and list the ones
+    /// that differ (exit 1 if any); fetches nothing.
+    #[arg(long)]
+    pub verify: bool,
     /// Override a config key, as for `crossfeed run` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -134,9 +138,40 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
 }
 
+/// `--verify`: every `blobs/<sha256>` of the cache re-hashed. (Non-LFS blobs are named by their git
+/// blob sha1, which hashes a header too; their size was checked when they were downloaded.)
+fn verify(cache: &Path) -> Result<()> {
+    let (mut checked, mut bad) = (0, Vec::new());
+    for repo in std::fs::read_dir(cache).with_context(|| format!("reading the hub cache {}", cache.display()))?.flatten() {
+        let blobs = repo.path().join("blobs");
+        for blob in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            let name = blob.file_name().to_string_lossy().to_string();
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            checked += 1;
+            let got = crossfeed_hub::sha256_file(&blob.path())?;
+            if got != name.to_ascii_lowercase() {
+                bad.push(format!("{}: sha256 {got}", blob.path().display()));
+            }
+        }
+    }
+    println!("verified {checked} LFS file(s) in {}: {} differ from their sha256", cache.display(), bad.len());
+    if bad.is_empty() {
+        return Ok(());
+    }
+    for b in &bad {
+        println!("  {b}");
+    }
+    bail!("{} cached file(s) are corrupt: delete them and run `crossfeed fetch` again", bad.len())
+}
+
 pub fn run(a: FetchArgs) -> Result<()> {
     crossfeed_hub::set_progress(true);
     let env = crossfeed_hub::HubEnv::from_env();
+    if a.verify {
+        return verify(&env.cache_dir);
+    }
     eprintln!("hub {} → cache {}{}", env.endpoint, env.cache_dir.display(), if env.offline { " (offline: checking the cache only)" } else { "" });
     let mut total = 0;
     for path in &a.configs {

@@ -157,6 +157,19 @@ fn fetch_then_run_online_then_offline_with_identical_metrics() {
     assert!(cache.join("datasets--bookcorpus/snapshots").join(commit(Kind::Dataset, "bookcorpus/bookcorpus", "refs/convert/parquet")).join("plain_text/train/0001.parquet").is_file());
     assert!(cache.join("datasets--allenai--ai2_arc/snapshots").join(commit(Kind::Dataset, "allenai/ai2_arc", "main")).join("ARC-Challenge/test-00000-of-00001.parquet").is_file());
 
+    // `fetch --verify` re-hashes every cached LFS file; a flipped byte is named.
+    let o = crossfeed(&["fetch", "--verify"], &online);
+    assert!(o.status.success() && text(&o).contains(" 0 differ"), "{}", text(&o));
+    let blob = std::fs::read_link(snap.join("model-00002-of-00002.safetensors")).unwrap();
+    let blob = snap.join(blob);
+    let good = std::fs::read(&blob).unwrap();
+    let mut bad = good.clone();
+    bad[100] ^= 1;
+    std::fs::write(&blob, &bad).unwrap();
+    let o = crossfeed(&["fetch", "--verify"], &online);
+    assert!(!o.status.success() && text(&o).contains("1 differ") && text(&o).contains(&*blob.file_name().unwrap().to_string_lossy()), "{}", text(&o));
+    std::fs::write(&blob, &good).unwrap();
+
     // Online run.
     let o = crossfeed(&["run", &cfg, "--runs-dir", runs_s, "--name", "online"], &online);
     log += &text(&o);

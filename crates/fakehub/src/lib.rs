@@ -1,4 +1,5 @@
-//! crossfeed-fakehub — a Hugging Face hub for tests (std only, 127.0.0.1, a random port), serving
+//! crossfeed-fakehub — a Hugging Face hub for tests (std only, 127.0.0.1, a random port; its "CDN" on a
+//! second loopback address, 127.0.0.2, so a test sees which host got the token), serving
 //! repos from fixture directories with the URL scheme and headers `hf-hub` 0.5 and Python's
 //! `huggingface_hub` rely on:
 //!
@@ -64,6 +65,8 @@ pub struct Request {
     pub path: String,
     pub range: Option<String>,
     pub authorization: Option<String>,
+    /// The address the request came in on: the hub (127.0.0.1) or its CDN (127.0.0.2).
+    pub host: String,
 }
 
 #[derive(Default)]
@@ -74,8 +77,11 @@ struct State {
     cuts: Mutex<BTreeMap<String, (usize, usize)>>,
     /// File name → bytes served as if they were the whole file (a well-formed but short answer).
     shorts: Mutex<BTreeMap<String, usize>>,
+    /// Files served with one byte changed (right size, wrong content).
+    corrupt: Mutex<std::collections::BTreeSet<String>>,
     log: Mutex<Vec<Request>>,
     base: String,
+    cdn: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -133,25 +139,30 @@ impl Builder {
 
     pub fn start(mut self) -> FakeHub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let cdn = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2:0 (a second loopback address)");
+        let (addr, cdn_addr) = (listener.local_addr().expect("local addr"), cdn.local_addr().expect("local addr"));
         self.state.base = format!("http://{addr}");
+        self.state.cdn = format!("http://{cdn_addr}");
         let state = Arc::new(self.state);
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (state.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
+        let accept = |listener: TcpListener| {
+            let (s, st) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if st.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(conn) = conn {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve(&s, conn);
+                        });
+                    }
                 }
-                if let Ok(conn) = conn {
-                    let s = s.clone();
-                    std::thread::spawn(move || {
-                        let _ = serve(&s, conn);
-                    });
-                }
-            }
-        });
-        FakeHub { state, stop, handle: Some(handle), addr }
+            })
+        };
+        let handles = vec![(accept(listener), addr), (accept(cdn), cdn_addr)];
+        FakeHub { state, stop, handles }
     }
 }
 
@@ -172,8 +183,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
 pub struct FakeHub {
     state: Arc<State>,
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-    addr: std::net::SocketAddr,
+    handles: Vec<(JoinHandle<()>, std::net::SocketAddr)>,
 }
 
 impl FakeHub {
@@ -207,6 +217,21 @@ impl FakeHub {
         };
     }
 
+    /// Downloads of `file` send its bytes with one changed: the right size, the wrong sha256.
+    pub fn corrupt(&self, file: &str, on: bool) {
+        let mut c = self.state.corrupt.lock().unwrap();
+        if on {
+            c.insert(file.to_string());
+        } else {
+            c.remove(file);
+        }
+    }
+
+    /// The CDN's address (`http://127.0.0.2:port`).
+    pub fn cdn_url(&self) -> String {
+        self.state.cdn.clone()
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.state.log.lock().unwrap().clone()
     }
@@ -216,9 +241,9 @@ impl FakeHub {
     }
 
     fn shutdown(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        self.stop.store(true, Ordering::SeqCst);
+        for (h, addr) in self.handles.drain(..) {
+            let _ = TcpStream::connect(addr); // wakes the accept loop
             let _ = h.join();
         }
     }
@@ -293,7 +318,8 @@ fn serve(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let req = Request { method: method.clone(), path: target.clone(), range: headers.get("range").cloned(), authorization: headers.get("authorization").cloned() };
+    let host = conn.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let req = Request { method: method.clone(), path: target.clone(), range: headers.get("range").cloned(), authorization: headers.get("authorization").cloned(), host };
     state.log.lock().unwrap().push(req.clone());
     let resp = route(state, &req);
     let (a, b) = resp.range;
@@ -358,6 +384,12 @@ fn content(state: &State, req: &Request, name: &str, f: &File, resp: Response) -
         }
         if let Some(&n) = state.shorts.lock().unwrap().get(name) {
             resp.range.1 = resp.range.1.min(n.max(resp.range.0));
+        }
+        if state.corrupt.lock().unwrap().contains(name) && !f.bytes.is_empty() {
+            let mut bytes = f.bytes.to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xFF;
+            resp.body = Arc::new(bytes);
         }
     }
     resp
@@ -436,7 +468,7 @@ fn route(state: &State, req: &Request) -> Response {
         return Response::error(404, "EntryNotFound", "Entry not found").header("X-Repo-Commit", rev.commit.clone());
     };
     if f.lfs {
-        let loc = format!("{}/cdn/{}?file={}", state.base, f.sha256, file.replace('/', "%2F"));
+        let loc = format!("{}/cdn/{}?file={}", state.cdn, f.sha256, file.replace('/', "%2F"));
         return Response::text(302, "Found")
             .header("Location", loc)
             .header("X-Repo-Commit", rev.commit.clone())

@@ -17,6 +17,10 @@ pub enum HubError {
     Listing { repo: String, revision: String, endpoint: String, message: String },
     #[error("{repo} file `{file}`: downloaded {got} bytes, the hub lists {expected}; the file was removed, run again to download it")]
     Incomplete { repo: String, file: String, expected: u64, got: u64 },
+    #[error("{repo} file `{file}`: sha256 {got} but the hub lists {expected}; the download was deleted (a corrupt or tampered file never enters the cache)")]
+    Integrity { repo: String, file: String, expected: String, got: String },
+    #[error("{repo} (revision `{revision}`): refusing the {what} {name:?}: {why}")]
+    BadName { repo: String, revision: String, what: &'static str, name: String, why: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -9,10 +9,45 @@
 //! lists the revision first (one request: the commit and every file's size), checks each finished
 //! file against the listed size, and keeps `refs/<revision>` pointing at the commit it resolved.
 
+mod download;
 mod env;
 mod error;
 mod repo;
 
+pub use download::{origin, sha256_file};
 pub use env::{set_progress, HubEnv};
 pub use error::{HubError, Result};
 pub use repo::{commit_of_snapshot_dir, HubRepo, RepoKind, Snapshot};
+
+/// Why `name` is not a safe relative file name of a repo (None when it is): a relative path of normal
+/// components — no `..`, no `.`, no empty component, no absolute path, no backslash, no NUL or control
+/// character. Every name from a listing, an index's `weight_map` or any repo file is checked with this
+/// before it becomes a path.
+pub fn unsafe_file_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.starts_with('/') {
+        return Some("it is an absolute path");
+    }
+    if name.contains('\\') {
+        return Some("it contains a backslash");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("it contains a control character");
+    }
+    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Some("it has an empty, `.` or `..` component");
+    }
+    None
+}
+
+/// Why a repo id (`owner/name` or `name`) or revision is unsafe to put in a path or URL.
+pub fn unsafe_repo_id(id: &str) -> Option<&'static str> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || !p.chars().all(ok)) {
+        return Some("a repo id is `owner/name` of letters, digits, `-`, `_` and `.`");
+    }
+    None
+}

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 use serde::{Deserialize, Serialize};
 
-use crate::env::{progress, HubEnv};
+use crate::env::HubEnv;
 use crate::error::{HubError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub files: Vec<String>,
     /// Sizes the hub listed (empty offline); a download that ends at another size is discarded.
     pub sizes: BTreeMap<String, u64>,
+    /// sha256 of the LFS files the hub listed (empty offline); a download with another one is discarded.
+    pub sha256: BTreeMap<String, String>,
 }
 
 /// A repo on the hub, at a revision (branch, tag, `refs/convert/parquet`, or commit).
@@ -82,6 +84,9 @@ struct Sibling {
 #[derive(Deserialize)]
 struct Lfs {
     size: u64,
+    /// `sha256` in the hub's `?blobs=true` listing (`oid` in the older form).
+    #[serde(default, alias = "oid")]
+    sha256: Option<String>,
 }
 
 /// Relative paths (with `/`) of every file under `dir`, sorted.
@@ -99,16 +104,45 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// Writes through a temp file and a rename, so a reader never sees half a ref.
+/// Writes through a synced temp file and a rename, so a concurrent reader (an offline run on the same
+/// cache) never sees an empty or half ref, and a crash never leaves one.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let parent = path.parent().expect("a ref path has a parent");
+    use std::io::Write;
+    let parent = path.parent().ok_or_else(|| HubError::io(path, std::io::Error::other("no parent directory")))?;
     std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| HubError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| HubError::io(path, e))
+    let tmp = parent.join(format!(".{}.tmp{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| HubError::io(&tmp, e))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| HubError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| HubError::io(path, e))?;
+    std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| HubError::io(parent, e))
+}
+
+/// `s` with every byte outside the URL-safe set percent-encoded (`/` kept when `keep_slash`).
+fn url_encode(s: &str, keep_slash: bool) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'/' if keep_slash => "/".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl HubRepo {
+    /// Refuses a repo id, revision or file name that is not safe to turn into a path.
+    fn check_name(&self, what: &'static str, name: &str, why: Option<&'static str>) -> Result<()> {
+        match why {
+            Some(why) => Err(HubError::BadName { repo: self.label(), revision: self.revision.clone(), what, name: name.to_string(), why: why.to_string() }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_repo(&self) -> Result<()> {
+        self.check_name("repo id", &self.id, crate::unsafe_repo_id(&self.id))?;
+        // A revision is a branch/tag name (may contain `/`, as `refs/convert/parquet`) or a commit.
+        self.check_name("revision", &self.revision, crate::unsafe_file_name(&self.revision))
+    }
+
     /// `revision` defaults to `main`.
     pub fn new(env: HubEnv, kind: RepoKind, id: &str, revision: Option<&str>) -> Self {
         HubRepo { env, kind, id: id.to_string(), revision: revision.unwrap_or("main").to_string() }
@@ -147,6 +181,7 @@ impl HubRepo {
     /// The revision as the cache has it: `refs/<revision>` (or the commit itself) and the files in
     /// its snapshot directory.
     pub fn cached(&self) -> Option<Snapshot> {
+        self.check_repo().ok()?;
         let folder = self.folder();
         let commit = if is_commit(&self.revision) {
             self.revision.clone()
@@ -160,7 +195,7 @@ impl HubRepo {
         let mut files = Vec::new();
         walk(&dir, &dir, &mut files);
         files.sort();
-        Some(Snapshot { commit, dir, files, sizes: BTreeMap::new() })
+        Some(Snapshot { commit, dir, files, sizes: BTreeMap::new(), sha256: BTreeMap::new() })
     }
 
     fn not_cached(&self, file: Option<&str>) -> HubError {
@@ -178,6 +213,7 @@ impl HubRepo {
     /// Resolves the revision: offline from the cache, online by listing it on the hub (which also
     /// points `refs/<revision>` at the listed commit).
     pub fn snapshot(&self) -> Result<Snapshot> {
+        self.check_repo()?;
         if self.env.offline {
             return self.cached().ok_or_else(|| self.not_cached(None));
         }
@@ -192,34 +228,30 @@ impl HubRepo {
         if !is_commit(&listing.sha) {
             return Err(self.listing_error(format!("the listing names commit {:?}, not a 40-hex hash", listing.sha)));
         }
+        for s in &listing.siblings {
+            self.check_name("file name in the listing", &s.rfilename, crate::unsafe_file_name(&s.rfilename))?;
+        }
         if !is_commit(&self.revision) {
             let r = self.folder().join("refs").join(&self.revision);
             write_atomic(&r, &listing.sha)?;
         }
         let sizes = listing.siblings.iter().filter_map(|s| Some((s.rfilename.clone(), s.lfs.as_ref().map(|l| l.size).or(s.size)?))).collect();
+        let sha256 = listing.siblings.iter().filter_map(|s| Some((s.rfilename.clone(), s.lfs.as_ref()?.sha256.clone()?))).collect();
         let mut files: Vec<String> = listing.siblings.into_iter().map(|s| s.rfilename).collect();
         files.sort();
-        Ok(Snapshot { dir: self.folder().join("snapshots").join(&listing.sha), commit: listing.sha, files, sizes })
+        Ok(Snapshot { dir: self.folder().join("snapshots").join(&listing.sha), commit: listing.sha, files, sizes, sha256 })
     }
 
     fn listing_error(&self, message: String) -> HubError {
         HubError::Listing { repo: self.label(), revision: self.revision.clone(), endpoint: self.env.endpoint.clone(), message }
     }
 
-    fn download_error(&self, file: &str, e: ApiError) -> HubError {
-        if let ApiError::RequestError(b) = &e {
-            if let ureq::Error::StatusCode(s) = **b {
-                if let Some(err) = self.status_error(s, format!("file `{file}` at revision `{}`", self.revision)) {
-                    return err;
-                }
-            }
-        }
-        HubError::Download { repo: self.label(), file: file.to_string(), message: e.to_string() }
-    }
-
-    /// `file` of `snap` on local disk: from the cache, or downloaded (unless offline). A download
-    /// that ends short (or long) of the listed size is deleted, never left for a later run.
+    /// `file` of `snap` on local disk: from the cache, or downloaded (unless offline). The name is
+    /// checked first; a download that ends short (or long) of the listed size, or with another sha256
+    /// than the listing's, is deleted, never left for a later run.
     pub fn get(&self, snap: &Snapshot, file: &str) -> Result<PathBuf> {
+        self.check_repo()?;
+        self.check_name("file name", file, crate::unsafe_file_name(file))?;
         let local = snap.dir.join(file);
         if local.is_file() {
             return Ok(local);
@@ -227,27 +259,16 @@ impl HubRepo {
         if self.env.offline {
             return Err(self.not_cached(Some(file)));
         }
-        let r = self.api()?.repo(self.hf_repo());
-        let got = if progress() { r.download_with_progress(file, indicatif::ProgressBar::new(0)) } else { r.download_with_progress(file, ()) };
-        let path = got.map_err(|e| self.download_error(file, e))?;
-        if path != local {
-            return Err(HubError::Download {
-                repo: self.label(),
-                file: file.to_string(),
-                message: format!("the revision `{}` moved from commit {} to {} while downloading; run again", self.revision, snap.commit, path.parent().map(|p| p.display().to_string()).unwrap_or_default()),
-            });
-        }
-        let len = std::fs::metadata(&path).map_err(|e| HubError::io(&path, e))?.len();
-        if let Some(&expected) = snap.sizes.get(file) {
-            if len != expected {
-                if let Ok(blob) = std::fs::canonicalize(&path) {
-                    let _ = std::fs::remove_file(blob);
-                }
-                let _ = std::fs::remove_file(&path);
-                return Err(HubError::Incomplete { repo: self.label(), file: file.to_string(), expected, got: len });
-            }
-        }
-        Ok(path)
+        let kind = match self.kind {
+            RepoKind::Model => "",
+            RepoKind::Dataset => "datasets/",
+        };
+        let url = format!("{}/{kind}{}/resolve/{}/{}", self.env.endpoint.trim_end_matches('/'), self.id, snap.commit, url_encode(file, true));
+        let label = self.label();
+        let d = crate::download::Downloader { endpoint: &self.env.endpoint, token: self.env.token.as_deref(), retries: 2, repo: &label, file };
+        let expect = crate::download::Expect { size: snap.sizes.get(file).copied(), sha256: snap.sha256.get(file).map(String::as_str) };
+        let status_error = |s: u16| self.status_error(s, format!("file `{file}` at revision `{}`", self.revision));
+        d.run(&url, &self.folder(), &snap.commit, expect, &status_error)
     }
 
     /// Bytes of `files` in the snapshot (what a fetch reports).

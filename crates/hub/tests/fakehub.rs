@@ -132,3 +132,74 @@ fn a_download_of_the_wrong_size_is_deleted() {
     hub.shorten("model.safetensors", None);
     assert_eq!(std::fs::read(repo.get(&snap, "model.safetensors").unwrap()).unwrap(), bytes(50_000, 7));
 }
+
+/// Every file under `dir`, recursively (to prove nothing was written outside the cache).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A hostile or broken server: names that would leave the cache, content that does not match its
+/// hash, a token that must not reach another host. Each is an error naming what is wrong; nothing is
+/// written outside the cache and nothing panics.
+#[test]
+fn a_hostile_server_gets_errors_and_nothing_leaves_the_cache() {
+    let index = br#"{"metadata": {}, "weight_map": {"w": "../../../../../escape-pwned.safetensors"}}"#.to_vec();
+    let hub = FakeHub::builder()
+        .files(Kind::Model, "evil/escape", "main", vec![("config.json".into(), b"{}".to_vec()), ("../../../../../escape-pwned.safetensors".into(), bytes(20_000, 3)), ("model.safetensors.index.json".into(), index)])
+        .files(Kind::Model, "evil/abs", "main", vec![("config.json".into(), b"{}".to_vec()), ("/etc/passwd-like".into(), b"x".to_vec())])
+        .files(Kind::Model, "org/tiny", "main", vec![("config.json".into(), b"{\"a\": 1}".to_vec()), ("model.safetensors".into(), bytes(50_000, 7))])
+        .gated(Kind::Model, "org/tiny", "hf_secret")
+        .start();
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let e = env(&hub, &cache, Some("hf_secret"));
+
+    // A listing that names a file outside the snapshot: refused before any download.
+    for (id, name) in [("evil/escape", "../../../../../escape-pwned.safetensors"), ("evil/abs", "/etc/passwd-like")] {
+        let repo = HubRepo::new(e.clone(), RepoKind::Model, id, None);
+        let err = repo.snapshot().unwrap_err();
+        assert!(matches!(err, HubError::BadName { .. }) && err.to_string().contains(id) && err.to_string().contains(name), "{err}");
+    }
+    // Asked directly for such a name (an index's weight_map), the hub crate refuses it too.
+    let repo = HubRepo::new(e.clone(), RepoKind::Model, "org/tiny", None);
+    let snap = repo.snapshot().unwrap();
+    for bad in ["../../../../../escape-pwned.safetensors", "/abs/path", "a/./b", "a\\b", ""] {
+        let err = repo.get(&snap, bad).unwrap_err();
+        assert!(matches!(err, HubError::BadName { .. }), "{bad:?}: {err}");
+    }
+    for bad_id in ["../evil", "a/b/c", "a/.."] {
+        let err = HubRepo::new(e.clone(), RepoKind::Model, bad_id, None).snapshot().unwrap_err();
+        assert!(matches!(err, HubError::BadName { .. }), "{bad_id}: {err}");
+    }
+    assert!(files_under(root.path()).iter().all(|p| p.starts_with(&cache)), "something was written outside the cache");
+    assert!(!root.path().join("escape-pwned.safetensors").exists());
+
+    // Right size, wrong content: the sha256 the listing gives catches it, the blob is deleted.
+    hub.corrupt("model.safetensors", true);
+    let err = repo.get(&snap, "model.safetensors").unwrap_err();
+    match &err {
+        HubError::Integrity { file, expected, got, .. } => assert!(file == "model.safetensors" && expected != got && expected.len() == 64, "{err}"),
+        _ => panic!("not an integrity error: {err}"),
+    }
+    let blobs = cache.join("models--org--tiny/blobs");
+    assert!(files_under(&blobs).iter().all(|p| !std::fs::read(p).is_ok_and(|b| b.len() == 50_000)), "the corrupt blob stayed");
+    assert!(!snap.dir.join("model.safetensors").exists());
+    hub.corrupt("model.safetensors", false);
+    assert_eq!(std::fs::read(repo.get(&snap, "model.safetensors").unwrap()).unwrap(), bytes(50_000, 7));
+
+    // The token went to the hub's host only, never to the CDN on 127.0.0.2.
+    let reqs = hub.requests();
+    assert!(reqs.iter().any(|r| r.host == "127.0.0.2"), "the LFS file did not come from the CDN");
+    assert!(reqs.iter().filter(|r| r.host == "127.0.0.2").all(|r| r.authorization.is_none()), "the token reached the CDN");
+    assert!(reqs.iter().filter(|r| r.host == "127.0.0.1").all(|r| r.authorization.as_deref() == Some("Bearer hf_secret")));
+}

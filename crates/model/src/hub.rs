@@ -86,6 +86,11 @@ pub fn shard_files(index: &Path) -> Result<Vec<String>> {
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: index.into(), source })?;
     let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Invalid(format!("{}: no weight_map", index.display())))?;
     let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+    // A shard name becomes a path (and a hub download): `../..` or an absolute path would read or
+    // write outside the checkpoint, so it is refused whether the index came from the hub or a folder.
+    if let Some((f, why)) = files.iter().find_map(|f| crossfeed_hub::unsafe_file_name(f).map(|w| (f, w))) {
+        return Err(ModelError::Invalid(format!("{}: weight_map names the shard {f:?}: {why}; refused", index.display())));
+    }
     files.sort();
     files.dedup();
     Ok(files)

@@ -82,3 +82,30 @@ fn offline_hub_id_not_in_cache_says_how_to_fetch() {
     let e = CausalLm::load("facebook/opt-350m", &Device::Cpu, DType::F32, &opts).expect_err("must fail").to_string();
     assert!(e.contains("facebook/opt-350m") && e.contains("offline") && e.contains("download"), "{e}");
 }
+
+/// An index whose weight_map points outside the checkpoint (`..` or an absolute path) is refused,
+/// naming the shard, instead of reading a file elsewhere on the machine.
+#[test]
+fn a_weight_map_pointing_outside_the_checkpoint_is_refused() {
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/llama32");
+    let outside = tempfile::tempdir().unwrap();
+    let stolen = outside.path().join("elsewhere.safetensors");
+    std::fs::copy(src.join("model-00001-of-00002.safetensors"), &stolen).unwrap();
+    for shard in [stolen.display().to_string(), "../../elsewhere.safetensors".to_string()] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let index_path = dir.path().join("model.safetensors.index.json");
+        let mut index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+        for v in index["weight_map"].as_object_mut().unwrap().values_mut() {
+            if v == "model-00001-of-00002.safetensors" {
+                *v = serde_json::Value::from(shard.clone());
+            }
+        }
+        std::fs::write(&index_path, index.to_string()).unwrap();
+        let e = crossfeed_model::CausalLm::load_dir(dir.path(), &candle_core::Device::Cpu, candle_core::DType::F32).err().expect("must refuse").to_string();
+        assert!(e.contains("weight_map") && e.contains(&shard), "{shard}: {e}");
+    }
+}
