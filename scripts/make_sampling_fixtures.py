@@ -4,7 +4,8 @@
 Random logits with many ties (normal, quantised to 1/8, stored exactly as f16) go through transformers'
 own processors in generate's order (RepetitionPenalty, Temperature, TopK, TopP, MinP; min_tokens_to_keep 1)
 for a grid of settings; per (setting, row) the script records the kept set as (count, sum of ids, sum of
-squared ids) — exact set identity at a few bytes. TopP's one ambiguity is recorded, not matched: at a tie
+squared ids) — exact set identity at a few bytes — and the processed distribution as two f64 moments of
+softmax(processed logits) (mean id, sum of squared probabilities). TopP's one ambiguity is recorded, not matched: at a tie
 group on its threshold torch keeps the members that its unstable sort happens to put last; crossfeed
 keeps the whole group (`tie_split` marks those rows; `transformers_count` is what torch kept). crates/generate/tests/sampling_fixtures.rs checks
 crossfeed's warpers (CPU sort path and the device-generic selection) against it.
@@ -74,9 +75,15 @@ def run(v, kind, logits):
             lowest = base[r][kept].min()
             closure = (base[r] >= lowest).nonzero().flatten().to(torch.float64)
             assert bool(kept[base[r] > lowest].all()), "a kept set that is not a superlevel set"
+            # The processed distribution itself (penalty and temperature values, renormalisation), as two
+            # f64 moments of softmax(scores): mean id and sum of squares. Only where the kept set is
+            # unambiguous (a split tie group changes the distribution, not just the set).
+            split = int(kept.sum()) < int(closure.numel())
+            probs = torch.softmax(scores[r].double(), -1)
+            moments = None if split else [float((probs * torch.arange(v, dtype=torch.float64)).sum()), float((probs * probs).sum())]
             cases.append(dict(vocab=v, kind=kind, row=r, settings=s, count=int(closure.numel()), id_sum=int(closure.sum()),
                               id_sq_sum=int((closure * closure).sum()), transformers_count=int(kept.sum()),
-                              tie_split=int(kept.sum()) < int(closure.numel())))
+                              tie_split=split, moments=moments))
     return cases
 
 

@@ -211,3 +211,32 @@ fn blocked_cumsum_equals_a_running_sum() {
         assert!((g - acc).abs() < 1e-3, "{i}: {g} vs {acc}");
     }
 }
+
+/// top_k = 1 and a tiny top_p keep only the argmax, so sampling with them is greedy: token for token
+/// transformers' greedy continuation on every fixture model (ties in a fixture's argmax would make
+/// top_k = 1 keep several; the goldens have none).
+#[test]
+fn top_k_1_and_a_tiny_top_p_generate_greedy_tokens() {
+    for v in VARIANTS {
+        let (m, t, g) = load(v);
+        let prompts = ids(&g["prompt_ids"]);
+        let want = ids(&g["greedy"]);
+        for sampling in [SamplingParams { top_k: 1, ..SamplingParams::default() }, SamplingParams { top_p: 1e-6, ..SamplingParams::default() }] {
+            let cfg = GenerationConfig { sampling: sampling.clone(), min_new_tokens: 8, seed: 3, ..greedy_cfg(2) };
+            let out = Generator::new(&m, &t, cfg).run(&prompts, |_, _| {}).unwrap();
+            for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+                assert_eq!(&o.token_ids, w, "{v} {sampling:?} prompt {i}");
+            }
+        }
+    }
+}
+
+/// `[generation]` takes min_p through the flattened sampling parameters, and an unknown key is still
+/// refused (serde's `flatten` would otherwise swallow it).
+#[test]
+fn generation_config_takes_min_p_and_refuses_unknown_keys() {
+    let cfg: GenerationConfig = serde_json::from_str(r#"{"min_p": 0.1, "top_k": 50}"#).unwrap();
+    assert_eq!((cfg.sampling.min_p, cfg.sampling.top_k), (0.1, 50));
+    let err = serde_json::from_str::<GenerationConfig>(r#"{"min_p": 0.1, "mn_p": 0.2}"#).unwrap_err();
+    assert!(err.to_string().contains("mn_p"), "{err}");
+}

@@ -130,3 +130,56 @@ fn transformers_defaults_work_on_a_strided_view() {
     assert_eq!(kept(&view, &p, &[]), kept(&logits, &p, &[]));
     assert_eq!(with_generic(|| kept(&view, &p, &[])), kept(&logits, &p, &[]));
 }
+
+/// The processed distribution, not only its support: wherever the kept set is transformers' own (no
+/// split tie group, not the documented boundary row), crossfeed's probabilities have transformers'
+/// mean id and sum of squares (f64 moments of softmax(processed logits)) to 1e-5 relative, on both
+/// paths. This checks the penalty and temperature values and the renormalisation after each filter.
+#[test]
+fn processed_distributions_equal_transformers() {
+    let (json, tensors) = fixtures();
+    let seen: Vec<u32> = json["seen"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let moments = |logits: &Tensor, p: &SamplingParams| -> Vec<(f64, f64, u64)> {
+        let rows = logits.dim(0).unwrap();
+        let mut l = logits.clone();
+        if p.repetition_penalty != 1.0 {
+            l = repetition_penalty(&l, &vec![seen.clone(); rows], p.repetition_penalty).unwrap();
+        }
+        warp(&l, p)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mean = r.iter().enumerate().map(|(i, &x)| x as f64 * i as f64).sum();
+                let sq = r.iter().map(|&x| x as f64 * x as f64).sum();
+                (mean, sq, r.iter().filter(|&&x| x > 0.0).count() as u64)
+            })
+            .collect()
+    };
+    let (mut compared, mut worst) = (0, 0f64);
+    for v in [50272usize, 128256] {
+        for kind in ["tied", "smooth"] {
+            let logits = if kind == "tied" { tensors[&format!("logits{v}")].to_dtype(DType::F32).unwrap() } else { smooth(v) };
+            let cases: Vec<&Value> = json["cases"].as_array().unwrap().iter().filter(|c| c["vocab"] == v && c["kind"] == kind).collect();
+            for pair in cases.chunks(2) {
+                let p = params(&pair[0]["settings"]);
+                for (path, got) in [("CPU", moments(&logits, &p)), ("device-generic", with_generic(|| moments(&logits, &p)))] {
+                    for (c, g) in pair.iter().zip(&got) {
+                        let Some(m) = c["moments"].as_array() else { continue };
+                        if g.2 != c["count"].as_u64().unwrap() {
+                            continue; // the documented float tie at a top-p cut (other test)
+                        }
+                        let (mean, sq) = (m[0].as_f64().unwrap(), m[1].as_f64().unwrap());
+                        let err = ((g.0 - mean).abs() / mean.max(1.0)).max((g.1 - sq).abs() / sq);
+                        assert!(err < 1e-5, "V={v} {kind} {} row {}: {path} moments {g:?}, transformers ({mean}, {sq})", c["settings"], c["row"]);
+                        worst = worst.max(err);
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("{compared} (row, setting, path) distributions compared; worst relative error {worst:.2e}");
+    assert!(compared >= 2 * 88, "{compared}");
+}
