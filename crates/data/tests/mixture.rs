@@ -259,6 +259,8 @@ fn draw_is_independent_of_synthetic_text() {
     let (private, public) = (examples("priv", 500), examples("pub", 500));
     let full = pool(3, &[0, 1, 2], 300);
     let blank: Vec<SyntheticSample> = full.iter().map(|s| SyntheticSample { text: String::new(), ..s.clone() }).collect();
+    let sets: Vec<(usize, u64, usize)> = [0u64, 1, 2].iter().flat_map(|&g| (0..3).map(move |e| (e, g, 300))).collect();
+    assert_eq!(placeholder_pool(&sets), blank);
     for policy in [PoolPolicy::Latest, PoolPolicy::Replace, PoolPolicy::Accumulate] {
         for rounding in [Rounding::LargestRemainder, Rounding::Multinomial] {
             for (alpha, beta) in [(0.5, 0.5), (0.05, 0.9), (1.0, 0.0)] {
