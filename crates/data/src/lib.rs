@@ -39,7 +39,7 @@ pub use files::{read_rows, FileFormat};
 pub use hub::{default_cache_dir, offline_from_env, Hub, ResolvedFile};
 pub use manifest::{append_manifest, manifest_records, read_manifest, write_manifest_jsonl, ManifestRecord};
 pub use mixture::{
-    allocate, mixture_weights, sample_mixture, Allocation, Drawn, Mixture, MixtureConfig, Origin, PoolPolicy,
+    allocate, mixture_weights, placeholder_pool, sample_mixture, Allocation, Drawn, Mixture, MixtureConfig, Origin, PoolPolicy,
     Replacement, Rounding, SourceKind, SourceSlot, SyntheticSample,
 };
 pub use passages::{sample_passages, whitespace_tokens, MemoryCorpus, ParquetCorpus, PassageConfig, PassageSet, SentenceSource};

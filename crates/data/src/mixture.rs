@@ -357,6 +357,18 @@ pub(crate) fn draw_indices(
 }
 
 /// The pool indices forming `producer`'s synthetic set for a trainee at `generation`.
+/// A pool of text-free stand-ins: `count` samples `(entity, generation, 0..count)` per set, in the
+/// order given. [`sample_mixture`] reads only set sizes and origins, so over this pool it returns the
+/// same draw and order as over the generated pool (texts empty): lazy generation uses it to learn
+/// which samples training will read before any of them exists.
+pub fn placeholder_pool(sets: &[(usize, u64, usize)]) -> Vec<SyntheticSample> {
+    sets.iter()
+        .flat_map(|&(entity, generation, count)| {
+            (0..count as u64).map(move |index| SyntheticSample { entity, generation, index, text: String::new() })
+        })
+        .collect()
+}
+
 fn synthetic_set(policy: PoolPolicy, pool: &[SyntheticSample], generation: u64, producer: usize) -> Vec<usize> {
     pool.iter()
         .enumerate()

@@ -251,3 +251,28 @@ fn config_serde_snake_case_and_strict() {
     assert_eq!(p.prefix, PrefixLength::Chars(40));
     assert!(cfg(1.5, 0.5, 10).validate().is_err());
 }
+
+/// Lazy generation (issue 22) rests on this: the draw reads only the sizes of the synthetic sets,
+/// never their text, so the mixture (origins and order) can be fixed before any generation.
+#[test]
+fn draw_is_independent_of_synthetic_text() {
+    let (private, public) = (examples("priv", 500), examples("pub", 500));
+    let full = pool(3, &[0, 1, 2], 300);
+    let blank: Vec<SyntheticSample> = full.iter().map(|s| SyntheticSample { text: String::new(), ..s.clone() }).collect();
+    let sets: Vec<(usize, u64, usize)> = [0u64, 1, 2].iter().flat_map(|&g| (0..3).map(move |e| (e, g, 300))).collect();
+    assert_eq!(placeholder_pool(&sets), blank);
+    for policy in [PoolPolicy::Latest, PoolPolicy::Replace, PoolPolicy::Accumulate] {
+        for rounding in [Rounding::LargestRemainder, Rounding::Multinomial] {
+            for (alpha, beta) in [(0.5, 0.5), (0.05, 0.9), (1.0, 0.0)] {
+                let c = MixtureConfig { pool_policy: policy, rounding, ..cfg(alpha, beta, 700) };
+                for (t, e) in [(1, 0), (3, 2)] {
+                    let a = sample_mixture(&c, 7, t, e, 3, &private, &public, &full).unwrap();
+                    let b = sample_mixture(&c, 7, t, e, 3, &private, &public, &blank).unwrap();
+                    let oa: Vec<_> = a.samples.iter().map(|d| d.origin).collect();
+                    let ob: Vec<_> = b.samples.iter().map(|d| d.origin).collect();
+                    assert_eq!(oa, ob, "{policy:?} {rounding:?} alpha {alpha} t {t} e {e}");
+                }
+            }
+        }
+    }
+}
