@@ -27,6 +27,22 @@ fn examples(g: &Value) -> Vec<LmExample> {
     g["texts"].as_array().unwrap().iter().map(|t| LmExample { prompt: String::new(), completion: t.as_str().unwrap().into() }).collect()
 }
 
+/// The protocol of the goldens (make_model_fixtures.py `train_golden`, make_dropout_fixtures.py): 5
+/// full-batch AdamW steps, lr 1e-2, linear schedule with 2 warmup steps, weight decay 0.1, clipping 1.0.
+fn golden_train_config() -> TrainConfig {
+    TrainConfig {
+        lr: 1e-2,
+        schedule: Schedule::Linear,
+        warmup_steps: Some(2),
+        total_steps: 5,
+        batch_size: 4,
+        grad_accum: 1,
+        weight_decay: 0.1,
+        max_grad_norm: 1.0,
+        ..TrainConfig::default()
+    }
+}
+
 #[test]
 fn five_adamw_steps_match_pytorch_on_every_model() {
     for v in VARIANTS {
@@ -34,17 +50,7 @@ fn five_adamw_steps_match_pytorch_on_every_model() {
         let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
         let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
         let data = tokenize(&tok, &examples(&g), 512, false).unwrap();
-        let cfg = TrainConfig {
-            lr: 1e-2,
-            schedule: Schedule::Linear,
-            warmup_steps: Some(2),
-            total_steps: 5,
-            batch_size: 4,
-            grad_accum: 1,
-            weight_decay: 0.1,
-            max_grad_norm: 1.0,
-            ..TrainConfig::default()
-        };
+        let cfg = golden_train_config();
         let pad = g["pad_id"].as_u64().unwrap() as u32;
         let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
         let want_loss: Vec<f64> = g["train"]["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
@@ -177,17 +183,7 @@ fn five_adamw_steps_with_dropout_match_pytorch_given_its_masks() {
         let tok = TextTokenizer::from_dir(model_dir.path()).unwrap();
         let (mg, _) = golden(v);
         let data = tokenize(&tok, &examples(&mg), 512, false).unwrap();
-        let cfg = TrainConfig {
-            lr: 1e-2,
-            schedule: Schedule::Linear,
-            warmup_steps: Some(2),
-            total_steps: 5,
-            batch_size: 4,
-            grad_accum: 1,
-            weight_decay: 0.1,
-            max_grad_norm: 1.0,
-            ..TrainConfig::default()
-        };
+        let cfg = golden_train_config();
         let pad = mg["pad_id"].as_u64().unwrap() as u32;
         let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
         let used = std::sync::Arc::new(std::sync::Mutex::new(vec![0usize; 5]));
