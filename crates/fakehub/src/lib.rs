@@ -79,6 +79,8 @@ struct State {
     shorts: Mutex<BTreeMap<String, usize>>,
     /// Files served with one byte changed (right size, wrong content).
     corrupt: Mutex<std::collections::BTreeSet<String>>,
+    /// Files served with a megabyte more than they hold.
+    oversize: Mutex<std::collections::BTreeSet<String>>,
     log: Mutex<Vec<Request>>,
     base: String,
     cdn: String,
@@ -220,6 +222,16 @@ impl FakeHub {
     /// Downloads of `file` send its bytes with one changed: the right size, the wrong sha256.
     pub fn corrupt(&self, file: &str, on: bool) {
         let mut c = self.state.corrupt.lock().unwrap();
+        if on {
+            c.insert(file.to_string());
+        } else {
+            c.remove(file);
+        }
+    }
+
+    /// Downloads of `file` send a megabyte past its end (a body that does not stop where the listing says).
+    pub fn oversize(&self, file: &str, on: bool) {
+        let mut c = self.state.oversize.lock().unwrap();
         if on {
             c.insert(file.to_string());
         } else {
@@ -384,6 +396,13 @@ fn content(state: &State, req: &Request, name: &str, f: &File, resp: Response) -
         }
         if let Some(&n) = state.shorts.lock().unwrap().get(name) {
             resp.range.1 = resp.range.1.min(n.max(resp.range.0));
+        }
+        if state.oversize.lock().unwrap().contains(name) {
+            // The whole file and then some, as if the body never ended (the Content-Length agrees).
+            let mut bytes = f.bytes.to_vec();
+            bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+            resp.range.1 = bytes.len();
+            resp.body = Arc::new(bytes);
         }
         if state.corrupt.lock().unwrap().contains(name) && !f.bytes.is_empty() {
             let mut bytes = f.bytes.to_vec();

@@ -119,6 +119,7 @@ impl Downloader<'_> {
             loop {
                 match self.fetch_into(&agent, &head.location, &part, expect.size) {
                     Ok(()) => break,
+                    Err(e @ HubError::Incomplete { .. }) => return Err(e),
                     Err(e) if attempt >= self.retries => return Err(e),
                     Err(_) => attempt += 1,
                 }
@@ -177,10 +178,19 @@ impl Downloader<'_> {
                 b.set_position(if status == 206 { have } else { 0 });
                 b
             });
+            let mut written = if status == 206 { have } else { 0 };
             loop {
                 let n = reader.read(&mut buf).map_err(|e| self.err(format!("connection lost: {e}")))?;
                 if n == 0 {
                     break;
+                }
+                written += n as u64;
+                // An endless or oversized body would fill the disk before the size check: stop at
+                // one byte past the listed size.
+                if let Some(t) = total.filter(|&t| written > t) {
+                    drop(file);
+                    let _ = std::fs::remove_file(part);
+                    return Err(HubError::Incomplete { repo: self.repo.to_string(), file: self.file.to_string(), expected: t, got: written });
                 }
                 file.write_all(&buf[..n]).map_err(|e| HubError::io(part, e))?;
                 if let Some(b) = &bar {

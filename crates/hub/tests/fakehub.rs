@@ -197,6 +197,17 @@ fn a_hostile_server_gets_errors_and_nothing_leaves_the_cache() {
     hub.corrupt("model.safetensors", false);
     assert_eq!(std::fs::read(repo.get(&snap, "model.safetensors").unwrap()).unwrap(), bytes(50_000, 7));
 
+    // A body that runs past the listed size is cut off one byte past it, never written in full.
+    std::fs::remove_file(&snap.dir.join("model.safetensors")).unwrap();
+    for b in files_under(&blobs) {
+        std::fs::remove_file(b).unwrap();
+    }
+    hub.oversize("model.safetensors", true);
+    let err = repo.get(&snap, "model.safetensors").unwrap_err();
+    assert!(matches!(err, HubError::Incomplete { expected: 50_000, got: 50_001.., .. }), "{err}");
+    assert!(files_under(&blobs).iter().all(|p| std::fs::metadata(p).map_or(true, |m| m.len() <= 50_001)), "an oversized body was kept");
+    hub.oversize("model.safetensors", false);
+
     // The token went to the hub's host only, never to the CDN on 127.0.0.2.
     let reqs = hub.requests();
     assert!(reqs.iter().any(|r| r.host == "127.0.0.2"), "the LFS file did not come from the CDN");
