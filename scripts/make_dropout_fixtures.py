@@ -16,9 +16,9 @@ import os
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from make_model_fixtures import ROOT as MODELS, TEXTS, padded, ce_rows
+from make_model_fixtures import ROOT as MODELS, TEXTS, ce_rows, golden_optimizer, padded
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "train")
 VARIANTS = {"opt125": {"dropout": 0.1, "attention_dropout": 0.1}, "opt350": {"dropout": 0.1, "attention_dropout": 0.1},
@@ -47,13 +47,7 @@ def run(name, rates):
     tok = AutoTokenizer.from_pretrained(d)
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
     ids, mask = padded([tok(t)["input_ids"] for t in TEXTS], pad)
-    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.1},
-        {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=STEPS)
+    opt, sched, _ = golden_optimizer(model, STEPS)
     tensors, losses, norms, sites = {}, [], [], []
     for step in range(STEPS):
         masks.clear()

@@ -184,18 +184,25 @@ def ce_rows(logits, ids, mask, label_mask=None):
     return (nll * w).sum(1), w.sum(1)
 
 
-def train_golden(model, ids, mask, steps=5):
-    """5 full-batch AdamW steps (torch.optim.AdamW + get_linear_schedule_with_warmup, HF no-decay
-    groups, clipping at 1.0): per-step loss and grad norm, and final weights of a few tensors."""
+def golden_optimizer(model, steps):
+    """The goldens' optimizer: torch.optim.AdamW (lr 1e-2) over HF's no-decay groups (weight decay 0.1,
+    none on biases and norms) and get_linear_schedule_with_warmup (2 warmup steps). Returns
+    (optimizer, scheduler, no-decay names); make_dropout_fixtures.py uses it too."""
     from transformers import get_linear_schedule_with_warmup
-    model = model.train()
     no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
     groups = [
         {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.1},
         {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=steps)
+    return opt, get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=steps), no_decay
+
+
+def train_golden(model, ids, mask, steps=5):
+    """5 full-batch AdamW steps (golden_optimizer, clipping at 1.0): per-step loss and grad norm, and
+    final weights of a few tensors."""
+    model = model.train()
+    opt, sched, no_decay = golden_optimizer(model, steps)
     losses, norms, lrs = [], [], []
     for _ in range(steps):
         opt.zero_grad()

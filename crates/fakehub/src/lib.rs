@@ -168,6 +168,15 @@ impl Builder {
     }
 }
 
+fn toggle(set: &Mutex<std::collections::BTreeSet<String>>, file: &str, on: bool) {
+    let mut s = set.lock().unwrap();
+    if on {
+        s.insert(file.to_string());
+    } else {
+        s.remove(file);
+    }
+}
+
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir).expect("fixture dir").flatten().map(|e| e.path()).collect();
     entries.sort();
@@ -221,22 +230,12 @@ impl FakeHub {
 
     /// Downloads of `file` send its bytes with one changed: the right size, the wrong sha256.
     pub fn corrupt(&self, file: &str, on: bool) {
-        let mut c = self.state.corrupt.lock().unwrap();
-        if on {
-            c.insert(file.to_string());
-        } else {
-            c.remove(file);
-        }
+        toggle(&self.state.corrupt, file, on);
     }
 
     /// Downloads of `file` send a megabyte past its end (a body that does not stop where the listing says).
     pub fn oversize(&self, file: &str, on: bool) {
-        let mut c = self.state.oversize.lock().unwrap();
-        if on {
-            c.insert(file.to_string());
-        } else {
-            c.remove(file);
-        }
+        toggle(&self.state.oversize, file, on);
     }
 
     /// The CDN's address (`http://127.0.0.2:port`).

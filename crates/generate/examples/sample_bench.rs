@@ -11,7 +11,6 @@ fn main() -> candle_core::Result<()> {
     let p = SamplingParams::default();
     for (name, f) in [
         ("warp", Box::new(|| sampling::warp(&logits, &p).map(|_| ())) as Box<dyn Fn() -> candle_core::Result<()>>),
-        ("blocked_cumsum", Box::new(|| sampling::blocked_cumsum(&logits).map(|_| ()))),
         ("next_tokens", Box::new(|| sampling::next_tokens(&logits, &p, &u).map(|_| ()))),
         ("argmax", Box::new(|| logits.argmax(1).map(|_| ()))),
     ] {

@@ -70,24 +70,6 @@ impl SamplingParams {
     }
 }
 
-/// Inclusive cumulative sum over the last dim of `x: [B, V]`, built from two small triangular matmuls:
-/// within blocks of `bs` (cost ∝ V·bs) and across the V/bs block totals (cost ∝ (V/bs)²); `bs` near
-/// √V balances the two.
-pub fn blocked_cumsum(x: &Tensor) -> Result<Tensor> {
-    let (b, v) = x.dims2()?;
-    let dev = x.device();
-    let bs = block_size(v);
-    let nb = v.div_ceil(bs);
-    let padded = if nb * bs > v { Tensor::cat(&[x, &Tensor::zeros((b, nb * bs - v), x.dtype(), dev)?], 1)? } else { x.clone() };
-    // One 2-D matmul over all blocks of all rows (a batched broadcast_matmul loops per row).
-    let inner = crossfeed_model::cuda_rules::matmul(&padded.reshape((b * nb, bs))?, &Tensor::triu2(bs, x.dtype(), dev)?)?.reshape((b, nb, bs))?;
-    // Contiguous: cuBLAS refuses the narrowed view (no unit stride), the CPU gemm does not.
-    let totals = inner.narrow(2, bs - 1, 1)?.squeeze(2)?.contiguous()?;
-    let strict = (Tensor::triu2(nb, x.dtype(), dev)? - Tensor::eye(nb, x.dtype(), dev)?)?;
-    let offsets = crossfeed_model::cuda_rules::matmul(&totals, &strict)?;
-    inner.broadcast_add(&offsets.unsqueeze(2)?)?.reshape((b, nb * bs))?.narrow(1, 0, v)
-}
-
 /// Probabilities `[B, V]` after temperature, top-k, top-p and min-p, in transformers' order (rows sum
 /// to 1 over the kept tokens). Every kept set is a superlevel set ({x ≥ threshold}), so ties at a
 /// threshold are all kept, as transformers' `<` comparisons keep them. No full-vocabulary sort runs on
