@@ -37,13 +37,13 @@ pub use error::{DataError, Result};
 pub use example::{Example, LossMask};
 pub use files::{read_rows, FileFormat};
 pub use hub::{default_cache_dir, offline_from_env, Hub, ResolvedFile};
-pub use manifest::{append_manifest, manifest_records, read_manifest, write_manifest_jsonl, ManifestRecord};
+pub use manifest::{append_manifest, manifest_records, read_manifest, write_manifest_jsonl, write_manifest_jsonl_read, ManifestRecord};
 pub use mixture::{
     allocate, mixture_weights, placeholder_pool, sample_mixture, Allocation, Drawn, Mixture, MixtureConfig, Origin, PoolPolicy,
     Replacement, Rounding, SourceKind, SourceSlot, SyntheticSample,
 };
 pub use passages::{sample_passages, whitespace_tokens, MemoryCorpus, ParquetCorpus, PassageConfig, PassageSet, SentenceSource};
-pub use prompts::{generation_prompts, prefix_of, synthetic_count, GenerationPrompt, PrefixLength, PromptConfig, PromptSource};
+pub use prompts::{generation_prompts, prefix_of, prompt_count, synthetic_count, GenerationPrompt, PrefixLength, PromptConfig, PromptSource};
 pub use source::{load_task, load_task_with, task_files, DataConfig, SourceConfig, TaskConfig, TaskData};
 pub use task::{gsm8k_final_answer, strip_calculator, Cell, ColumnKind, TaskKind};
 pub use template::Template;

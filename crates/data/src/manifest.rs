@@ -13,6 +13,10 @@ pub struct ManifestRecord {
     pub entity: usize,
     pub position: usize,
     pub origin: Origin,
+    /// Whether the trainer's optimizer steps read this position (set by the loop, which knows the
+    /// data order; a mixture holds more samples than 100 steps read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<bool>,
 }
 
 /// Manifest records of a mixture, in training order.
@@ -25,13 +29,20 @@ pub fn manifest_records(m: &Mixture) -> Vec<ManifestRecord> {
             entity: m.entity,
             position,
             origin: d.origin,
+            read: None,
         })
         .collect()
 }
 
 /// Append a mixture's records as JSON lines to `w`.
 pub fn write_manifest_jsonl<W: Write>(w: &mut W, m: &Mixture) -> std::io::Result<()> {
-    for r in manifest_records(m) {
+    write_manifest_jsonl_read(w, m, None)
+}
+
+/// [`write_manifest_jsonl`] with each record's `read` flag from `read[position]`.
+pub fn write_manifest_jsonl_read<W: Write>(w: &mut W, m: &Mixture, read: Option<&[bool]>) -> std::io::Result<()> {
+    for mut r in manifest_records(m) {
+        r.read = read.and_then(|f| f.get(r.position).copied());
         serde_json::to_writer(&mut *w, &r)?;
         w.write_all(b"\n")?;
     }

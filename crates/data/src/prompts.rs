@@ -100,6 +100,13 @@ pub fn synthetic_count(cfg: &MixtureConfig, generation: u64, producer: usize, k:
     }
 }
 
+/// How many prompts (= samples of its synthetic set) `entity`'s generation-`generation` model
+/// completes: `prompts.count` when set, else [`synthetic_count`]. From the config alone, so a trainee
+/// knows the size of every set before any of it is generated.
+pub fn prompt_count(cfg: &PromptConfig, mix: &MixtureConfig, generation: u64, entity: usize, k: usize) -> usize {
+    cfg.count.unwrap_or_else(|| synthetic_count(mix, generation, entity, k))
+}
+
 /// Cut a prefix of `text`.
 pub fn prefix_of(text: &str, prefix: PrefixLength) -> String {
     match prefix {
@@ -153,7 +160,7 @@ pub fn generation_prompts(
     if k == 0 || entity >= k {
         return Err(DataError::Config(format!("entity {entity} out of range for K = {k}")));
     }
-    let count = cfg.count.unwrap_or_else(|| synthetic_count(mix, generation, entity, k));
+    let count = prompt_count(cfg, mix, generation, entity, k);
     let mut rng = Stream::new(seed, "prompts", generation, entity as u64);
     let mut out: Vec<(String, Option<Origin>)> = Vec::with_capacity(count);
     let take = |rng: &mut Stream, src: &[Example], kind: SourceKind, c: usize, whole_prompt: bool, out: &mut Vec<(String, Option<Origin>)>| -> Result<()> {

@@ -76,9 +76,9 @@ struct Slot {
 }
 
 /// The RNG stream of prompt `index`: independent of batch size and order.
-pub fn sequence_rng(seed: u64, index: usize) -> ChaCha8Rng {
+pub fn sequence_rng(seed: u64, index: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(index as u64);
+    rng.set_stream(index);
     rng
 }
 
@@ -107,8 +107,20 @@ impl<'a> Generator<'a> {
         self
     }
 
-    /// Completions of `prompts` (token ids) in input order. `on_token(n)` reports progress.
-    pub fn run(&self, prompts: &[Vec<u32>], mut on_step: impl FnMut(usize, usize)) -> Result<Vec<Completion>, GenerateError> {
+    /// Completions of `prompts` (token ids) in input order; prompt `i` samples from RNG stream `i`.
+    /// `on_step(running, finished)` reports progress.
+    pub fn run(&self, prompts: &[Vec<u32>], on_step: impl FnMut(usize, usize)) -> Result<Vec<Completion>, GenerateError> {
+        let streams: Vec<u64> = (0..prompts.len() as u64).collect();
+        self.run_indexed(prompts, &streams, on_step)
+    }
+
+    /// Completions of `prompts` where prompt `i` samples from RNG stream `streams[i]`: a subset of a
+    /// prompt list, run with the list positions as streams, gets the completions the whole list
+    /// would (lazy generation runs only the prompts training will read).
+    pub fn run_indexed(&self, prompts: &[Vec<u32>], streams: &[u64], mut on_step: impl FnMut(usize, usize)) -> Result<Vec<Completion>, GenerateError> {
+        if streams.len() != prompts.len() {
+            return Err(GenerateError::Streams { prompts: prompts.len(), streams: streams.len() });
+        }
         let model = self.model.frozen()?;
         let dev = model.device.clone();
         let mut results: Vec<Option<Completion>> = vec![None; prompts.len()];
@@ -127,7 +139,7 @@ impl<'a> Generator<'a> {
                 }
             }
             if !admitted.is_empty() {
-                let (new_slots, new_cache, new_mask, logits) = self.prefill(&model, prompts, &admitted, &dev)?;
+                let (new_slots, new_cache, new_mask, logits) = self.prefill(&model, prompts, streams, &admitted, &dev)?;
                 merge(&mut cache, &mut mask, new_cache, new_mask)?;
                 slots.extend(new_slots);
                 let first = slots.len() - admitted.len();
@@ -180,7 +192,7 @@ impl<'a> Generator<'a> {
     /// Runs the admitted prompts as one left-padded batch; returns their slots, cache, mask rows and
     /// last-position logits `[n, V]`.
     #[allow(clippy::type_complexity)]
-    fn prefill(&self, model: &CausalLm, prompts: &[Vec<u32>], admitted: &[usize], dev: &Device) -> Result<(Vec<Slot>, KvCache, Vec<Vec<u32>>, Tensor), GenerateError> {
+    fn prefill(&self, model: &CausalLm, prompts: &[Vec<u32>], streams: &[u64], admitted: &[usize], dev: &Device) -> Result<(Vec<Slot>, KvCache, Vec<Vec<u32>>, Tensor), GenerateError> {
         let rows: Vec<&[u32]> = admitted
             .iter()
             .map(|&i| {
@@ -215,7 +227,7 @@ impl<'a> Generator<'a> {
                 seen: r.to_vec(),
                 generated: Vec::new(),
                 len: r.len(),
-                rng: sequence_rng(self.cfg.seed, index),
+                rng: sequence_rng(self.cfg.seed, streams[index]),
                 pending: 0,
             })
             .collect();

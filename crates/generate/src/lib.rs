@@ -16,6 +16,8 @@ pub enum GenerateError {
     Candle(#[from] candle_core::Error),
     #[error("prompt {0} is empty after tokenization (a BOS-less tokenizer needs a non-empty prompt)")]
     EmptyPrompt(usize),
+    #[error("{prompts} prompts were given {streams} RNG streams (one per prompt)")]
+    Streams { prompts: usize, streams: usize },
     #[error("internal: prompt {0} produced no completion")]
     Lost(usize),
 }

@@ -115,6 +115,32 @@ fn seeded_sampling_does_not_depend_on_batch_size_or_run() {
 }
 
 #[test]
+fn a_subset_run_with_its_list_positions_as_streams_gets_the_whole_lists_completions() {
+    // Lazy generation (crossfeed-loop) runs only the prompts training reads, each with its position in
+    // the full prompt list as its RNG stream; every completion must be the one the full run gives it.
+    let (m, t, g) = load("opt125");
+    let mut prompts = ids(&g["prompt_ids"]);
+    prompts.extend(ids(&g["token_ids"]));
+    let cfg = GenerationConfig {
+        sampling: SamplingParams { temperature: 1.0, top_k: 50, top_p: 1.0, repetition_penalty: 1.0, min_p: 0.0 },
+        max_new_tokens: 12,
+        seed: 3,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let gen = Generator::new(&m, &t, cfg);
+    let full: Vec<Vec<u32>> = gen.run(&prompts, |_, _| {}).unwrap().into_iter().map(|c| c.token_ids).collect();
+    let keep: Vec<usize> = (0..prompts.len()).filter(|i| i % 3 != 1).collect();
+    let subset: Vec<Vec<u32>> = keep.iter().map(|&i| prompts[i].clone()).collect();
+    let streams: Vec<u64> = keep.iter().map(|&i| i as u64).collect();
+    let lazy = gen.run_indexed(&subset, &streams, |_, _| {}).unwrap();
+    for (c, &i) in lazy.iter().zip(&keep) {
+        assert_eq!(c.token_ids, full[i], "prompt {i}");
+    }
+    assert!(gen.run_indexed(&subset, &streams[1..], |_, _| {}).is_err(), "one stream per prompt");
+}
+
+#[test]
 fn stop_strings_cut_the_completion() {
     let (m, t, g) = load("opt125");
     let prompts = ids(&g["prompt_ids"]);

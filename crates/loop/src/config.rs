@@ -67,6 +67,30 @@ impl Default for MixtureSection {
     }
 }
 
+/// Which samples of each synthetic set the generate stage produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyntheticPool {
+    /// `lazy` under `pool_policy` latest/replace, `full` under accumulate (the default).
+    #[default]
+    Auto,
+    /// Every prompt of the set is completed (D_{t,k} whole, for analysis or other consumers).
+    Full,
+    /// Only the samples some trainee's optimizer steps read (docs/LAZY-GENERATION.md); each has the
+    /// text eager generation gives it.
+    Lazy,
+}
+
+/// `[generation]`: the engine's settings (sampling, lengths, batch) and which samples exist at all.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GenerationSection {
+    #[serde(flatten)]
+    pub engine: GenerationConfig,
+    /// `auto` (default), `full` or `lazy`; see [`SyntheticPool`].
+    #[serde(default)]
+    pub pool: SyntheticPool,
+}
+
 /// What is measured after every generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,7 +187,7 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     /// Synthetic-data generation; its `seed` is likewise replaced per (generation, entity).
     #[serde(default)]
-    pub generation: GenerationConfig,
+    pub generation: GenerationSection,
     /// Which prompts the synthetic data is generated from.
     #[serde(default)]
     pub prompts: PromptConfig,
@@ -257,9 +281,23 @@ impl ExperimentConfig {
         }
         self.train.validate().map_err(|e| LoopError::Config(format!("train: {e}")))?;
         // Flattened into [generation]: a sampling value transformers would refuse fails here, before any stage.
-        self.generation.sampling.validate().map_err(|e| LoopError::Config(format!("generation.{e}")))?;
+        self.generation.engine.sampling.validate().map_err(|e| LoopError::Config(format!("generation.{e}")))?;
+        if self.generation.pool == SyntheticPool::Lazy && self.mixture.pool_policy == PoolPolicy::Accumulate {
+            return bad("generation.pool = \"lazy\" with mixture.pool_policy = \"accumulate\": a later generation can draw any \
+                old sample, after its model is pruned; use generation.pool = \"auto\" or \"full\" (both generate every sample there)"
+                .into());
+        }
         self.mixture().validate()?;
         Ok(())
+    }
+
+    /// Whether generate stages produce only the samples training reads (`generation.pool`).
+    pub fn lazy_generation(&self) -> bool {
+        match self.generation.pool {
+            SyntheticPool::Full => false,
+            SyntheticPool::Lazy => true,
+            SyntheticPool::Auto => self.mixture.pool_policy != PoolPolicy::Accumulate,
+        }
     }
 
     /// The sampler's config.
@@ -336,7 +374,7 @@ fn reference_value() -> Result<toml::Value> {
         private: vec![private],
         mixture: MixtureSection::default(),
         train: TrainConfig { warmup_steps: Some(0), ..TrainConfig::default() },
-        generation: GenerationConfig::default(),
+        generation: GenerationSection::default(),
         prompts: PromptConfig { count: Some(0), ..PromptConfig::default() },
         eval: EvalConfig::default(),
     };

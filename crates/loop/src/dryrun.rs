@@ -117,6 +117,9 @@ pub struct StageEstimate {
     pub id: String,
     pub stage: Stage,
     pub samples: u64,
+    /// Generate stages: the size of the synthetic set (what `generation.pool = "full"` generates);
+    /// `samples` is what this config generates (fewer when lazy).
+    pub set_size: Option<u64>,
     /// Upper bound on the tokens processed (see the module docs).
     pub tokens: u64,
     pub memory_bytes: u64,
@@ -187,16 +190,19 @@ pub fn estimate(cfg: &ExperimentConfig, sh: &Shape, bench: Option<&Throughput>) 
         })
         .sum();
     let eval_sets = cfg.k as u64 + 1;
-    let eval_new = if cfg.eval.max_new_tokens > 0 { cfg.eval.max_new_tokens } else { cfg.generation.max_new_tokens } as u64;
-    let gen_new = cfg.generation.max_new_tokens as u64;
+    let eval_new = if cfg.eval.max_new_tokens > 0 { cfg.eval.max_new_tokens } else { cfg.generation.engine.max_new_tokens } as u64;
+    let gen_new = cfg.generation.engine.max_new_tokens as u64;
     let prompt = prompt_tokens(cfg);
     let mut out = Vec::new();
     for id in plan(cfg) {
+        let mut set_size = None;
         let (samples, tokens, memory, rate) = match (id.stage, id.gen) {
             (Stage::Generate, GenId::Gen(t)) => {
                 let e = id.entity.unwrap_or(0);
-                let n = cfg.prompts.count.unwrap_or_else(|| crossfeed_data::synthetic_count(&mix, t - 1, e, cfg.k)) as u64;
-                let b = (cfg.generation.batch_size as u64).min(n.max(1));
+                let set = crossfeed_data::prompt_count(&cfg.prompts, &mix, t - 1, e, cfg.k) as u64;
+                let n = if cfg.lazy_generation() { lazy_count(cfg, t, e)? } else { set };
+                set_size = Some(set);
+                let b = (cfg.generation.engine.batch_size as u64).min(n.max(1));
                 (n, n * gen_new, generate_memory(sh, &cfg.dtype, b, prompt, gen_new), bench.map(|x| x.generate_tokens_per_s))
             }
             (Stage::Train, _) => {
@@ -216,9 +222,20 @@ pub fn estimate(cfg: &ExperimentConfig, sh: &Shape, bench: Option<&Throughput>) 
             }
             (Stage::Generate, GenId::Base) => (0, 0, 0, None),
         };
-        out.push(StageEstimate { id: id.to_string(), stage: id.stage, samples, tokens, memory_bytes: memory, seconds: rate.map(|r| tokens as f64 / r) });
+        out.push(StageEstimate { id: id.to_string(), stage: id.stage, samples, set_size, tokens, memory_bytes: memory, seconds: rate.map(|r| tokens as f64 / r) });
     }
     Ok(out)
+}
+
+/// Samples generate(t, e) produces under lazy generation. The real data is not loaded here: its
+/// splits stand in at `train_size` (else `n`) empty rows, which moves the draw (its random stream
+/// depends on the sizes) but not the expected count.
+fn lazy_count(cfg: &ExperimentConfig, t: u64, e: usize) -> Result<u64> {
+    let rows = |t: &crossfeed_data::TaskConfig| vec![crossfeed_data::Example::new("", ""); t.train_size.unwrap_or(cfg.n)];
+    let public = rows(&cfg.public);
+    let privates: Vec<Vec<crossfeed_data::Example>> = cfg.private.iter().take(cfg.k).map(rows).collect();
+    let refs: Vec<&[crossfeed_data::Example]> = privates.iter().map(Vec::as_slice).collect();
+    Ok(crate::lazy::needed_rows(cfg, t, e, &refs, &public)?.len() as u64)
 }
 
 fn gib(b: u64) -> String {
@@ -258,10 +275,28 @@ pub fn render(cfg: &ExperimentConfig, sh: &Shape, shape_from: &str, bench: Optio
             let _ = writeln!(s, "no --bench file: wall time not estimated (scripts/gpu-check.sh writes one)");
         }
     }
-    let _ = writeln!(s, "{:<36} {:>9} {:>13} {:>11} {:>11}", "stage", "samples", "tokens (max)", "memory", "time (max)");
+    let (made, sets): (u64, u64) = stages.iter().filter_map(|e| e.set_size.map(|n| (e.samples, n))).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if sets > 0 {
+        let mode = if cfg.lazy_generation() { "lazy: only the samples some trainee's optimizer steps read" } else { "full: every sample of every set" };
+        let _ = writeln!(
+            s,
+            "generation.pool = {mode}; generate stages produce {made} of {sets} synthetic samples ({:.1}%), <= {} of {} new tokens",
+            100.0 * made as f64 / sets as f64,
+            made * cfg.generation.engine.max_new_tokens as u64,
+            sets * cfg.generation.engine.max_new_tokens as u64
+        );
+        if cfg.lazy_generation() {
+            let _ = writeln!(s, "  (lazy counts use the real splits' train_size, else n, as stand-in sizes: exact in expectation, within a few samples per stage)");
+        }
+    }
+    let _ = writeln!(s, "{:<36} {:>13} {:>13} {:>11} {:>11}", "stage", "samples", "tokens (max)", "memory", "time (max)");
     for e in stages {
         let t = e.seconds.map_or_else(|| "-".into(), hms);
-        let _ = writeln!(s, "{:<36} {:>9} {:>13} {:>11} {:>11}", e.id, e.samples, e.tokens, gib(e.memory_bytes), t);
+        let samples = match e.set_size {
+            Some(n) => format!("{}/{n}", e.samples),
+            None => e.samples.to_string(),
+        };
+        let _ = writeln!(s, "{:<36} {:>13} {:>13} {:>11} {:>11}", e.id, samples, e.tokens, gib(e.memory_bytes), t);
     }
     let peak = stages.iter().map(|e| e.memory_bytes).max().unwrap_or(0);
     let tokens: u64 = stages.iter().map(|e| e.tokens).sum();

@@ -9,6 +9,7 @@
 //! - [`seeds`]: per-(generation, entity, stage) seeds derived from the run seed.
 //! - [`stages`]: the stages (generate, train, eval, similarity) and the driver that runs them in order.
 //! - [`parallel`]: the driver that runs independent stages at once, one worker process per slot.
+//! - [`lazy`]: which synthetic samples training reads, so generate stages produce only those.
 //! - [`eval`]: token-level CE, eval prompts, distinct-n, the optional embedding similarity.
 //! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
 //!   how often the run was interrupted.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod dryrun;
 pub mod error;
 pub mod eval;
+pub mod lazy;
 pub mod lock;
 pub mod metrics;
 pub mod parallel;
@@ -33,7 +35,7 @@ pub mod sweep;
 pub mod sweep_report;
 pub mod tensorboard;
 
-pub use config::{apply_overrides, EvalConfig, ExperimentConfig, MixtureSection};
+pub use config::{apply_overrides, EvalConfig, ExperimentConfig, GenerationSection, MixtureSection, SyntheticPool};
 pub use error::{LoopError, Result};
 pub use eval::{distinct_n, TextEmbedder};
 pub use metrics::MetricLine;

@@ -7,13 +7,15 @@
 //! stage reads its inputs from disk — never from memory left by an earlier stage — so running it in
 //! a fresh process after an interruption gives the same bytes.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 use crossfeed_data::{
-    generation_prompts, load_task, sample_mixture, write_manifest_jsonl, Example, LossMask, PoolPolicy, SyntheticSample, TaskData,
+    generation_prompts, load_task, placeholder_pool, sample_mixture, write_manifest_jsonl_read, Example, GenerationPrompt, LossMask, SourceKind,
+    SyntheticSample, TaskData,
 };
 use crossfeed_generate::{GenerationConfig, Generator};
 use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
+use crate::lazy;
 use crate::eval::{distinct_n, eval_prompts, mean_pairwise_cosine, token_ce, TextEmbedder};
 use crate::metrics::{self, to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
 use crate::rundir::{write_atomic, RunDir, StageMarker};
@@ -148,10 +151,8 @@ pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
         (GenId::Gen(t), Stage::Train, Some(e)) => {
             let mut v = Vec::new();
             if t >= 1 {
-                let first = if cfg.mixture.pool_policy == PoolPolicy::Accumulate { 1 } else { t };
-                for g in first..=t {
-                    v.extend(all(GenId::Gen(g), Stage::Generate));
-                }
+                // The generate stage (generation g + 1) of every set the pool holds.
+                v.extend(lazy::pool_sets(cfg, t).into_iter().map(|(j, g, _)| mk(GenId::Gen(g + 1), Some(j), Stage::Generate)));
                 if cfg.warm_start {
                     v.push(mk(GenId::Gen(t - 1), Some(e), Stage::Train));
                 }
@@ -190,6 +191,16 @@ struct SyntheticLine {
     prompt: String,
     completion: String,
     finish_reason: String,
+}
+
+/// What a generate stage produced besides the samples: mode, set size, samples generated.
+pub const GENERATED_FILE: &str = "generated.json";
+
+/// The synthetic pool of a train stage and which of its samples exist.
+struct SyntheticPoolData {
+    samples: Vec<SyntheticSample>,
+    /// `(entity, generation, index)` of every generated sample.
+    generated: HashSet<(usize, u64, u64)>,
 }
 
 /// A completion of a shared eval prompt (`outputs.jsonl`).
@@ -356,7 +367,7 @@ impl<'a> Runner<'a> {
     /// The synthetic-data generation config of (generation, entity): the configured one with a
     /// derived seed.
     fn gen_config(&self, seed: u64, max_new: Option<usize>) -> GenerationConfig {
-        let mut g = self.cfg.generation.clone();
+        let mut g = self.cfg.generation.engine.clone();
         g.seed = seed;
         if let Some(m) = max_new.filter(|&m| m > 0) {
             g.max_new_tokens = m;
@@ -369,9 +380,20 @@ impl<'a> Runner<'a> {
         let (cfg, k) = (self.cfg.clone(), self.cfg.k);
         let tasks = self.tasks()?;
         let prompts = generation_prompts(&cfg.prompts, &cfg.mixture(), cfg.seed, t - 1, e, k, &tasks.private[e].train, &tasks.public.train)?;
+        let set_size = prompts.len();
+        let prompts: Vec<GenerationPrompt> = if cfg.lazy_generation() {
+            let privates: Vec<&[Example]> = tasks.private.iter().map(|p| p.train.as_slice()).collect();
+            let needed = lazy::needed_rows(&cfg, t, e, &privates, &tasks.public.train)?;
+            prompts.into_iter().filter(|p| needed.contains(&p.index)).collect()
+        } else {
+            prompts
+        };
         let (model, tok, _) = self.load_model(GenId::Gen(t - 1), Some(e))?;
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(&p.prompt)).collect::<std::result::Result<_, _>>()?;
-        let out = Generator::new(&model, &tok, self.gen_config(seed, None)).run(&ids, |_, _| {})?;
+        // A sample's RNG stream is its index in the whole prompt list, so a lazy subset samples what
+        // the full list would.
+        let streams: Vec<u64> = prompts.iter().map(|p| p.index).collect();
+        let out = Generator::new(&model, &tok, self.gen_config(seed, None)).run_indexed(&ids, &streams, |_, _| {})?;
         let mut text = String::new();
         let mut tokens = 0u64;
         for (p, c) in prompts.iter().zip(out) {
@@ -390,42 +412,68 @@ impl<'a> Runner<'a> {
         }
         let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Generate });
         write_atomic(&dir.join("synthetic.jsonl"), text.as_bytes())?;
-        Ok((seed, vec!["synthetic.jsonl".into()], tokens, format!("{} samples", prompts.len())))
+        let mode = if cfg.lazy_generation() { "lazy" } else { "full" };
+        let summary = serde_json::json!({"mode": mode, "set_size": set_size, "generated": prompts.len(), "new_tokens": tokens});
+        write_atomic(&dir.join(GENERATED_FILE), format!("{summary:#}\n").as_bytes())?;
+        Ok((seed, vec!["synthetic.jsonl".into(), GENERATED_FILE.into()], tokens, format!("{} of {set_size} samples ({mode})", prompts.len())))
     }
 
-    fn read_synthetic(&self, g: u64, e: usize) -> Result<Vec<SyntheticSample>> {
-        let p = self.dir.gen_dir(GenId::Gen(g)).join(format!("entity-{e}")).join("synthetic.jsonl");
-        let text = std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
+    /// The pool train(t, ·) draws from: every set at its full size (from the config), texts filled in
+    /// from `synthetic.jsonl` where generated, empty stand-ins elsewhere (lazy sets). The draw reads
+    /// only sizes, so it is the same whether a set was generated whole or lazily.
+    fn synthetic_pool(&self, t: u64) -> Result<SyntheticPoolData> {
+        let sets = lazy::pool_sets(&self.cfg, t);
+        let mut samples = placeholder_pool(&sets);
+        let mut generated = HashSet::new();
+        let mut offset = 0;
+        for &(j, g, size) in &sets {
+            let p = self.dir.gen_dir(GenId::Gen(g + 1)).join(format!("entity-{j}")).join("synthetic.jsonl");
+            let text = std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?;
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
                 let s: SyntheticLine = serde_json::from_str(l).map_err(|er| LoopError::Json { path: p.clone(), message: er.to_string() })?;
-                Ok(SyntheticSample { entity: s.entity, generation: s.generation, index: s.index, text: s.text })
-            })
-            .collect()
+                if s.entity != j || s.generation != g || s.index as usize >= size {
+                    return Err(LoopError::Json {
+                        path: p.clone(),
+                        message: format!(
+                            "sample (entity {}, generation {}, index {}) does not belong to entity {j}'s generation-{g} set of {size} samples",
+                            s.entity, s.generation, s.index
+                        ),
+                    });
+                }
+                samples[offset + s.index as usize].text = s.text;
+                generated.insert((j, g, s.index));
+            }
+            offset += size;
+        }
+        Ok(SyntheticPoolData { samples, generated })
     }
 
     fn train(&mut self, t: u64, e: usize, report: &mut dyn FnMut(&Event)) -> Result<(u64, Vec<String>, u64, String)> {
         let seed = derive(self.cfg.seed, "train", t as i64, e as u64);
         let cfg = self.cfg.clone();
-        let mut pool = Vec::new();
-        if t >= 1 {
-            let first = if cfg.mixture.pool_policy == PoolPolicy::Accumulate { 1 } else { t };
-            for g in first..=t {
-                for j in 0..cfg.k {
-                    pool.extend(self.read_synthetic(g, j)?);
-                }
-            }
-        }
+        let pool = self.synthetic_pool(t)?;
         let completion_only = self.completion_only();
         let tasks = self.tasks()?;
-        let mix = sample_mixture(&cfg.mixture(), cfg.seed, t, e, cfg.k, &tasks.private[e].train, &tasks.public.train, &pool)?;
+        let mix = sample_mixture(&cfg.mixture(), cfg.seed, t, e, cfg.k, &tasks.private[e].train, &tasks.public.train, &pool.samples)?;
         for w in &mix.warnings {
             report(&Event::Warning(format!("generation {t} entity {e}: {w}")));
         }
+        // Lazy sets hold only the samples some trainee reads; reading one that was not generated would
+        // train on an empty stand-in, so it is an error (a bug in the layout), never a silent default.
+        let read = lazy::read_positions(&cfg, t, e);
+        for (pos, d) in mix.samples.iter().enumerate().filter(|&(p, _)| read[p]) {
+            let o = d.origin;
+            if o.source == SourceKind::Synthetic && !pool.generated.contains(&(o.entity.unwrap_or(usize::MAX), o.generation.unwrap_or(u64::MAX), o.row)) {
+                return Err(LoopError::Config(format!(
+                    "generation {t} entity {e}: training position {pos} reads sample {} of entity {:?}'s generation-{:?} set, which was not generated \
+                     (the lazy layout and the train stage disagree; rerun with generation.pool = \"full\")",
+                    o.row, o.entity, o.generation
+                )));
+            }
+        }
         let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Train });
         let mut manifest = Vec::new();
-        write_manifest_jsonl(&mut manifest, &mix).map_err(|er| LoopError::io(dir.join("manifest.jsonl"), er))?;
+        write_manifest_jsonl_read(&mut manifest, &mix, Some(&read)).map_err(|er| LoopError::io(dir.join("manifest.jsonl"), er))?;
         write_atomic(&dir.join("manifest.jsonl"), &manifest)?;
         let alloc = serde_json::to_string_pretty(&serde_json::json!({"allocation": mix.allocation, "warnings": mix.warnings}))
             .map_err(|er| LoopError::Json { path: dir.join("mixture.json"), message: er.to_string() })?;

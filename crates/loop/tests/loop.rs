@@ -253,3 +253,72 @@ fn tensorboard_events_hold_every_metric_and_train_step() {
     assert_eq!(train, cfg.generations as usize * cfg.k * steps * 3, "loss, lr, grad norm per step");
     assert_eq!(scalars.len(), want + train, "nothing else, nothing twice");
 }
+
+/// (generated, set size) of every generate stage of a finished run, from `generated.json`.
+fn generated_counts(root: &Path, cfg: &ExperimentConfig) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for t in 1..cfg.generations {
+        for e in 0..cfg.k {
+            let p = root.join(format!("gen-{t:03}/entity-{e}/generated.json"));
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            out.push((v["generated"].as_u64().unwrap(), v["set_size"].as_u64().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn lazy_generation_gives_the_eager_runs_metrics_and_models() {
+    // The tiny config reads 4 of 16 positions per trainee; the second reads a smaller share of a
+    // larger mixture, with sampling settings and a batch size that make batches differ between modes.
+    let cases: [&[&str]; 2] = [&[], &["n=48", "alpha=0.25", "generations=3", "generation.batch_size=3", "generation.top_k=20", "mixture.rounding=\"multinomial\""]];
+    for extra in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut roots = Vec::new();
+        for pool in ["full", "lazy"] {
+            let mut sets: Vec<&str> = extra.to_vec();
+            let p = format!("generation.pool=\"{pool}\"");
+            sets.push(&p);
+            let cfg = tiny(&sets).unwrap();
+            run(&tmp.path().join(pool), &cfg, None).unwrap();
+            roots.push((tmp.path().join(pool).join("tiny"), cfg));
+        }
+        let ((full, cfg), (lazy, _)) = (&roots[0], &roots[1]);
+        let eager = generated_counts(full, cfg);
+        let lean = generated_counts(lazy, cfg);
+        assert!(eager.iter().all(|(g, n)| g == n), "full mode generates every sample: {eager:?}");
+        let (made, all): (u64, u64) = lean.iter().fold((0, 0), |(a, b), (g, n)| (a + g, b + n));
+        assert!(made < all, "{extra:?}: lazy generated {made} of {all}");
+        let mut files = vec!["metrics.jsonl".to_string(), "metrics.csv".to_string()];
+        for t in 0..cfg.generations {
+            for e in 0..cfg.k {
+                for f in ["model/model.safetensors", "train_log.jsonl", "manifest.jsonl", "eval.jsonl", "outputs.jsonl"] {
+                    files.push(format!("gen-{t:03}/entity-{e}/{f}"));
+                }
+            }
+        }
+        for f in &files {
+            assert_eq!(std::fs::read(full.join(f)).unwrap(), std::fs::read(lazy.join(f)).unwrap(), "{extra:?}: {f} differs between full and lazy generation");
+        }
+        // Every lazily generated sample is byte-for-byte the eager one.
+        for t in 1..cfg.generations {
+            for e in 0..cfg.k {
+                let f = format!("gen-{t:03}/entity-{e}/synthetic.jsonl");
+                let eager = std::fs::read_to_string(full.join(&f)).unwrap();
+                for line in std::fs::read_to_string(lazy.join(&f)).unwrap().lines() {
+                    assert!(eager.lines().any(|l| l == line), "{extra:?}: {f}: {line} is not an eager sample");
+                }
+            }
+        }
+        // The manifest says which positions the optimizer steps read.
+        let m = std::fs::read_to_string(lazy.join("gen-001/entity-0/manifest.jsonl")).unwrap();
+        let read = m.lines().filter(|l| l.contains("\"read\":true")).count();
+        assert_eq!(read as u64, cfg.train.total_steps * (cfg.train.batch_size * cfg.train.grad_accum) as u64);
+    }
+    // Lazy cannot be exact under accumulate: refused, naming both keys.
+    let err = tiny(&["generation.pool=\"lazy\"", "mixture.pool_policy=\"accumulate\""]).unwrap_err().to_string();
+    assert!(err.contains("generation.pool") && err.contains("accumulate"), "{err}");
+    // auto is lazy except under accumulate.
+    assert!(tiny(&[]).unwrap().lazy_generation());
+    assert!(!tiny(&["mixture.pool_policy=\"accumulate\""]).unwrap().lazy_generation());
+}
