@@ -232,12 +232,13 @@ struct Array {
     after_queued: Vec<String>,
 }
 
-/// Every (generation, stage) in the order the arrays are submitted.
-fn steps(max_gens: u64) -> Vec<(GenId, Stage)> {
-    let mut v = vec![(GenId::Base, Stage::Eval), (GenId::Base, Stage::Similarity)];
+/// Every (generation, stage group) in the order the arrays are submitted; the shards of every generate
+/// stage of a generation form one array.
+fn steps(max_gens: u64) -> Vec<(GenId, &'static str)> {
+    let mut v = vec![(GenId::Base, Stage::Eval.group()), (GenId::Base, Stage::Similarity.group())];
     for t in 0..max_gens {
-        for s in [Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity] {
-            v.push((GenId::Gen(t), s));
+        for s in [Stage::GenerateShard(0), Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity] {
+            v.push((GenId::Gen(t), s.group()));
         }
     }
     v
@@ -248,10 +249,10 @@ fn plan_arrays(runs: &[(PathBuf, ExperimentConfig)], jobs: &JobStates) -> Vec<Ar
     let mut arrays: Vec<Array> = Vec::new();
     let mut where_: HashMap<(PathBuf, StageId), usize> = HashMap::new();
     for (gen, stage) in steps(max_gens) {
-        let mut a = Array { step: format!("{}-{}", gen.dir_name(), stage.name()), tasks: Vec::new(), after: Vec::new(), after_queued: Vec::new() };
+        let mut a = Array { step: format!("{}-{}", gen.dir_name(), stage), tasks: Vec::new(), after: Vec::new(), after_queued: Vec::new() };
         for (root, cfg) in runs {
             let dir = RunDir { root: root.clone() };
-            for id in plan(cfg).into_iter().filter(|id| id.gen == gen && id.stage == stage) {
+            for id in plan(cfg).into_iter().filter(|id| id.gen == gen && id.stage.group() == stage) {
                 if dir.is_done(&id) || jobs.active(root, &id).is_some() {
                     continue;
                 }

@@ -56,6 +56,18 @@ fn workers_equal_serial_and_locks_hold() {
         assert!(w2.join(log).is_file(), "no per-stage log {log}");
     }
 
+    // Generate stages split in 3 shards over 2 workers: the same samples, merged in index order.
+    ok(&with(&["--name", "shards", "--workers", "2", "--set", "generation.shards=3"]));
+    let sh = tmp.path().join("shards");
+    assert_eq!(serial, metrics(&sh), "sharded generation changed metrics.jsonl");
+    for e in 0..2 {
+        let f = format!("gen-001/entity-{e}/synthetic.jsonl");
+        assert_eq!(std::fs::read(w2.join(&f)).unwrap(), std::fs::read(sh.join(&f)).unwrap(), "{f}");
+        for i in 0..3 {
+            assert!(sh.join(format!("gen-001/entity-{e}/generate-shard-{i}.DONE")).is_file());
+        }
+    }
+
     // Two drivers started at once on one run: every stage runs exactly once between them.
     let args = with(&["--name", "twice", "--workers", "2"]);
     let a = cmd(&args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();

@@ -27,6 +27,9 @@ fn d_n() -> usize {
 fn d_true() -> bool {
     true
 }
+fn d_one() -> u32 {
+    1
+}
 fn d_max_len() -> usize {
     512
 }
@@ -82,13 +85,24 @@ pub enum SyntheticPool {
 }
 
 /// `[generation]`: the engine's settings (sampling, lengths, batch) and which samples exist at all.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationSection {
     #[serde(flatten)]
     pub engine: GenerationConfig,
     /// `auto` (default), `full` or `lazy`; see [`SyntheticPool`].
     #[serde(default)]
     pub pool: SyntheticPool,
+    /// Split each generate stage into this many `generate-shard-N` stages (contiguous slices of the
+    /// prompts) that workers or Slurm array tasks run at once; the generate stage merges them. The
+    /// samples are the same for any value. Default 1 (no shards).
+    #[serde(default = "d_one")]
+    pub shards: u32,
+}
+
+impl Default for GenerationSection {
+    fn default() -> Self {
+        GenerationSection { engine: GenerationConfig::default(), pool: SyntheticPool::default(), shards: 1 }
+    }
 }
 
 /// What is measured after every generation.
@@ -282,6 +296,9 @@ impl ExperimentConfig {
         self.train.validate().map_err(|e| LoopError::Config(format!("train: {e}")))?;
         // Flattened into [generation]: a sampling value transformers would refuse fails here, before any stage.
         self.generation.engine.sampling.validate().map_err(|e| LoopError::Config(format!("generation.{e}")))?;
+        if self.generation.shards == 0 {
+            return bad("generation.shards = 0: use 1 for unsharded generate stages".into());
+        }
         if self.generation.pool == SyntheticPool::Lazy && self.mixture.pool_policy == PoolPolicy::Accumulate {
             return bad("generation.pool = \"lazy\" with mixture.pool_policy = \"accumulate\": a later generation can draw any \
                 old sample, after its model is pruned; use generation.pool = \"auto\" or \"full\" (both generate every sample there)"

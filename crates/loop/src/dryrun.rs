@@ -202,6 +202,18 @@ pub fn estimate(cfg: &ExperimentConfig, sh: &Shape, bench: Option<&Throughput>) 
                 let set = crossfeed_data::prompt_count(&cfg.prompts, &mix, t - 1, e, cfg.k) as u64;
                 let n = if cfg.lazy_generation() { lazy_count(cfg, t, e)? } else { set };
                 set_size = Some(set);
+                if cfg.generation.shards > 1 {
+                    // Merges its shards' files: no model, no tokens.
+                    (n, 0, 0, None)
+                } else {
+                    let b = (cfg.generation.engine.batch_size as u64).min(n.max(1));
+                    (n, n * gen_new, generate_memory(sh, &cfg.dtype, b, prompt, gen_new), bench.map(|x| x.generate_tokens_per_s))
+                }
+            }
+            (Stage::GenerateShard(i), GenId::Gen(t)) => {
+                let e = id.entity.unwrap_or(0);
+                let all = if cfg.lazy_generation() { lazy_count(cfg, t, e)? } else { crossfeed_data::prompt_count(&cfg.prompts, &mix, t - 1, e, cfg.k) as u64 };
+                let n = crate::stages::shard_range(all as usize, cfg.generation.shards, i).len() as u64;
                 let b = (cfg.generation.engine.batch_size as u64).min(n.max(1));
                 (n, n * gen_new, generate_memory(sh, &cfg.dtype, b, prompt, gen_new), bench.map(|x| x.generate_tokens_per_s))
             }
@@ -220,7 +232,7 @@ pub fn estimate(cfg: &ExperimentConfig, sh: &Shape, bench: Option<&Throughput>) 
                 let b = (cfg.eval.prompts_per_set as u64).max(1);
                 (n, n * eval_new, generate_memory(sh, &cfg.dtype, b, prompt, eval_new), bench.map(|x| x.generate_tokens_per_s))
             }
-            (Stage::Generate, GenId::Base) => (0, 0, 0, None),
+            (Stage::Generate | Stage::GenerateShard(_), GenId::Base) => (0, 0, 0, None),
         };
         out.push(StageEstimate { id: id.to_string(), stage: id.stage, samples, set_size, tokens, memory_bytes: memory, seconds: rate.map(|r| tokens as f64 / r) });
     }

@@ -70,6 +70,9 @@ impl fmt::Display for GenId {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// One shard of a generate stage (`generation.shards` > 1): a contiguous slice of the prompts to
+    /// complete, run by any worker; `Generate` then merges the shards in order.
+    GenerateShard(u32),
     Generate,
     Train,
     Eval,
@@ -77,8 +80,17 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub fn name(self) -> &'static str {
+    /// The name in markers, logs, `--stage` and Slurm: `generate-shard-N`, `generate`, `train`, …
+    pub fn name(self) -> String {
         match self {
+            Stage::GenerateShard(i) => format!("generate-shard-{i}"),
+            other => other.group().into(),
+        }
+    }
+    /// The name without a shard number: what a Slurm array groups by.
+    pub fn group(self) -> &'static str {
+        match self {
+            Stage::GenerateShard(_) => "generate-shard",
             Stage::Generate => "generate",
             Stage::Train => "train",
             Stage::Eval => "eval",
@@ -86,7 +98,10 @@ impl Stage {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity].into_iter().find(|x| x.name() == s)
+        if let Some(i) = s.strip_prefix("generate-shard-") {
+            return i.parse().ok().map(Stage::GenerateShard);
+        }
+        [Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity].into_iter().find(|x| x.group() == s)
     }
 }
 
@@ -131,6 +146,10 @@ pub fn plan(cfg: &ExperimentConfig) -> Vec<StageId> {
     for t in 0..cfg.generations {
         let g = GenId::Gen(t);
         if t >= 1 {
+            let shards = cfg.generation.shards;
+            if shards > 1 {
+                out.extend((0..cfg.k).flat_map(|e| (0..shards).map(move |i| id(g, Some(e), Stage::GenerateShard(i)))));
+            }
             out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Generate)));
         }
         out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Train)));
@@ -147,6 +166,10 @@ pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
     match (id.gen, id.stage, id.entity) {
         (GenId::Base, Stage::Similarity, _) => vec![mk(GenId::Base, None, Stage::Eval)],
         (GenId::Base, _, _) => vec![],
+        (GenId::Gen(t), Stage::GenerateShard(_), Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
+        (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 && cfg.generation.shards > 1 => {
+            (0..cfg.generation.shards).map(|i| mk(GenId::Gen(t), Some(e), Stage::GenerateShard(i))).collect()
+        }
         (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
         (GenId::Gen(t), Stage::Train, Some(e)) => {
             let mut v = Vec::new();
@@ -350,6 +373,8 @@ impl<'a> Runner<'a> {
         }
         std::fs::create_dir_all(self.dir.stage_dir(id)).map_err(|e| LoopError::io(self.dir.stage_dir(id), e))?;
         let (seed, files, tokens, note) = match (id.stage, id.gen, id.entity) {
+            (Stage::GenerateShard(i), GenId::Gen(t), Some(e)) => self.generate_shard(t, e, i)?,
+            (Stage::Generate, GenId::Gen(t), Some(e)) if self.cfg.generation.shards > 1 => self.merge_shards(t, e)?,
             (Stage::Generate, GenId::Gen(t), Some(e)) => self.generate(t, e)?,
             (Stage::Train, GenId::Gen(t), Some(e)) => self.train(t, e, report)?,
             (Stage::Eval, g, e) => self.eval(g, e)?,
@@ -375,27 +400,35 @@ impl<'a> Runner<'a> {
         g
     }
 
-    fn generate(&mut self, t: u64, e: usize) -> Result<(u64, Vec<String>, u64, String)> {
-        let seed = derive(self.cfg.seed, "generate", t as i64, e as u64);
+    /// The prompts generate(t, e) completes, in index order: the whole list, or under lazy generation
+    /// the samples some trainee reads; and the size of the whole list.
+    fn prompts_to_generate(&mut self, t: u64, e: usize) -> Result<(Vec<GenerationPrompt>, usize)> {
         let (cfg, k) = (self.cfg.clone(), self.cfg.k);
         let tasks = self.tasks()?;
         let prompts = generation_prompts(&cfg.prompts, &cfg.mixture(), cfg.seed, t - 1, e, k, &tasks.private[e].train, &tasks.public.train)?;
         let set_size = prompts.len();
-        let prompts: Vec<GenerationPrompt> = if cfg.lazy_generation() {
-            let privates: Vec<&[Example]> = tasks.private.iter().map(|p| p.train.as_slice()).collect();
-            let needed = lazy::needed_rows(&cfg, t, e, &privates, &tasks.public.train)?;
-            prompts.into_iter().filter(|p| needed.contains(&p.index)).collect()
-        } else {
-            prompts
-        };
-        let (model, tok, _) = self.load_model(GenId::Gen(t - 1), Some(e))?;
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(&p.prompt)).collect::<std::result::Result<_, _>>()?;
-        // A sample's RNG stream is its index in the whole prompt list, so a lazy subset samples what
-        // the full list would.
-        let streams: Vec<u64> = prompts.iter().map(|p| p.index).collect();
-        let out = Generator::new(&model, &tok, self.gen_config(seed, None)).run_indexed(&ids, &streams, |_, _| {})?;
+        if !cfg.lazy_generation() {
+            return Ok((prompts, set_size));
+        }
+        let privates: Vec<&[Example]> = tasks.private.iter().map(|p| p.train.as_slice()).collect();
+        let needed = lazy::needed_rows(&cfg, t, e, &privates, &tasks.public.train)?;
+        Ok((prompts.into_iter().filter(|p| needed.contains(&p.index)).collect(), set_size))
+    }
+
+    /// Completes `prompts` with entity e's generation-(t-1) model: the `synthetic.jsonl` lines and the
+    /// new-token count. A sample's RNG stream is its index in the whole prompt list, so its text does
+    /// not depend on which other prompts run beside it (lazy subsets, shards).
+    fn complete(&self, t: u64, e: usize, prompts: &[GenerationPrompt]) -> Result<(String, u64)> {
+        let seed = derive(self.cfg.seed, "generate", t as i64, e as u64);
         let mut text = String::new();
         let mut tokens = 0u64;
+        if prompts.is_empty() {
+            return Ok((text, tokens));
+        }
+        let (model, tok, _) = self.load_model(GenId::Gen(t - 1), Some(e))?;
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(&p.prompt)).collect::<std::result::Result<_, _>>()?;
+        let streams: Vec<u64> = prompts.iter().map(|p| p.index).collect();
+        let out = Generator::new(&model, &tok, self.gen_config(seed, None)).run_indexed(&ids, &streams, |_, _| {})?;
         for (p, c) in prompts.iter().zip(out) {
             tokens += c.token_ids.len() as u64;
             let line = SyntheticLine {
@@ -410,12 +443,60 @@ impl<'a> Runner<'a> {
             text.push_str(&serde_json::to_string(&line).map_err(|er| LoopError::Json { path: "synthetic.jsonl".into(), message: er.to_string() })?);
             text.push('\n');
         }
+        Ok((text, tokens))
+    }
+
+    fn generate(&mut self, t: u64, e: usize) -> Result<(u64, Vec<String>, u64, String)> {
+        let (prompts, set_size) = self.prompts_to_generate(t, e)?;
+        let (text, tokens) = self.complete(t, e, &prompts)?;
+        self.write_synthetic(t, e, &text, prompts.len(), set_size, tokens)
+    }
+
+    /// Shard i of `generation.shards`: the i-th contiguous slice of the prompts to generate.
+    fn generate_shard(&mut self, t: u64, e: usize, i: u32) -> Result<(u64, Vec<String>, u64, String)> {
+        let (prompts, _) = self.prompts_to_generate(t, e)?;
+        let range = shard_range(prompts.len(), self.cfg.generation.shards, i);
+        let (text, tokens) = self.complete(t, e, &prompts[range.clone()])?;
+        let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::GenerateShard(i) });
+        let file = format!("synthetic.shard-{i}.jsonl");
+        write_atomic(&dir.join(&file), text.as_bytes())?;
+        let seed = derive(self.cfg.seed, "generate", t as i64, e as u64);
+        Ok((seed, vec![file], tokens, format!("samples {}..{} of {}", range.start, range.end, prompts.len())))
+    }
+
+    /// The generate stage of a sharded config: the shards' lines in shard order, which is index order,
+    /// so `synthetic.jsonl` is what one worker writes.
+    fn merge_shards(&mut self, t: u64, e: usize) -> Result<(u64, Vec<String>, u64, String)> {
+        let (prompts, set_size) = self.prompts_to_generate(t, e)?;
+        let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Generate });
+        let mut text = String::new();
+        for i in 0..self.cfg.generation.shards {
+            let p = dir.join(format!("synthetic.shard-{i}.jsonl"));
+            text.push_str(&std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?);
+        }
+        let lines = text.lines().count();
+        if lines != prompts.len() {
+            return Err(LoopError::Json { path: dir, message: format!("the shards hold {lines} samples, {} expected; rerun the generate-shard stages", prompts.len()) });
+        }
+        let tokens = self.shard_tokens(t, e)?;
+        self.write_synthetic(t, e, &text, prompts.len(), set_size, tokens)
+    }
+
+    /// New tokens of generate(t, e)'s shards, from their markers.
+    fn shard_tokens(&self, t: u64, e: usize) -> Result<u64> {
+        (0..self.cfg.generation.shards)
+            .map(|i| Ok(self.dir.read_marker(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::GenerateShard(i) })?.map_or(0, |m| m.tokens)))
+            .sum()
+    }
+
+    fn write_synthetic(&self, t: u64, e: usize, text: &str, generated: usize, set_size: usize, tokens: u64) -> Result<(u64, Vec<String>, u64, String)> {
+        let seed = derive(self.cfg.seed, "generate", t as i64, e as u64);
         let dir = self.dir.stage_dir(&StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Generate });
         write_atomic(&dir.join("synthetic.jsonl"), text.as_bytes())?;
-        let mode = if cfg.lazy_generation() { "lazy" } else { "full" };
-        let summary = serde_json::json!({"mode": mode, "set_size": set_size, "generated": prompts.len(), "new_tokens": tokens});
+        let mode = if self.cfg.lazy_generation() { "lazy" } else { "full" };
+        let summary = serde_json::json!({"mode": mode, "set_size": set_size, "generated": generated, "new_tokens": tokens});
         write_atomic(&dir.join(GENERATED_FILE), format!("{summary:#}\n").as_bytes())?;
-        Ok((seed, vec!["synthetic.jsonl".into(), GENERATED_FILE.into()], tokens, format!("{} of {set_size} samples ({mode})", prompts.len())))
+        Ok((seed, vec!["synthetic.jsonl".into(), GENERATED_FILE.into()], tokens, format!("{generated} of {set_size} samples ({mode})")))
     }
 
     /// The pool train(t, ·) draws from: every set at its full size (from the config), texts filled in
@@ -682,6 +763,12 @@ pub fn prune(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The prompts of shard `i` of `shards` over `n`: contiguous, sizes differing by at most one.
+pub fn shard_range(n: usize, shards: u32, i: u32) -> std::ops::Range<usize> {
+    let (s, i) = (shards.max(1) as usize, i as usize);
+    (n * i / s)..(n * (i + 1) / s)
 }
 
 /// Test hook: `CROSSFEED_TEST_PAUSE_STAGE="generation 1 entity 0 train[@SECS]"` makes the process that
