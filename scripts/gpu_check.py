@@ -381,6 +381,7 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs' dense bf16)")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--lazy", action="store_true", help="also time one paper generation with eager and lazy generation (scripts/bench_lazy.py)")
     ap.add_argument("--out", default=".", help="where bench-<model>.json files go")
     a = ap.parse_args()
     if a.device == "cpu":
@@ -392,6 +393,11 @@ def main():
             sampling_and_determinism(a, tmp)
         if not a.skip_bench:
             benchmarks(a, tmp)
+        if a.lazy:
+            # One paper generation both ways (issue 22): n = 12,500, 100 steps x 2 x 2, 256 new tokens.
+            shape = ["--n", "400", "--steps", "5", "--new", "32"] if a.small else ["--n", "12500", "--steps", "100", "--new", "256"]
+            subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_lazy.py"), "--crossfeed", a.crossfeed,
+                            "--device", a.device, "--dtype", a.dtype, *shape], check=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if FAILURES:
