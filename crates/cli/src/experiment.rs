@@ -111,7 +111,7 @@ pub struct StageArgs {
     /// Entity (omit for the `similarity` stage and the base model's `eval`).
     #[arg(long)]
     pub entity: Option<usize>,
-    /// generate, train, eval or similarity.
+    /// generate, generate-shard-N (with `generation.shards` > 1), train, eval or similarity.
     #[arg(long)]
     pub stage: String,
     /// Do nothing when the stage is done already (what workers and Slurm tasks run); without it a
@@ -327,7 +327,7 @@ fn report_cmd(run_dir: &Path) -> Result<()> {
 fn stage_cmd(a: StageArgs) -> Result<()> {
     let (dir, cfg) = RunDir::open(&a.run_dir)?;
     let gen = GenId::parse(&a.generation).with_context(|| format!("--generation {:?}: expected `base` or a number", a.generation))?;
-    let stage = Stage::parse(&a.stage).with_context(|| format!("--stage {:?}: expected generate, train, eval or similarity", a.stage))?;
+    let stage = Stage::parse(&a.stage).with_context(|| format!("--stage {:?}: expected generate, generate-shard-N, train, eval or similarity", a.stage))?;
     let id = StageId { gen, entity: a.entity, stage };
     // The device is where the stage runs, not part of the run's config (a worker slot's choice).
     let mut on = cfg.clone();

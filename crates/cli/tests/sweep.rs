@@ -60,6 +60,19 @@ fn tiny_sweep_runs_reports_and_writes_slurm_scripts() {
     assert_eq!(tasks.lines().count(), 4, "{tasks}");
     let submit = std::fs::read_to_string(sub.join("submit.sh")).unwrap();
     assert!(submit.contains("--dependency=afterany:") && submit.contains("gen-001-similarity.sbatch"), "{submit}");
+
+    // Sharded generate stages: one array of every shard (2 points × 2 entities × 3 shards), and the
+    // generate (merge) array waits for it.
+    let sharded = tmp.path().join("sharded");
+    let o = crossfeed(&["slurm", "configs/sweeps/tiny.toml", "--runs-dir", sharded.to_str().unwrap(), "--set", "generation.shards=3"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sub = sharded.join("tiny-sweep/slurm/sub-000");
+    let shards = std::fs::read_to_string(sub.join("gen-001-generate-shard.tasks")).unwrap();
+    assert_eq!(shards.lines().count(), 12, "{shards}");
+    assert!(shards.contains("generate-shard-2"), "{shards}");
+    let submit = std::fs::read_to_string(sub.join("submit.sh")).unwrap();
+    let (a, b) = (submit.find("gen-001-generate-shard.sbatch").unwrap(), submit.find("gen-001-generate.sbatch").unwrap());
+    assert!(a < b, "{submit}");
 }
 
 #[test]
