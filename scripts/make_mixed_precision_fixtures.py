@@ -18,7 +18,8 @@ the way HF Trainer runs them with `bf16=True` / `fp16=True` on CPU:
            residual stream is f16 too; the scaler's logic is the same.)
 Per step: loss (token-mean CE, f32), grad norm after unscaling (inf on a skipped step), lr, loss scale,
 skipped; the final weights. HF semantics for a skipped step: no optimizer step and no scheduler step.
-Writes tests/fixtures/train/mixed_precision.json and .safetensors.
+Writes tests/fixtures/train/mixed_precision.json and .safetensors, and autocast_grads.safetensors (the
+first step's gradient of every parameter under autocast bf16 and f16).
 Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers from PyPI, CPU only)
 """
 import copy
@@ -129,6 +130,26 @@ def run(variant, mode):
     return rows, final
 
 
+def grads():
+    """First-step gradients under torch.autocast (bf16, f16) per parameter on every fixture model, from the
+    loaded weights (token-mean CE backpropagated as HF does: the 1/n before the backward). Writes
+    tests/fixtures/train/autocast_grads.safetensors, keys `<variant>.<mode>.<parameter>`."""
+    torch.set_num_threads(1)
+    out = {}
+    for v in VARIANTS:
+        d = os.path.join(MODELS, v)
+        g = json.load(open(os.path.join(d, "golden.json")))
+        ids, mask = padded(g["token_ids"], g["pad_id"])
+        for mode, dtype in [("bf16", torch.bfloat16), ("f16", torch.float16)]:
+            model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").float().train()
+            with torch.autocast("cpu", dtype=dtype):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            s, n = ce_sum(logits, ids, mask)
+            (s / n).backward()
+            out.update({f"{v}.{mode}.{k}": p.grad.detach().float().contiguous() for k, p in model.named_parameters()})
+    save_file(out, os.path.join(OUT, "autocast_grads.safetensors"))
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)  # reproducible reductions
@@ -149,6 +170,7 @@ def main():
     with open(os.path.join(OUT, "mixed_precision.json"), "w") as f:
         json.dump(meta, f, indent=1)
     save_file(tensors, os.path.join(OUT, "mixed_precision.safetensors"))
+    grads()
 
 
 if __name__ == "__main__":

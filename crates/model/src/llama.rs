@@ -303,15 +303,14 @@ impl Attention {
         drop: Option<&Dropout>,
         dtype: DType,
     ) -> Result<Tensor> {
-        let x = &ops::cast(x, dtype)?;
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim))?.transpose(1, 2);
         // transformers rotates with f32 cos/sin (they follow the f32 hidden states): q·cos promotes the
         // projection to f32; autocast's attention matmuls then take q and k back to `dtype`.
-        let rotated = |y: Tensor, h: usize| -> Result<Tensor> { ops::cast(&ops::rope(&ops::cast(&split(y, h)?, DType::F32)?, &rope.0, &rope.1)?, dtype) };
-        let q = rotated(self.q_proj.forward(x)?, self.heads)?;
-        let k = rotated(self.k_proj.forward(x)?, self.kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let rotated = |y: Tensor, h: usize| -> Result<Tensor> { ops::cast(&ops::rope_low(&split(y, h)?, &rope.0, &rope.1)?, dtype) };
+        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads)?;
+        let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads)?;
+        let v = split(self.v_proj.forward_as(x, dtype)?, self.kv_heads)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
@@ -335,8 +334,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
-        let x = &ops::cast(x, dtype)?;
-        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let (gate, up) = (self.gate_proj.forward_as(x, dtype)?, self.up_proj.forward_as(x, dtype)?);
         self.down_proj.forward(&ops::swiglu(&gate, &up)?)
     }
 }

@@ -27,6 +27,13 @@ impl Linear {
         self.forward_act(x, false)
     }
 
+    /// `forward` of `x` cast to `dtype` by a cast of its own, as torch.autocast casts a linear's input at
+    /// every call: where one f32 tensor feeds several linears (q/k/v, gate/up), their input gradients
+    /// come back through separate casts and are summed in f32, not in `dtype`.
+    pub fn forward_as(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        self.forward(&cast(x, dtype)?)
+    }
+
     /// `relu(forward(x))`; on the CPU's many-row path the ReLU is part of the same op.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, true)
@@ -87,6 +94,28 @@ pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     }
 }
 
+/// `x * s` as torch multiplies a bf16/f16 tensor by a Python float: the product in f32 and one rounding.
+/// candle's `x * s` first rounds `s` to the tensor's dtype (`affine` takes `T::from_f64(s)`), which moves
+/// every product by the rounding of `s` (head_dim 8's 8^-0.5 by 1.5e-4 in bf16): a systematic
+/// difference, not noise. The backward rounds `g * s` once, as torch's does.
+pub fn mul_scalar(x: &Tensor, s: f64) -> Result<Tensor> {
+    let low = x.dtype();
+    if low == DType::F32 || low == DType::F64 || s == 1.0 {
+        return x * s;
+    }
+    cast(&(cast(x, DType::F32)? * s)?, low)
+}
+
+/// SiLU as torch computes it for any dtype: in f32, rounded once to the input's dtype (candle's bf16/f16
+/// `silu` evaluates `v / (1 + exp(-v))` in the low dtype, rounding at each of its three steps).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    let low = x.dtype();
+    if low == DType::F32 || low == DType::F64 {
+        return candle_nn::ops::silu(x);
+    }
+    cast(&candle_nn::ops::silu(&cast(x, DType::F32)?)?, low)
+}
+
 /// LayerNorm over the last dim as `torch.nn.LayerNorm` (biased variance), computed in f32.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if crate::fused::applies(x) {
@@ -125,6 +154,21 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
+/// RoPE of a bf16/f16 projection `x` with f32 `cos`/`sin`, as transformers computes it under autocast:
+/// `x·cos` and `rotate_half(x)·sin` each promote to f32 and are summed in f32. What that fixes is the
+/// backward: each branch's gradient is rounded to `x`'s dtype on its own (rotate_half's in that dtype)
+/// and the two are summed in it — torch rounds three times where a cast-then-rotate in f32 rounds once.
+/// An f32 `x` takes [`rope`].
+pub fn rope_low(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return rope(x, cos, sin);
+    }
+    let d = x.dim(D::Minus1)?;
+    let (x1, x2) = (x.narrow(D::Minus1, 0, d / 2)?, x.narrow(D::Minus1, d / 2, d / 2)?);
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    cast(x, DType::F32)?.broadcast_mul(cos)? + cast(&rotated, DType::F32)?.broadcast_mul(sin)?
+}
+
 /// ReLU (OPT's FFN activation).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     relu_op(x)
@@ -142,7 +186,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if crate::fused::applies(gate) {
         return crate::fused::swiglu(gate, up);
     }
-    candle_nn::ops::silu(gate)? * up
+    silu(gate)? * up
 }
 
 /// `softmax` over the last dim from primitive ops (max-subtracted, so fully masked rows stay finite).
@@ -227,7 +271,7 @@ pub fn attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor,
     // The n query heads that share a KV head are stacked along the query axis, so one matmul per KV
     // head serves them all and K/V are never repeated (copied) n times.
     let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
-    let scores = (matmul_lp(&q, &matmul_operand(k)?.t()?)? * scale)?;
+    let scores = mul_scalar(&matmul_lp(&q, &matmul_operand(k)?.t()?)?, scale)?;
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
     let probs = drop(&cast(&softmax_last(&scores)?, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
     matmul_lp(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))

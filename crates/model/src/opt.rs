@@ -158,15 +158,14 @@ impl Attention {
 
     /// `x` from the f32 residual stream; projections and attention run in `dtype` (autocast).
     fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
-        let x = &ops::cast(x, dtype)?;
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor| y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2);
         // transformers scales the query projection, not the scores (its comment: "keep the original
         // order of scaling"); in bf16 the two round differently.
         let scale = (self.head_dim as f64).powf(-0.5);
-        let q = split((self.q_proj.forward(x)? * scale)?)?;
-        let k = split(self.k_proj.forward(x)?)?;
-        let v = split(self.v_proj.forward(x)?)?;
+        let q = split(ops::mul_scalar(&self.q_proj.forward_as(x, dtype)?, scale)?)?;
+        let k = split(self.k_proj.forward_as(x, dtype)?)?;
+        let v = split(self.v_proj.forward_as(x, dtype)?)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),

@@ -13,8 +13,9 @@
 //!   bf16: loss rel 3e-3 [1.6e-3], grad norm rel 5e-2 [2.9e-2], update rel 0.12 [7.5e-2];
 //!   f16:  loss rel 1e-3 [3.4e-4], grad norm rel 3e-2 [1.3e-2], update rel 0.06 [3.9e-2];
 //! where "update rel" is |w_ours − w_torch| / |w_torch − w_init| over all weights. bf16 rounds at 2^-8,
-//! and torch's own bf16 run lands 2.7–8.4% (update rel) from its f32 run; ours must be no further from
-//! torch's mixed-precision run than 2x that (measured: ≤ 1.7x), i.e. the differences are rounding noise.
+//! and torch's own bf16 run lands 2.7–5.4% (update rel) from its f32 run; ours must be closer to
+//! torch's mixed-precision run than that (measured after 12 steps: 0.15–0.51x in bf16, 0.37–0.76x in
+//! f16, where Adam turns every rounding flip into a full ±lr step on weights with tiny gradients).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -137,9 +138,12 @@ fn check(g: &Golden, variant: &str, name: &str) -> (f64, f64, f32) {
     assert!(worst_loss <= tol.loss, "{at}: loss differs by rel {worst_loss:.2e} > {}", tol.loss);
     assert!(worst_norm <= tol.norm, "{at}: grad norm differs by rel {worst_norm:.2e} > {}", tol.norm);
     if name != "f32" && name != "f16_skip" {
+        // Against autocast (bf16, f16): closer than torch's own f32 run. bf16_pure is another recipe
+        // (the residual stream in bf16 too): within 2x of its distance from f32 is all that is claimed.
+        let factor = if name == "bf16_pure" { 2.0 } else { 1.0 };
         assert!(
-            worst_w as f64 <= 2.0 * torch_vs_f32,
-            "{at}: our update is {worst_w:.2e} from torch's, more than twice torch's own distance to f32 ({torch_vs_f32:.2e})"
+            worst_w as f64 <= factor * torch_vs_f32,
+            "{at}: our update is {worst_w:.2e} from torch's, more than {factor}x torch's own distance from f32 ({torch_vs_f32:.2e})"
         );
     }
     assert!(worst_w <= tol.weight, "{at}: weight updates differ by rel {worst_w:.2e} > {}", tol.weight);
@@ -211,13 +215,13 @@ fn f16_loss_scaling_resumes_identically() {
     assert_eq!(weights(&straight), weights(&second), "weights differ after resume");
 }
 
-/// The first step (same weights on every side, so nothing has compounded yet), measured against
-/// torch.autocast: how far crossfeed's loss and gradient norm land from autocast's, next to how far f32
-/// and an all-low-precision run (`bf16_pure`) land. Asserted: the bf16 forward (the loss) sits on
-/// autocast's side of both, as a geometric mean over the fixture models (measured 0.11x of f32's
-/// distance and 0.13x of bf16_pure's). Printed, not yet asserted (issue 21 stays open on them): the
-/// first-step gradient norm (0.13–6.9x of f32's distance) and f16 (0.3–3.3x) — the backward of some op
-/// still rounds differently from torch's CPU kernels.
+/// The first step (same weights on every side, so nothing has compounded yet), through the trainer,
+/// measured against torch.autocast: how far crossfeed's loss and gradient norm land from autocast's, next
+/// to how far f32 and an all-low-precision run (`bf16_pure`) land. Asserted as geometric means over the
+/// fixture models (measured on AMD EPYC: bf16 loss 0.01x and grad norm 0.00x of f32's distance; f16 0.11x
+/// and 0.03x). Per model the bf16 numbers are 0.00-0.50x; f16 autocast sits so close to f32 (6e-5 on the
+/// loss) that one rounding flip from a different f32 summation order decides a single model's ratio
+/// (llama: 1.4x), so f16 is asserted as the mean and per tensor (next test).
 #[test]
 fn mixed_precision_follows_autocast_not_f32_nor_all_low_precision() {
     let g = golden();
@@ -254,8 +258,52 @@ fn mixed_precision_follows_autocast_not_f32_nor_all_low_precision() {
         let r = &log_ratios[&k];
         let gm = (r.iter().sum::<f64>() / r.len() as f64).exp();
         eprintln!("geometric mean, {k}: {gm:.2}x");
-        if k.starts_with("bf16 loss") {
-            assert!(gm <= 0.25, "{k}: crossfeed's bf16 loss is not on autocast's side ({gm:.2}x)");
+        let limit = match k.as_str() {
+            "bf16 loss vs f32" | "bf16 grad_norm vs f32" | "f16 grad_norm vs f32" => 0.1,
+            "f16 loss vs f32" => 0.3,
+            _ => 0.5, // against bf16_pure
+        };
+        assert!(gm <= limit, "{k}: crossfeed is not on autocast's side ({gm:.2}x > {limit}x)");
+    }
+}
+
+/// Every parameter's first-step gradient under bf16 and f16 against torch.autocast's
+/// (`autocast_grads.safetensors`): crossfeed's distance must be under half of f32's distance from
+/// autocast, for every tensor of every fixture model — what fails if one op's backward rounds where
+/// torch's does not (a shared input cast once instead of per linear, RoPE's branches summed in f32, a
+/// scalar rounded to bf16, SiLU in bf16 arithmetic, the 1/n applied after the backward: each of those
+/// put some tensors at 1-7x). Measured worst: 0.36x. Excluded: `k_proj.bias`, whose true gradient is
+/// zero (softmax ignores a per-query constant), so both sides hold rounding noise.
+#[test]
+fn first_step_gradients_follow_autocast_per_tensor() {
+    let golden = candle_core::safetensors::load(root().join("train/autocast_grads.safetensors"), &Device::Cpu).unwrap();
+    let norm = |x: &Tensor| x.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+    let grads = |v: &str, dtype: DType| -> Vec<(String, Tensor)> {
+        let dir = root().join("models").join(v);
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+        let seqs: Vec<Vec<u32>> =
+            json["token_ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect();
+        let model = CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap();
+        let batch = crossfeed_model::Batch::right_padded(&seqs, json["pad_id"].as_u64().unwrap() as u32, 512, None, &Device::Cpu).unwrap();
+        let ce = model.ce(&batch).unwrap();
+        let loss = (ce.ce_sum.sum_all().unwrap() / ce.total_tokens() as f64).unwrap();
+        let g = loss.backward().unwrap();
+        model.params.iter().map(|(n, var)| (n.clone(), g.get(var.as_tensor()).unwrap().to_dtype(DType::F32).unwrap())).collect()
+    };
+    let mut worst = (0f32, String::new());
+    for v in VARIANTS {
+        let f32_grads = grads(v, DType::F32);
+        for (mode, dtype) in [("bf16", DType::BF16), ("f16", DType::F16)] {
+            for ((name, ours), (_, f32g)) in grads(v, dtype).iter().zip(&f32_grads).filter(|((n, _), _)| !n.ends_with("k_proj.bias")) {
+                let theirs = golden.get(&format!("{v}.{mode}.{name}")).unwrap_or_else(|| panic!("no golden {v}.{mode}.{name}"));
+                let (d_ours, d_f32) = (norm(&(ours - theirs).unwrap()), norm(&(f32g - theirs).unwrap()));
+                let r = d_ours / d_f32.max(1e-12);
+                assert!(r <= 0.5, "{v} {mode} {name}: |ours - autocast| = {d_ours:.2e} is {r:.2}x of |f32 - autocast| = {d_f32:.2e}");
+                if r > worst.0 {
+                    worst = (r, format!("{v} {mode} {name}"));
+                }
+            }
         }
     }
+    eprintln!("worst per-tensor ratio: {:.2}x ({})", worst.0, worst.1);
 }
