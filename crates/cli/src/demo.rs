@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use crossfeed_loop::metrics::headline_accuracy;
 use crossfeed_loop::{ExperimentConfig, MetricLine, RunDir, Runner};
 use crossfeed_pretrain::BaseConfig;
 
@@ -242,8 +243,9 @@ fn read_metrics(root: &Path) -> Result<Vec<MetricLine>> {
 /// The paper's table (K = 2 rows per alpha) and the similarity trend, from each run's metrics.
 fn summarize(runs: &[(f64, PathBuf, ExperimentConfig, Vec<String>)]) -> Result<String> {
     let mut md = String::from("# crossfeed demo: K entities trained on each other's outputs (toy world)\n\n");
-    md.push_str("Token-level CE on held-out eval sets, generation 0 → final generation (lower is better).\n\n");
-    md.push_str("| alpha | model | own task | other's task(s) | public |\n|---|---|---|---|---|\n");
+    md.push_str("Token-level CE on held-out eval sets, generation 0 → final generation (lower is better); task accuracy \
+        the same way (higher is better: `exact_match` of the arithmetic answer, `acc` of the facts' multiple choice).\n\n");
+    md.push_str("| alpha | model | own task | other's task(s) | public | accuracy, own task | accuracy, other's task(s) |\n|---|---|---|---|---|---|---|\n");
     let mut trend = String::from("\n| alpha | metric | eval set | generation 0 → final |\n|---|---|---|---|\n");
     for (alpha, root, cfg, names) in runs {
         let lines = read_metrics(root)?;
@@ -254,10 +256,27 @@ fn summarize(runs: &[(f64, PathBuf, ExperimentConfig, Vec<String>)]) -> Result<S
             (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
             _ => "–".into(),
         };
+        let acc_pair = |e: usize, s: &str| {
+            let Some(m) = headline_accuracy(&lines, s) else { return "–".to_string() };
+            let at = |g: i64| lines.iter().find(|l| l.metric == m && l.generation == g && l.entity == Some(e) && l.eval_set == s).map(|l| l.value);
+            match (at(0), at(last)) {
+                (Some(a), Some(b)) => format!("{m} {a:.2} → {b:.2}"),
+                _ => "–".into(),
+            }
+        };
         for e in 0..cfg.k {
             let own = &names[e];
             let others: Vec<String> = names[..cfg.k].iter().filter(|s| *s != own).map(|s| format!("{s} {}", pair(e, s))).collect();
-            md.push_str(&format!("| {alpha} | M{} | {own} {} | {} | {} |\n", e + 1, pair(e, own), others.join(", "), pair(e, "public")));
+            let others_acc: Vec<String> = names[..cfg.k].iter().filter(|s| *s != own).map(|s| format!("{s} {}", acc_pair(e, s))).collect();
+            md.push_str(&format!(
+                "| {alpha} | M{} | {own} {} | {} | {} | {} | {} |\n",
+                e + 1,
+                pair(e, own),
+                others.join(", "),
+                pair(e, "public"),
+                acc_pair(e, own),
+                others_acc.join(", ")
+            ));
         }
         for metric in ["cosine", "distinct_2"] {
             for s in names {

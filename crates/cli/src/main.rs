@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod accuracy;
 mod bench;
 mod common;
 mod demo;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Token-level cross entropy of a model on a JSONL file of {"text": ...} lines.
     Score(score::ScoreArgs),
+    /// Task accuracy (sciq, arc_easy, arc_challenge, gsm8k) as lm-evaluation-harness measures it.
+    Accuracy(accuracy::AccuracyArgs),
     /// Fine-tune a model on a JSONL file ({"text"} or {"prompt","completion"} lines) with AdamW.
     Train(train::TrainArgs),
     /// Sentence embeddings (all-MiniLM-L6-v2 style): {"text"} lines gain "embedding".
@@ -74,6 +77,7 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Score(a) => score::run(a),
+        Command::Accuracy(a) => accuracy::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Train(a) => train::run(a),
         Command::Embed(a) => embed::run(a),

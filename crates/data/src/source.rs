@@ -373,6 +373,38 @@ pub fn load_task_with(cfg: &TaskConfig, count_tokens: &dyn Fn(&str) -> usize) ->
     })
 }
 
+/// A task's raw rows for scorers that build their own prompts (task accuracy, as
+/// lm-evaluation-harness builds them): every row of the train split (its few-shot pool, files in
+/// order) and exactly the eval rows [`load_task`] keeps, in the same order as `TaskData::eval`.
+#[derive(Debug, Clone)]
+pub struct TaskRows {
+    pub kind: TaskKind,
+    pub train: Vec<Vec<Cell>>,
+    pub eval: Vec<Vec<Cell>>,
+}
+
+/// [`TaskRows`] of a task read from files (an error for passages and toy tasks, which have no rows);
+/// the train split is read only when `with_train` (few-shot examples need it).
+pub fn task_rows(cfg: &TaskConfig, with_train: bool) -> Result<TaskRows> {
+    let kind = cfg.kind;
+    if kind.is_toy() || kind.is_passages() || matches!(cfg.source, SourceConfig::Toy { .. }) {
+        return Err(DataError::Config(format!("task {} has no rows to score accuracy on", kind.name())));
+    }
+    let (dtrain, deval) = kind.default_splits();
+    let train_split = cfg.train_split.as_deref().unwrap_or(dtrain);
+    let eval_split = cfg.eval_split.as_deref().unwrap_or(deval);
+    let resolver = Resolver { kind, src: &cfg.source };
+    let train = if with_train { read_split(kind, &resolver.split_files(train_split)?)? } else { Vec::new() };
+    let eval_all = read_split(kind, &resolver.split_files(eval_split)?)?;
+    let name = kind.name();
+    let ev = subset(eval_all.len(), cfg.eval_size.map(|e| e.min(eval_all.len())), cfg.subset_seed, "subset-eval", &format!("{name} {eval_split} split"))?;
+    Ok(TaskRows {
+        kind,
+        train: train.into_iter().map(|r| r.2).collect(),
+        eval: ev.iter().map(|&i| eval_all[i as usize].2.clone()).collect(),
+    })
+}
+
 fn load_toy(cfg: &TaskConfig, seed: u64) -> Result<TaskData> {
     if !cfg.kind.is_toy() {
         return Err(DataError::Config(format!("the toy source serves only toy_* tasks, not {}", cfg.kind.name())));

@@ -1,17 +1,17 @@
 //! The sentence-transformers pipeline `Transformer -> Pooling -> Normalize` on candle, matching
 //! sentence-transformers numerically (fp32): texts are tokenized with `tokenizer.json`, truncated to
 //! `max_seq_length` (from `sentence_bert_config.json`; special tokens count), padded to the batch's
-//! longest (any fixed padding baked into `tokenizer.json` is ignored), run through candle-transformers'
-//! `BertModel`, pooled over the attention mask, and L2-normalised.
+//! longest (any fixed padding baked into `tokenizer.json` is ignored), run through [`crate::bert`]'s
+//! `BertModel` (candle-transformers' BERT, vendored), pooled over the attention mask, and L2-normalised.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::bert::{check_config_json, BertModel, Config as BertConfig};
 use crate::error::EmbedError;
 use crate::resolve::{resolve_model_dir, ResolveOptions};
 
@@ -65,7 +65,16 @@ impl Embedder {
         let (tf_dir, pool_dir) = module_dirs(dir)?;
 
         let config_path = tf_dir.join("config.json");
-        let config: BertConfig = read_json(&config_path, "BERT config")?;
+        let raw_config: serde_json::Value = read_json(&config_path, "BERT config")?;
+        check_config_json(&raw_config).map_err(|u| EmbedError::Config {
+            path: config_path.clone(),
+            key: u.key.into(),
+            msg: u.msg,
+        })?;
+        let config: BertConfig = serde_json::from_value(raw_config).map_err(|source| EmbedError::Json {
+            path: config_path.clone(),
+            source,
+        })?;
 
         let weights_path = tf_dir.join("model.safetensors");
         if !weights_path.is_file() {
@@ -321,7 +330,7 @@ fn read_pooling(path: &Path, notes: &mut Vec<String>) -> Result<Pooling, EmbedEr
 }
 
 /// Reads the safetensors file, drops a `bert.` prefix if the names carry one (BertForX checkpoints),
-/// and builds candle's `BertModel` in f32.
+/// and builds the `BertModel` in f32.
 fn load_bert(path: &Path, config: &BertConfig, device: &Device) -> Result<BertModel, EmbedError> {
     let wrap = |source| EmbedError::Weights {
         path: path.to_path_buf(),

@@ -185,3 +185,41 @@ fn offline_hub_id_not_in_cache_says_so() {
         .to_string();
     assert!(msg.contains("nobody/not-a-model") && msg.contains("offline"), "{msg}");
 }
+
+/// Config values the vendored BERT does not implement fail naming the key (not as a bare serde error).
+#[test]
+fn unsupported_bert_config_values_are_rejected_naming_the_key() {
+    for (key, value) in [
+        ("position_embedding_type", serde_json::json!("relative_key")),
+        ("hidden_act", serde_json::json!("gelu_new")),
+        ("is_decoder", serde_json::json!(true)),
+        ("num_attention_heads", serde_json::json!(5)),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        copy_dir(&fixture_dir().join("tiny-st"), &dir);
+        let path = dir.join("config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg[key] = value;
+        std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+        let err = Embedder::load(dir.to_str().unwrap(), &Device::Cpu).err().expect("must fail");
+        assert!(matches!(err, EmbedError::Config { .. }), "{key}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(key) && msg.contains("config.json"), "{msg}");
+    }
+}
+
+/// An explicit `"position_embedding_type": "absolute"` (all-MiniLM-L6-v2's config has it) is accepted.
+#[test]
+fn explicit_absolute_position_embeddings_load() {
+    let g = golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&fixture_dir().join("tiny-st"), &dir);
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["position_embedding_type"] = serde_json::json!("absolute");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let e = Embedder::load(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    check_against_golden(&e, &g);
+}

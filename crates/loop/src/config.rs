@@ -39,6 +39,9 @@ fn d_prompts_per_set() -> usize {
 fn d_eval_batch() -> usize {
     8
 }
+fn d_acc_tokens() -> usize {
+    256
+}
 
 /// The mixture knobs other than alpha/beta/n (which sit at the top level because they are what an
 /// experiment varies).
@@ -130,6 +133,21 @@ pub struct EvalConfig {
     /// Evaluate the base model as generation -1. Default true.
     #[serde(default = "d_true")]
     pub base: bool,
+    /// Task accuracy of every model on every private task with an accuracy form (lm-evaluation-harness's
+    /// `sciq`, `arc_easy`, `arc_challenge`, `gsm8k`; the toy tasks' own), next to the CE matrix. Default true.
+    #[serde(default = "d_true")]
+    pub accuracy: bool,
+    /// At most this many examples per task for accuracy (the first of the CE eval set); 0 (default) =
+    /// the whole CE eval set.
+    #[serde(default)]
+    pub accuracy_examples: usize,
+    /// Few-shot examples for generation tasks (gsm8k); unset = lm-evaluation-harness's task default
+    /// (gsm8k: 5, drawn as it draws them), 0 for the toy tasks.
+    #[serde(default)]
+    pub accuracy_fewshot: Option<usize>,
+    /// New tokens per generated answer (lm-evaluation-harness's `max_gen_toks`). Default 256.
+    #[serde(default = "d_acc_tokens")]
+    pub accuracy_max_new_tokens: usize,
 }
 
 impl Default for EvalConfig {
@@ -141,6 +159,10 @@ impl Default for EvalConfig {
             embed_model: String::new(),
             max_new_tokens: 0,
             base: true,
+            accuracy: true,
+            accuracy_examples: 0,
+            accuracy_fewshot: None,
+            accuracy_max_new_tokens: d_acc_tokens(),
         }
     }
 }
@@ -288,6 +310,9 @@ impl ExperimentConfig {
         }
         if self.eval.batch_size == 0 {
             return bad("eval.batch_size must be at least 1".into());
+        }
+        if self.eval.accuracy && self.eval.accuracy_max_new_tokens == 0 {
+            return bad("eval.accuracy_max_new_tokens = 0: generated answers need at least one token (or set eval.accuracy = false)".into());
         }
         crossfeed_model::parse_dtype(&self.dtype).map_err(|e| LoopError::Config(format!("dtype: {e}")))?;
         if !(self.device == "cpu" || self.device == "cuda" || self.device == "metal" || self.device.starts_with("cuda:")) {

@@ -18,6 +18,8 @@
 //! - [`sweep_report`]: the paper's table across a sweep's runs (mean ± sd over seeds), plots against alpha.
 //! - [`plot`]: SVG/PNG figures of CE and similarity against generation.
 
+pub mod accuracy;
+pub mod accuracy_docs;
 pub mod config;
 pub mod dryrun;
 pub mod error;

@@ -12,8 +12,9 @@ use crate::stages::{plan, Stage};
 use crate::ExperimentConfig;
 
 /// One measurement. `metric` is `ce` (token-mean cross entropy, with `tokens` the predicted-token
-/// count), `distinct_1` / `distinct_2` (diversity of completions of the shared eval prompts; no
-/// entity = all entities pooled) or `cosine` (mean pairwise embedding similarity between entities).
+/// count), one of [`ACCURACY_METRICS`] (with `examples` the examples scored), `distinct_1` /
+/// `distinct_2` (diversity of completions of the shared eval prompts; no entity = all entities
+/// pooled) or `cosine` (mean pairwise embedding similarity between entities).
 /// `generation` -1 is the base model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricLine {
@@ -25,6 +26,18 @@ pub struct MetricLine {
     pub value: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub examples: Option<u64>,
+}
+
+/// Task accuracy metrics (lm-evaluation-harness's): `acc` and `acc_norm` (multiple choice by
+/// log-likelihood), `exact_match` (its gsm8k `strict-match` filter) and `exact_match_flexible` (its
+/// `flexible-extract` filter), each a fraction of the line's `examples`.
+pub const ACCURACY_METRICS: [&str; 4] = ["acc", "acc_norm", "exact_match", "exact_match_flexible"];
+
+/// The accuracy a table shows for `set`: `exact_match` for generated answers, else `acc`.
+pub fn headline_accuracy(lines: &[MetricLine], set: &str) -> Option<&'static str> {
+    ["exact_match", "acc"].into_iter().find(|m| lines.iter().any(|l| l.metric == *m && l.eval_set == set))
 }
 
 pub const EVAL_FILE: &str = "eval.jsonl";
@@ -65,16 +78,17 @@ pub fn rebuild(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> 
         }
     }
     write_atomic(&dir.root.join("metrics.jsonl"), to_jsonl(&all).as_bytes())?;
-    let mut csv = String::from("generation,entity,eval_set,metric,value,tokens\n");
+    let mut csv = String::from("generation,entity,eval_set,metric,value,tokens,examples\n");
     for l in &all {
         csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{}\n",
             l.generation,
             l.entity.map(|e| e.to_string()).unwrap_or_default(),
             l.eval_set,
             l.metric,
             l.value,
-            l.tokens.map(|t| t.to_string()).unwrap_or_default()
+            l.tokens.map(|t| t.to_string()).unwrap_or_default(),
+            l.examples.map(|t| t.to_string()).unwrap_or_default()
         ));
     }
     write_atomic(&dir.root.join("metrics.csv"), csv.as_bytes())?;

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::error::{LoopError, Result};
-use crate::metrics::MetricLine;
+use crate::metrics::{headline_accuracy, MetricLine};
 
 static FONT: Once = Once::new();
 
@@ -142,8 +142,9 @@ fn draw(dir: &Path, stem: &str, panels: &[(String, String, Vec<Series>)]) -> Res
     Ok(())
 }
 
-/// Writes `ce.{svg,png}` and `similarity.{svg,png}` into the run directory.
-pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[String]) -> Result<()> {
+/// Writes `ce.{svg,png}`, `similarity.{svg,png}` and, where the run measured task accuracy,
+/// `accuracy.{svg,png}` into the run directory; returns whether it wrote the accuracy figure.
+pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[String]) -> Result<bool> {
     let ce_panels: Vec<(String, String, Vec<Series>)> = set_names
         .iter()
         .map(|set| {
@@ -163,6 +164,28 @@ pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[Stri
         })
         .collect();
     draw(dir, "ce", &ce_panels)?;
+    let acc_panels: Vec<(String, String, Vec<Series>)> = set_names
+        .iter()
+        .filter_map(|set| {
+            let m = headline_accuracy(lines, set)?;
+            let series: Vec<Series> = (0..k)
+                .map(|e| {
+                    let mut pts: Vec<(f64, f64)> = lines
+                        .iter()
+                        .filter(|l| l.metric == m && &l.eval_set == set && (l.entity == Some(e) || (l.generation < 0 && l.entity.is_none())))
+                        .map(|l| (l.generation as f64, l.value))
+                        .collect();
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (format!("M{}", e + 1), pts)
+                })
+                .filter(|s| !s.1.is_empty())
+                .collect();
+            Some((format!("{m} on {set}"), m.to_string(), series))
+        })
+        .collect();
+    if !acc_panels.is_empty() {
+        draw(dir, "accuracy", &acc_panels)?;
+    }
     let metrics: Vec<&str> = ["cosine", "distinct_2"].into_iter().filter(|m| lines.iter().any(|l| l.metric == *m)).collect();
     let sim_panels: Vec<(String, String, Vec<Series>)> = metrics
         .iter()
@@ -184,7 +207,8 @@ pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[Stri
             (title.to_string(), m.to_string(), series)
         })
         .collect();
-    draw(dir, "similarity", &sim_panels)
+    draw(dir, "similarity", &sim_panels)?;
+    Ok(!acc_panels.is_empty())
 }
 
 #[cfg(test)]
@@ -204,7 +228,7 @@ mod tests {
     #[test]
     fn svg_axis_reads_base_and_integers() {
         let dir = tempfile::tempdir().unwrap();
-        let line = |generation, entity, value| MetricLine { generation, entity, eval_set: "sciq".into(), metric: "ce".into(), value, tokens: None };
+        let line = |generation, entity, value| MetricLine { generation, entity, eval_set: "sciq".into(), metric: "ce".into(), value, tokens: None, examples: None };
         let lines = vec![line(-1, None, 3.0), line(0, Some(0), 2.5), line(1, Some(0), 2.2), line(2, Some(0), 2.1)];
         write_plots(dir.path(), &lines, 1, &["sciq".to_string()]).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("ce.svg")).unwrap();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::metrics::{read_jsonl, MetricLine};
+use crate::metrics::{headline_accuracy, read_jsonl, MetricLine, ACCURACY_METRICS};
 use crate::rundir::{write_atomic, RunDir};
 use crate::ExperimentConfig;
 
@@ -91,6 +91,7 @@ pub fn write_report(dir: &RunDir, cfg: &ExperimentConfig, set_names: &[String]) 
             md.push('\n');
         }
     }
+    accuracy_tables(&mut md, &lines, &gens, cfg.k, &set_names[..cfg.k.min(set_names.len())]);
     md.push_str("\n## Homogenization by generation (all entities' completions of the same prompts)\n\n");
     let metrics: Vec<&str> = ["cosine", "distinct_1", "distinct_2"].into_iter().filter(|m| other.keys().any(|k| k.1 == *m)).collect();
     md.push_str("| generation |");
@@ -114,8 +115,67 @@ pub fn write_report(dir: &RunDir, cfg: &ExperimentConfig, set_names: &[String]) 
     if !metrics.contains(&"cosine") {
         md.push_str("\n(cosine similarity not computed: `eval.embed_model` is empty)\n");
     }
-    crate::plot::write_plots(&dir.root, &lines, cfg.k, set_names)?;
-    md.push_str("\nFigures: `ce.svg`/`ce.png` (CE of every entity on every eval set against generation), `similarity.svg`/`similarity.png`.\n");
+    let accuracy = crate::plot::write_plots(&dir.root, &lines, cfg.k, set_names)?;
+    md.push_str("\nFigures: `ce.svg`/`ce.png` (CE of every entity on every eval set against generation), `similarity.svg`/`similarity.png`");
+    md.push_str(if accuracy { ", `accuracy.svg`/`accuracy.png` (each task's accuracy against generation).\n" } else { ".\n" });
     write_atomic(&dir.root.join("report.md"), md.as_bytes())?;
     Ok(Report { markdown: md })
+}
+
+/// Task accuracy (lm-evaluation-harness's metrics) of every entity on every private task: the
+/// headline metric init → final, then every accuracy metric by generation. Nothing when the run
+/// measured none (`eval.accuracy = false`, or no task with an accuracy form).
+fn accuracy_tables(md: &mut String, lines: &[MetricLine], gens: &[i64], k: usize, tasks: &[String]) {
+    let acc: BTreeMap<(i64, Option<usize>, String, String), f64> = lines
+        .iter()
+        .filter(|l| ACCURACY_METRICS.contains(&l.metric.as_str()))
+        .map(|l| ((l.generation, l.entity, l.eval_set.clone(), l.metric.clone()), l.value))
+        .collect();
+    let heads: Vec<(&String, &str)> = tasks.iter().filter_map(|s| headline_accuracy(lines, s).map(|m| (s, m))).collect();
+    if heads.is_empty() {
+        return;
+    }
+    let last = gens.iter().copied().filter(|&g| g >= 0).max();
+    let get = |g: Option<i64>, e: Option<usize>, s: &str, m: &str| g.and_then(|g| acc.get(&(g, e, s.to_string(), m.to_string())).copied());
+    md.push_str("\n## Task accuracy, init (generation 0) → final\n\n| Model |");
+    for (s, m) in &heads {
+        md.push_str(&format!(" {s} {m} |"));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(heads.len()));
+    md.push('\n');
+    for e in 0..k {
+        md.push_str(&format!("| M{} |", e + 1));
+        for (i, (s, m)) in heads.iter().enumerate() {
+            let mark = if i == e { " (own)" } else { "" };
+            md.push_str(&format!(" {} → {}{mark} |", fmt(get(Some(0), Some(e), s, m)), fmt(get(last, Some(e), s, m))));
+        }
+        md.push('\n');
+    }
+    if acc.keys().any(|key| key.0 == -1) {
+        md.push_str("| base |");
+        for (s, m) in &heads {
+            md.push_str(&format!(" {} |", fmt(get(Some(-1), None, s, m))));
+        }
+        md.push('\n');
+    }
+    let present = |s: &String, m: &str| acc.keys().any(|key| &key.2 == s && key.3 == m);
+    let cols: Vec<(&String, &str)> = tasks.iter().flat_map(|s| ACCURACY_METRICS.iter().filter(|m| present(s, m)).map(move |m| (s, *m))).collect();
+    md.push_str("\n## Task accuracy by generation\n\n| generation | entity |");
+    for (s, m) in &cols {
+        md.push_str(&format!(" {s} {m} |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---|".repeat(cols.len()));
+    md.push('\n');
+    for &g in gens {
+        let ents: Vec<Option<usize>> = if g < 0 { vec![None] } else { (0..k).map(Some).collect() };
+        for e in ents {
+            md.push_str(&format!("| {} | {} |", if g < 0 { "base".to_string() } else { g.to_string() }, e.map(|x| format!("M{}", x + 1)).unwrap_or("–".into())));
+            for (s, m) in &cols {
+                md.push_str(&format!(" {} |", fmt(get(Some(g), e, s, m))));
+            }
+            md.push('\n');
+        }
+    }
 }

@@ -22,6 +22,7 @@ use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample};
 use serde::{Deserialize, Serialize};
 
+use crate::accuracy::{self, AccuracyDocs, AccuracyOptions, DocResult};
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::lazy;
@@ -239,6 +240,9 @@ struct OutputLine {
 struct EvalSet {
     name: String,
     examples: Vec<Example>,
+    /// The task's accuracy documents and few-shot count (private tasks with an accuracy form, when
+    /// `eval.accuracy`).
+    accuracy: Option<(AccuracyDocs, usize)>,
 }
 
 struct Tasks {
@@ -281,9 +285,11 @@ impl<'a> Runner<'a> {
                 let base = t.kind.name().to_string();
                 let dup = private[..i].iter().any(|p| p.kind == t.kind);
                 let name = if dup { format!("{base}#{i}") } else { base };
-                sets.push(EvalSet { name, examples: cap(&t.eval) });
+                let examples = cap(&t.eval);
+                let accuracy = if self.cfg.eval.accuracy { accuracy_docs(&self.cfg, i, t, &examples)? } else { None };
+                sets.push(EvalSet { name, examples, accuracy });
             }
-            sets.push(EvalSet { name: "public".into(), examples: cap(&public.eval) });
+            sets.push(EvalSet { name: "public".into(), examples: cap(&public.eval), accuracy: None });
             self.tasks = Some(Tasks { public, private, sets });
         }
         Ok(self.tasks.as_ref().expect("just set"))
@@ -620,6 +626,7 @@ impl<'a> Runner<'a> {
         let tasks = self.tasks.as_ref().expect("loaded");
         let mut lines = Vec::new();
         let mut outputs = String::new();
+        let mut acc_log = String::new();
         let mut tokens = 0u64;
         for (si, set) in tasks.sets.iter().enumerate() {
             let (ce, n) = token_ce(&model, &tok, pad, &set.examples, cfg.max_len, completion_only, cfg.eval.batch_size)?;
@@ -631,7 +638,32 @@ impl<'a> Runner<'a> {
                 metric: "ce".into(),
                 value: if ce.is_finite() { ce } else { 0.0 },
                 tokens: Some(n),
+                examples: None,
             });
+            if let Some((docs, shots)) = &set.accuracy {
+                let opts = AccuracyOptions {
+                    num_fewshot: *shots,
+                    batch_size: cfg.eval.batch_size,
+                    max_gen_toks: cfg.eval.accuracy_max_new_tokens,
+                    fewshot_seed: accuracy::FEWSHOT_SEED,
+                };
+                let res = accuracy::evaluate(&model, &tok, &set.name, "", docs, &opts)?;
+                for m in &res.metrics {
+                    lines.push(MetricLine {
+                        generation: g.as_i64(),
+                        entity: e,
+                        eval_set: set.name.clone(),
+                        metric: m.name.clone(),
+                        value: m.value,
+                        tokens: None,
+                        examples: Some(res.examples as u64),
+                    });
+                }
+                for (i, d) in res.per_doc.iter().enumerate() {
+                    acc_log.push_str(&accuracy_line(&set.name, i, d).to_string());
+                    acc_log.push('\n');
+                }
+            }
             let prompts = eval_prompts(&set.examples, cfg.eval.prompts_per_set, cfg.prompts.prefix);
             if prompts.is_empty() {
                 continue;
@@ -651,8 +683,9 @@ impl<'a> Runner<'a> {
         let dir = self.dir.stage_dir(&StageId { gen: g, entity: e, stage: Stage::Eval });
         write_atomic(&dir.join(EVAL_FILE), to_jsonl(&lines).as_bytes())?;
         write_atomic(&dir.join("outputs.jsonl"), outputs.as_bytes())?;
-        let note = lines.iter().map(|l| format!("{} {:.3}", l.eval_set, l.value)).collect::<Vec<_>>().join(", ");
-        Ok((seed, vec![EVAL_FILE.into(), "outputs.jsonl".into()], tokens, format!("CE {note}")))
+        write_atomic(&dir.join(ACCURACY_FILE), acc_log.as_bytes())?;
+        let note = lines.iter().filter(|l| l.metric == "ce").map(|l| format!("{} {:.3}", l.eval_set, l.value)).collect::<Vec<_>>().join(", ");
+        Ok((seed, vec![EVAL_FILE.into(), "outputs.jsonl".into(), ACCURACY_FILE.into()], tokens, format!("CE {note}")))
     }
 
     fn read_outputs(&self, g: GenId, e: Option<usize>) -> Result<Vec<OutputLine>> {
@@ -682,6 +715,7 @@ impl<'a> Runner<'a> {
             metric: metric.to_string(),
             value,
             tokens: None,
+            examples: None,
         };
         for set in &names {
             let per: Vec<Vec<String>> =
@@ -710,6 +744,40 @@ impl<'a> Runner<'a> {
         Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
     }
 
+}
+
+/// Per-document accuracy records of an eval stage (lm-eval's `log_samples`, abridged).
+pub const ACCURACY_FILE: &str = "accuracy.jsonl";
+
+fn accuracy_line(set: &str, index: usize, d: &DocResult) -> serde_json::Value {
+    match d {
+        DocResult::Choice { loglikelihoods, is_greedy, acc, acc_norm } => serde_json::json!({
+            "eval_set": set, "index": index, "loglikelihoods": loglikelihoods, "is_greedy": is_greedy, "acc": acc, "acc_norm": acc_norm,
+        }),
+        DocResult::Gen { generation, strict, flexible, strict_em, flexible_em, .. } => serde_json::json!({
+            "eval_set": set, "index": index, "generation": generation, "strict_match": strict, "flexible_extract": flexible,
+            "exact_match": strict_em, "exact_match_flexible": flexible_em,
+        }),
+    }
+}
+
+/// Private task `i`'s accuracy documents: lm-evaluation-harness's for a real task (the very rows the
+/// CE set scores, capped as it is), the toy task's own form otherwise; `None` for a task without one.
+fn accuracy_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, examples: &[Example]) -> Result<Option<(AccuracyDocs, usize)>> {
+    let kind = t.kind;
+    let (mut docs, shots) = if accuracy::lm_eval_task(kind).is_some() {
+        let shots = cfg.eval.accuracy_fewshot.unwrap_or_else(|| accuracy::default_fewshot(kind));
+        let rows = crossfeed_data::task_rows(&cfg.private[i], shots > 0)?;
+        (accuracy::docs_from_rows(&rows)?, shots)
+    } else {
+        match crate::accuracy_docs::toy_docs(kind, examples, &t.train) {
+            Some(d) => (d, cfg.eval.accuracy_fewshot.unwrap_or(0)),
+            None => return Ok(None),
+        }
+    };
+    docs.truncate(examples.len());
+    docs.truncate(cfg.eval.accuracy_examples);
+    Ok(Some((docs, shots)))
 }
 
 /// Rebuilds `metrics.jsonl`/`metrics.csv` under the run's metrics lock: concurrent stage processes

@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::error::{LoopError, Result};
-use crate::metrics::{read_jsonl, MetricLine};
+use crate::metrics::{headline_accuracy, read_jsonl, MetricLine};
 use crate::rundir::write_atomic;
 use crate::sweep::{Sweep, SweepPoint};
 
@@ -30,6 +30,9 @@ pub fn set_names(cfg: &crate::ExperimentConfig) -> Vec<String> {
 struct RunNumbers {
     /// Per entity: (own init, own final, others init, others final).
     ce: Vec<[f64; 4]>,
+    /// The same for task accuracy (each task's headline metric: `exact_match` or `acc`); NaN where
+    /// the run measured none.
+    acc: Vec<[f64; 4]>,
     /// (cosine init, cosine final, distinct-2 init, distinct-2 final), means over eval sets.
     sim: [f64; 4],
     finished: i64,
@@ -60,6 +63,11 @@ fn numbers(point: &SweepPoint, lines: &[MetricLine]) -> RunNumbers {
     let ce = |g: i64, e: usize, s: &str| {
         lines.iter().find(|l| l.metric == "ce" && l.generation == g && l.entity == Some(e) && l.eval_set == s).map_or(f64::NAN, |l| l.value)
     };
+    let acc = |g: i64, e: usize, s: &str| {
+        headline_accuracy(lines, s)
+            .and_then(|m| lines.iter().find(|l| l.metric == m && l.generation == g && l.entity == Some(e) && l.eval_set == s))
+            .map_or(f64::NAN, |l| l.value)
+    };
     let pooled = |g: i64, m: &str| mean(&lines.iter().filter(|l| l.metric == m && l.generation == g && l.entity.is_none()).map(|l| l.value).collect::<Vec<_>>());
     let per_entity = (0..k)
         .map(|e| {
@@ -69,7 +77,15 @@ fn numbers(point: &SweepPoint, lines: &[MetricLine]) -> RunNumbers {
             [ce(0, e, own), ce(last, e, own), o(0), o(last)]
         })
         .collect();
-    RunNumbers { ce: per_entity, sim: [pooled(0, "cosine"), pooled(last, "cosine"), pooled(0, "distinct_2"), pooled(last, "distinct_2")], finished: last + 1 }
+    let per_entity_acc = (0..k)
+        .map(|e| {
+            let own = &names[e];
+            let others: Vec<&String> = names[..k].iter().filter(|s| *s != own).collect();
+            let o = |g| mean(&others.iter().map(|s| acc(g, e, s)).collect::<Vec<_>>());
+            [acc(0, e, own), acc(last, e, own), o(0), o(last)]
+        })
+        .collect();
+    RunNumbers { ce: per_entity, acc: per_entity_acc, sim: [pooled(0, "cosine"), pooled(last, "cosine"), pooled(0, "distinct_2"), pooled(last, "distinct_2")], finished: last + 1 }
 }
 
 fn ms(v: &[f64]) -> String {
@@ -106,8 +122,8 @@ pub fn write_sweep_report(sweep: &Sweep, sweep_dir: &Path) -> Result<String> {
     }
     let mut md = format!("# Sweep {}\n\n", sweep.name);
     md.push_str(&format!("{} runs from `{}`; every number is the mean ± standard deviation over the seeds of a row.\n\n", sweep.points.len(), sweep.path.display()));
-    md.push_str("Token-level CE (lower is better), init (generation 0) → final generation; similarity between entities' completions of the same prompts (cosine of sentence embeddings; distinct-2 of the pooled completions).\n\n");
-    md.push_str("| model | setting | alpha | entity | own task | other's task(s) | cosine | distinct-2 | seeds | generations |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("Token-level CE (lower is better), init (generation 0) → final generation; task accuracy (lm-evaluation-harness's `exact_match` for generated answers, else `acc`; higher is better), the same way; similarity between entities' completions of the same prompts (cosine of sentence embeddings; distinct-2 of the pooled completions).\n\n");
+    md.push_str("| model | setting | alpha | entity | own task | other's task(s) | own accuracy | other's accuracy | cosine | distinct-2 | seeds | generations |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut rows: Vec<_> = groups.iter().collect();
     rows.sort_by(|a, b| (&a.0 .0, &a.0 .1).cmp(&(&b.0 .0, &b.0 .1)).then(a.1[0].0.total_cmp(&b.1[0].0)));
     for ((model, setting, alpha), runs) in &rows {
@@ -116,17 +132,20 @@ pub fn write_sweep_report(sweep: &Sweep, sweep_dir: &Path) -> Result<String> {
         let gens: Vec<String> = runs.iter().map(|r| r.1.finished.to_string()).collect();
         for e in 0..k {
             let c = |i: usize| col(&|n: &RunNumbers| n.ce.get(e).map_or(f64::NAN, |x| x[i]));
+            let a = |i: usize| col(&|n: &RunNumbers| n.acc.get(e).map_or(f64::NAN, |x| x[i]));
             let (cos, dist) = if e == 0 {
                 (arrow(&col(&|n| n.sim[0]), &col(&|n| n.sim[1])), arrow(&col(&|n| n.sim[2]), &col(&|n| n.sim[3])))
             } else {
                 (String::new(), String::new())
             };
             md.push_str(&format!(
-                "| {model} | {} | {alpha} | M{} | {} | {} | {cos} | {dist} | {} | {} |\n",
+                "| {model} | {} | {alpha} | M{} | {} | {} | {} | {} | {cos} | {dist} | {} | {} |\n",
                 if setting.is_empty() { "–" } else { setting },
                 e + 1,
                 arrow(&c(0), &c(1)),
                 arrow(&c(2), &c(3)),
+                arrow(&a(0), &a(1)),
+                arrow(&a(2), &a(3)),
                 runs.len(),
                 gens.join(",")
             ));

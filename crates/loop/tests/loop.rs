@@ -322,3 +322,31 @@ fn lazy_generation_gives_the_eager_runs_metrics_and_models() {
     assert!(tiny(&[]).unwrap().lazy_generation());
     assert!(!tiny(&["mixture.pool_policy=\"accumulate\""]).unwrap().lazy_generation());
 }
+
+/// Task accuracy sits next to CE for every (generation, model, private task with a form): exact match
+/// for the GSM8K-shaped toy_arithmetic, acc/acc_norm for toy_facts; `eval.accuracy = false` removes it.
+#[test]
+fn accuracy_lines_next_to_ce() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["name=\"tiny-acc\"", "generations=1"]).unwrap();
+    run(tmp.path(), &cfg, None).unwrap();
+    let metrics = std::fs::read_to_string(tmp.path().join("tiny-acc/metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |metric: &str, set: &str| lines.iter().filter(|l| l["metric"] == metric && l["eval_set"] == set).count();
+    // The base model plus K = 2 entities at generation 0.
+    assert_eq!(count("exact_match", "toy_arithmetic"), 3);
+    assert_eq!(count("exact_match_flexible", "toy_arithmetic"), 3);
+    assert_eq!((count("acc", "toy_facts"), count("acc_norm", "toy_facts")), (3, 3));
+    assert_eq!(count("acc", "public"), 0);
+    for l in lines.iter().filter(|l| l["metric"] == "acc") {
+        let (v, n) = (l["value"].as_f64().unwrap(), l["examples"].as_u64().unwrap());
+        assert!(n > 0 && (0.0..=1.0).contains(&v) && (v * n as f64).fract().abs() < 1e-9, "{l}");
+    }
+    let acc = std::fs::read_to_string(tmp.path().join("tiny-acc/gen-000/entity-0/accuracy.jsonl")).unwrap();
+    assert!(acc.contains("\"generation\"") && acc.contains("\"loglikelihoods\""));
+
+    let off = tiny(&["name=\"tiny-noacc\"", "generations=1", "eval.accuracy=false"]).unwrap();
+    run(tmp.path(), &off, None).unwrap();
+    let metrics = std::fs::read_to_string(tmp.path().join("tiny-noacc/metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("\"acc\"") && !metrics.contains("exact_match"));
+}

@@ -312,6 +312,15 @@ impl CausalLm {
         }
     }
 
+    /// The config's `max_position_embeddings` (the context length lm-evaluation-harness's HF backend
+    /// reads as `max_length`; for Llama a trained length, not an embedding limit).
+    pub fn max_position_embeddings(&self) -> usize {
+        match &self.arch {
+            Arch::Opt(m) => m.config.max_position_embeddings,
+            Arch::Llama(m) => m.config.max_position_embeddings,
+        }
+    }
+
     /// [`CausalLm::max_positions`] of the checkpoint in `dir`, from its `config.json` alone (no weights
     /// read): lets a run refuse a `max_len` the model cannot hold before any stage runs.
     pub fn max_positions_of_dir(dir: &Path) -> Result<Option<usize>> {

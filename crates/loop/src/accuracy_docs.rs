@@ -1,0 +1,70 @@
+//! What each private task's accuracy is measured on, in the loop. Real tasks get
+//! lm-evaluation-harness's documents for the very eval rows the CE matrix scores. The demo's toy
+//! tasks have forms of their own: `toy_arithmetic` is GSM8K-shaped (a generated answer ending in
+//! `#### N`, scored by the gsm8k filters), `toy_facts` is multiple choice over every value of the
+//! attribute asked about, `toy_choice` multiple choice over its lettered options. `toy_public` (like
+//! BookCorpus) has none.
+
+use crossfeed_data::toy::facts::{COLORS, FOODS, HOMES, SIZES};
+use crossfeed_data::{Example, TaskKind};
+
+use crate::accuracy::{AccuracyDocs, ChoiceDoc, GenDoc};
+
+/// The toy task's accuracy documents for its eval examples (few-shot examples, used only when
+/// `eval.accuracy_fewshot` asks for them, come from the start of its train split); `None` for a kind
+/// without a form.
+pub fn toy_docs(kind: TaskKind, examples: &[Example], train: &[Example]) -> Option<AccuracyDocs> {
+    let gen = |v: &[Example]| -> Vec<GenDoc> { v.iter().map(|e| GenDoc { context: e.prompt.clone(), target: e.completion.trim().to_string() }).collect() };
+    match kind {
+        TaskKind::ToyArithmetic => Some(AccuracyDocs::Gen { docs: gen(examples), fewshot: gen(train) }),
+        TaskKind::ToyFacts => Some(AccuracyDocs::Choice { docs: examples.iter().filter_map(fact_doc).collect(), fewshot: train.iter().filter_map(fact_doc).collect() }),
+        TaskKind::ToyChoice => Some(AccuracyDocs::Choice { docs: examples.iter().filter_map(lettered_doc).collect(), fewshot: train.iter().filter_map(lettered_doc).collect() }),
+        _ => None,
+    }
+}
+
+/// The options are every value of the asked attribute, in the table's order (the lists are disjoint,
+/// so the answer names its attribute).
+fn fact_doc(e: &Example) -> Option<ChoiceDoc> {
+    let answer = e.completion.trim();
+    let values = [COLORS, FOODS, HOMES, SIZES].into_iter().find(|v| v.contains(&answer))?;
+    Some(ChoiceDoc {
+        context: e.prompt.clone(),
+        choices: values.iter().map(|v| v.to_string()).collect(),
+        gold: values.iter().position(|v| *v == answer)?,
+    })
+}
+
+/// The options are the prompt's `"A. text"` lines; the completion names one of them.
+fn lettered_doc(e: &Example) -> Option<ChoiceDoc> {
+    let choices: Vec<String> = e
+        .prompt
+        .lines()
+        .filter(|l| {
+            let b = l.as_bytes();
+            b.len() > 3 && b[0].is_ascii_uppercase() && &b[1..3] == b". "
+        })
+        .map(str::to_string)
+        .collect();
+    let gold = choices.iter().position(|c| c == e.completion.trim())?;
+    Some(ChoiceDoc { context: e.prompt.clone(), choices, gold })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toy_forms() {
+        let facts = Example::new("Glims are tiny red creatures.\nQuestion: What color are glims?\nAnswer:", " red");
+        let Some(AccuracyDocs::Choice { docs: d, .. }) = toy_docs(TaskKind::ToyFacts, std::slice::from_ref(&facts), &[]) else { panic!("facts have a form") };
+        assert_eq!((d[0].choices.len(), d[0].choices[d[0].gold].as_str()), (COLORS.len(), "red"));
+        let choice = Example::new("Question: Which word names a tool?\nA. pear\nB. saw\nC. boat\nD. drum\nAnswer:", " B. saw");
+        let Some(AccuracyDocs::Choice { docs: d, .. }) = toy_docs(TaskKind::ToyChoice, &[choice], &[]) else { panic!("choice has a form") };
+        assert_eq!((d[0].choices.len(), d[0].gold, d[0].choices[1].as_str()), (4, 1, "B. saw"));
+        let arith = Example::new("Question: Ana has 2 pens. How many pens does Ana have now?\nAnswer:", " Ana starts with 2 pens.\n#### 2");
+        let Some(AccuracyDocs::Gen { docs, fewshot }) = toy_docs(TaskKind::ToyArithmetic, std::slice::from_ref(&arith), &[arith.clone()]) else { panic!("arithmetic has a form") };
+        assert!(docs[0].target.ends_with("#### 2") && fewshot.len() == 1);
+        assert!(toy_docs(TaskKind::ToyPublic, &[], &[]).is_none());
+    }
+}

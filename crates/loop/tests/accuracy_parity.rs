@@ -1,0 +1,141 @@
+//! Task accuracy against lm-evaluation-harness 0.4.13 (`scripts/make_accuracy_fixtures.py`: its HF
+//! backend, f32 CPU, on two fixture models over task files in the hub schemas): per-request token ids
+//! and log-likelihoods (1e-4), every per-document decision, gsm8k contexts (few-shot draws included),
+//! generations, filtered answers and exact matches, the aggregate metrics and `make_table`'s output.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use crossfeed_data::{task_rows, SourceConfig, TaskConfig, TaskKind};
+use crossfeed_loop::accuracy::{self, AccuracyOptions, DocResult};
+use crossfeed_model::{CausalLm, TextTokenizer};
+use regex::Regex;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> Value {
+    let p = repo().join("tests/fixtures/accuracy").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn task_cfg(kind: TaskKind) -> TaskConfig {
+    let dir = match kind {
+        TaskKind::Sciq => "sciq",
+        TaskKind::Gsm8k => "gsm8k",
+        _ => "ai2_arc",
+    };
+    TaskConfig {
+        source: SourceConfig::Local { dir: repo().join("tests/fixtures/accuracy/data").join(dir), config: None },
+        ..TaskConfig::new(kind)
+    }
+}
+
+fn kind_of(task: &str) -> TaskKind {
+    match task {
+        "sciq" => TaskKind::Sciq,
+        "arc_easy" => TaskKind::ArcEasy,
+        "arc_challenge" => TaskKind::ArcChallenge,
+        _ => TaskKind::Gsm8k,
+    }
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn check_model(name: &str) {
+    let fx = fixture(&format!("{name}.json"));
+    let dir = repo().join("tests/fixtures/models").join(name);
+    let model = CausalLm::load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
+    let tok = TextTokenizer::from_dir(&dir).unwrap();
+    assert_eq!(accuracy::max_length(&model) as u64, fx["max_length"].as_u64().unwrap(), "{name}: max_length");
+    let mut results = Vec::new();
+    for run in fx["runs"].as_array().unwrap() {
+        let task = run["task"].as_str().unwrap();
+        let kind = kind_of(task);
+        let shots = run["num_fewshot"].as_u64().unwrap() as usize;
+        let rows = task_rows(&task_cfg(kind), shots > 0).unwrap();
+        let docs = accuracy::docs_from_rows(&rows).unwrap();
+        let opts = AccuracyOptions {
+            num_fewshot: shots,
+            batch_size: 3,
+            max_gen_toks: run["max_gen_toks"].as_u64().unwrap_or(256) as usize,
+            fewshot_seed: accuracy::FEWSHOT_SEED,
+        };
+        let res = accuracy::evaluate(&model, &tok, task, accuracy::task_version(kind), &docs, &opts).unwrap();
+        let examples = run["examples"].as_array().unwrap();
+        assert_eq!(res.per_doc.len(), examples.len(), "{name} {task}: documents");
+        for (doc, ex) in res.per_doc.iter().zip(examples) {
+            let at = format!("{name} {task} doc {}", ex["doc_id"]);
+            match doc {
+                DocResult::Choice { loglikelihoods, is_greedy, acc, acc_norm } => {
+                    for (j, req) in ex["requests"].as_array().unwrap().iter().enumerate() {
+                        let (c, x) = (req[0].as_str().unwrap(), req[1].as_str().unwrap());
+                        let (ctx, cont) = accuracy::encode_pair(&tok, c, x).unwrap();
+                        assert_eq!(ctx, ids(&ex["context_enc"][j]), "{at}: context ids of request {j}");
+                        assert_eq!(cont, ids(&ex["continuation_enc"][j]), "{at}: continuation ids of request {j}");
+                        let want = ex["loglikelihoods"][j].as_f64().unwrap();
+                        assert!((loglikelihoods[j] - want).abs() < 1e-4, "{at}: loglikelihood {j}: {} vs lm-eval {want}", loglikelihoods[j]);
+                        assert_eq!(is_greedy[j], ex["is_greedy"][j].as_bool().unwrap(), "{at}: is_greedy {j}");
+                    }
+                    assert_eq!(*acc, ex["acc"].as_f64().unwrap() == 1.0, "{at}: acc");
+                    assert_eq!(*acc_norm, ex["acc_norm"].as_f64().unwrap() == 1.0, "{at}: acc_norm");
+                }
+                DocResult::Gen { context, generation, strict, flexible, strict_em, flexible_em } => {
+                    assert_eq!(context, ex["context"].as_str().unwrap(), "{at}: few-shot context");
+                    let enc = tok.encode(context).unwrap();
+                    let keep = accuracy::max_length(&model) - opts.max_gen_toks;
+                    assert_eq!(enc[enc.len().saturating_sub(keep)..].to_vec(), ids(&ex["context_ids"]), "{at}: truncated context ids");
+                    assert_eq!(generation, ex["generation"].as_str().unwrap(), "{at}: greedy generation");
+                    assert_eq!(strict, ex["filtered"]["strict-match"].as_str().unwrap(), "{at}: strict-match");
+                    assert_eq!(flexible, ex["filtered"]["flexible-extract"].as_str().unwrap(), "{at}: flexible-extract");
+                    assert_eq!(*strict_em, ex["exact_match"]["strict-match"].as_f64().unwrap() == 1.0, "{at}: strict exact_match");
+                    assert_eq!(*flexible_em, ex["exact_match"]["flexible-extract"].as_f64().unwrap() == 1.0, "{at}: flexible exact_match");
+                }
+            }
+        }
+        for m in &res.metrics {
+            let key = format!("{},{}", m.lm_eval_metric, m.filter);
+            let want = run["metrics"][&key].as_f64().unwrap_or_else(|| panic!("{name} {task}: fixture lacks {key}"));
+            assert_eq!(m.value, want, "{name} {task}: {key}");
+        }
+        // The fixtures were written with bootstrap_iters = 0: lm-eval printed no standard error.
+        let mut shown = res.clone();
+        shown.metrics.iter_mut().for_each(|m| m.stderr = None);
+        assert_eq!(accuracy::markdown_table(std::slice::from_ref(&shown)), run["table"].as_str().unwrap(), "{name} {task}: table");
+        results.push(res);
+    }
+    assert!(!results.is_empty());
+}
+
+#[test]
+fn opt_matches_lm_eval() {
+    check_model("opt125");
+}
+
+#[test]
+fn llama_matches_lm_eval() {
+    check_model("llama");
+}
+
+#[test]
+fn gsm8k_filters_match_lm_eval() {
+    let fx = fixture("filters.json");
+    let strict = Regex::new(accuracy::STRICT_MATCH).unwrap();
+    let flex = Regex::new(accuracy::FLEXIBLE_EXTRACT).unwrap();
+    for case in fx["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let s = accuracy::regex_filter(&strict, 0, text);
+        let f = accuracy::regex_filter(&flex, -1, text);
+        assert_eq!(s, case["strict-match"].as_str().unwrap(), "strict-match of {text:?}");
+        assert_eq!(f, case["flexible-extract"].as_str().unwrap(), "flexible-extract of {text:?}");
+        for (target, want) in case["exact_match"].as_object().unwrap() {
+            for (pred, w) in [&s, &f, &text.to_string()].into_iter().zip(want.as_array().unwrap()) {
+                assert_eq!(accuracy::gsm8k_exact_match(pred, target), w.as_f64().unwrap() == 1.0, "exact_match({pred:?}, {target:?})");
+            }
+        }
+    }
+}
