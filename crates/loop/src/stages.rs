@@ -640,7 +640,8 @@ impl<'a> Runner<'a> {
                 tokens: Some(n),
                 examples: None,
             });
-            if let Some((docs, shots)) = &set.accuracy {
+            // A task whose eval rows give no document (all filtered out) has no accuracy, not a NaN.
+            if let Some((docs, shots)) = set.accuracy.as_ref().filter(|(d, _)| !d.is_empty()) {
                 let opts = AccuracyOptions {
                     num_fewshot: *shots,
                     batch_size: cfg.eval.batch_size,
