@@ -1,12 +1,14 @@
-//! Reading dataset rows from parquet (Arrow types as on the hub) and JSONL files (same schema,
+//! Reading dataset rows from parquet (the hub's schemas, read with parquet's column readers: no
+//! Arrow in the binary) and JSONL files (same schema,
 //! one JSON object per line; ARC `choices` as `{"text": [...], "label": [...]}`).
 
 use crate::error::{DataError, Result};
 use crate::task::{Cell, ColumnKind};
-use arrow_array::{Array, ArrayRef, LargeListArray, LargeStringArray, ListArray, RecordBatch, StringArray, StringViewArray, StructArray};
-use arrow_schema::{DataType, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
+use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as PhysicalType};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::{ByteArray, ByteArrayType};
+use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+use parquet::schema::types::{SchemaDescriptor, Type};
 use std::fs::File;
 use std::path::Path;
 
@@ -39,25 +41,28 @@ pub fn read_rows(path: &Path, cols: &[(&str, ColumnKind)]) -> Result<Vec<Vec<Cel
     }
 }
 
-fn type_ok(dt: &DataType, kind: ColumnKind) -> bool {
-    fn is_str(dt: &DataType) -> bool {
-        matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+/// The arrow-like name of a parquet schema node, for error messages: `string`, `list<string>`,
+/// `struct<text: list<string>, ...>`, or the physical type (`int64`, `binary`, ...).
+fn describe(t: &Type) -> String {
+    if t.is_primitive() {
+        return if is_string_leaf(t) { "string".into() } else { format!("{:?}", t.get_physical_type()).to_lowercase() };
     }
-    fn is_str_list(dt: &DataType) -> bool {
-        match dt {
-            DataType::List(f) | DataType::LargeList(f) => is_str(f.data_type()),
-            _ => false,
-        }
+    let info = t.get_basic_info();
+    let fields = t.get_fields();
+    let is_list = info.logical_type_ref() == Some(&LogicalType::List) || info.converted_type() == ConvertedType::LIST;
+    if is_list && fields.len() == 1 {
+        // <list> (repeated) <element>, or the legacy two-level form <list> (repeated) <element>.
+        let rep = &fields[0];
+        let elem = if rep.is_group() && rep.get_fields().len() == 1 { &rep.get_fields()[0] } else { rep };
+        return format!("list<{}>", describe(elem));
     }
-    match kind {
-        ColumnKind::Str => is_str(dt),
-        ColumnKind::Choices => match dt {
-            DataType::Struct(fields) => ["text", "label"]
-                .iter()
-                .all(|n| fields.iter().any(|f| f.name() == *n && is_str_list(f.data_type()))),
-            _ => false,
-        },
-    }
+    let inner: Vec<String> = fields.iter().map(|f| format!("{}: {}", f.name(), describe(f))).collect();
+    format!("struct<{}>", inner.join(", "))
+}
+
+fn is_string_leaf(t: &Type) -> bool {
+    let info = t.get_basic_info();
+    t.is_primitive() && t.get_physical_type() == PhysicalType::BYTE_ARRAY && (info.logical_type_ref() == Some(&LogicalType::String) || info.converted_type() == ConvertedType::UTF8)
 }
 
 fn expected(kind: ColumnKind) -> &'static str {
@@ -67,108 +72,204 @@ fn expected(kind: ColumnKind) -> &'static str {
     }
 }
 
-/// Check that `schema` has every column with the right type; return their top-level indices.
-pub fn check_schema(path: &Path, schema: &Schema, cols: &[(&str, ColumnKind)]) -> Result<Vec<usize>> {
-    let available = || {
-        schema
-            .fields()
-            .iter()
-            .map(|f| format!("{}: {}", f.name(), f.data_type()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    cols.iter()
-        .map(|(name, kind)| {
-            let (i, f) = schema.column_with_name(name).ok_or_else(|| DataError::MissingColumn {
-                path: path.to_path_buf(),
-                column: name.to_string(),
-                available: available(),
-            })?;
-            if !type_ok(f.data_type(), *kind) {
-                return Err(DataError::ColumnType {
-                    path: path.to_path_buf(),
-                    column: name.to_string(),
-                    found: f.data_type().to_string(),
-                    expected: expected(*kind).to_string(),
-                });
-            }
-            Ok(i)
-        })
-        .collect()
+/// Where a column's values live among the file's leaf columns.
+#[derive(Debug, Clone, Copy)]
+pub enum Leaves {
+    /// A top-level string: leaf index.
+    Str(usize),
+    /// ARC's `choices`: the `text` and `label` lists' leaves.
+    Choices { text: ListLeaf, label: ListLeaf },
 }
 
-/// Strings of a string-typed array (nulls read as "").
-pub fn strings(arr: &dyn Array) -> Option<Vec<String>> {
-    let any = arr.as_any();
-    let get = |i: usize, v: &str| if arr.is_null(i) { String::new() } else { v.to_string() };
-    if let Some(a) = any.downcast_ref::<StringArray>() {
-        return Some((0..a.len()).map(|i| get(i, a.value(i))).collect());
+/// A list of strings stored in one leaf column: an element exists where the definition level
+/// reaches `element_def` (the level of the list's repeated node), and is non-null at the leaf's max.
+#[derive(Debug, Clone, Copy)]
+pub struct ListLeaf {
+    pub column: usize,
+    pub element_def: i16,
+}
+
+/// The leaf column under `prefix` that is a string list (exactly one repeated node on its path).
+fn string_list_leaf(schema: &SchemaDescriptor, prefix: &[&str]) -> Option<ListLeaf> {
+    let mut found = schema.columns().iter().enumerate().filter(|(_, c)| c.path().parts().len() > prefix.len() && c.path().parts().iter().zip(prefix).all(|(a, b)| a == b));
+    let (column, leaf) = found.next()?;
+    if found.next().is_some() || leaf.max_rep_level() != 1 || !is_string_leaf(leaf.self_type()) {
+        return None;
     }
-    if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-        return Some((0..a.len()).map(|i| get(i, a.value(i))).collect());
-    }
-    if let Some(a) = any.downcast_ref::<StringViewArray>() {
-        return Some((0..a.len()).map(|i| get(i, a.value(i))).collect());
+    // Walk the path from the root, counting the optional/repeated nodes up to the repeated one.
+    let mut node = schema.root_schema();
+    let mut def = 0i16;
+    for part in leaf.path().parts() {
+        node = node.get_fields().iter().find(|f| f.name() == part)?;
+        match node.get_basic_info().repetition() {
+            Repetition::REQUIRED => {}
+            Repetition::OPTIONAL => def += 1,
+            Repetition::REPEATED => return Some(ListLeaf { column, element_def: def + 1 }),
+        }
     }
     None
 }
 
-fn list_values(arr: &ArrayRef, i: usize) -> Vec<String> {
-    if arr.is_null(i) {
-        return Vec::new();
-    }
-    let inner = if let Some(l) = arr.as_any().downcast_ref::<ListArray>() {
-        l.value(i)
-    } else if let Some(l) = arr.as_any().downcast_ref::<LargeListArray>() {
-        l.value(i)
-    } else {
-        return Vec::new();
-    };
-    strings(inner.as_ref()).unwrap_or_default()
+/// Check that the file's schema has every column with the right type; return where their values are.
+pub fn check_schema(path: &Path, schema: &SchemaDescriptor, cols: &[(&str, ColumnKind)]) -> Result<Vec<Leaves>> {
+    let top = schema.root_schema().get_fields();
+    let available = || top.iter().map(|f| format!("{}: {}", f.name(), describe(f))).collect::<Vec<_>>().join(", ");
+    cols.iter()
+        .map(|(name, kind)| {
+            let field = top.iter().find(|f| f.name() == *name).ok_or_else(|| DataError::MissingColumn {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                available: available(),
+            })?;
+            let wrong = || DataError::ColumnType {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                found: describe(field),
+                expected: expected(*kind).to_string(),
+            };
+            match kind {
+                ColumnKind::Str => {
+                    if !is_string_leaf(field) || field.get_basic_info().repetition() == Repetition::REPEATED {
+                        return Err(wrong());
+                    }
+                    let i = schema.columns().iter().position(|c| c.path().parts() == [name.to_string()]).ok_or_else(wrong)?;
+                    Ok(Leaves::Str(i))
+                }
+                ColumnKind::Choices => {
+                    if !field.is_group() || field.get_basic_info().repetition() == Repetition::REPEATED {
+                        return Err(wrong());
+                    }
+                    let text = string_list_leaf(schema, &[name, "text"]).ok_or_else(wrong)?;
+                    let label = string_list_leaf(schema, &[name, "label"]).ok_or_else(wrong)?;
+                    Ok(Leaves::Choices { text, label })
+                }
+            }
+        })
+        .collect()
 }
 
-fn batch_cells(path: &Path, batch: &RecordBatch, cols: &[(&str, ColumnKind)], out: &mut Vec<Vec<Cell>>) -> Result<()> {
-    let n = batch.num_rows();
-    let mut columns: Vec<Vec<Cell>> = Vec::with_capacity(cols.len());
-    for (name, kind) in cols {
-        let arr = batch.column_by_name(name).ok_or_else(|| DataError::MissingColumn {
-            path: path.to_path_buf(),
-            column: name.to_string(),
-            available: String::new(),
-        })?;
-        let col = match kind {
-            ColumnKind::Str => strings(arr.as_ref()).expect("type checked").into_iter().map(Cell::Str).collect(),
-            ColumnKind::Choices => {
-                let s = arr.as_any().downcast_ref::<StructArray>().expect("type checked");
-                let text = s.column_by_name("text").expect("type checked");
-                let label = s.column_by_name("label").expect("type checked");
-                (0..n)
-                    .map(|i| Cell::Choices {
-                        text: list_values(text, i),
-                        label: list_values(label, i),
-                    })
-                    .collect()
+/// Open a parquet file (reads the footer only).
+pub fn open_parquet(path: &Path) -> Result<SerializedFileReader<File>> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    SerializedFileReader::new(file).map_err(|e| DataError::parquet(path, e))
+}
+
+fn utf8(path: &Path, v: &ByteArray) -> Result<String> {
+    std::str::from_utf8(v.data()).map(str::to_string).map_err(|e| DataError::parquet(path, format!("invalid UTF-8 in a string column: {e}")))
+}
+
+fn byte_array_reader(path: &Path, rg: &dyn RowGroupReader, column: usize) -> Result<ColumnReaderImpl<ByteArrayType>> {
+    match rg.get_column_reader(column).map_err(|e| DataError::parquet(path, e))? {
+        ColumnReader::ByteArrayColumnReader(r) => Ok(r),
+        _ => Err(DataError::parquet(path, "a string column is not stored as BYTE_ARRAY")),
+    }
+}
+
+/// Reads a top-level string column of one row group, row by row, skipping rows on request
+/// (nulls read as "").
+pub struct StrColumn<'a> {
+    path: &'a Path,
+    reader: ColumnReaderImpl<ByteArrayType>,
+    max_def: i16,
+}
+
+impl<'a> StrColumn<'a> {
+    pub fn new(path: &'a Path, rg: &dyn RowGroupReader, column: usize) -> Result<Self> {
+        let max_def = rg.metadata().schema_descr().column(column).max_def_level();
+        Ok(StrColumn { path, reader: byte_array_reader(path, rg, column)?, max_def })
+    }
+
+    pub fn skip(&mut self, rows: usize) -> Result<()> {
+        let skipped = self.reader.skip_records(rows).map_err(|e| DataError::parquet(self.path, e))?;
+        if skipped != rows {
+            return Err(DataError::parquet(self.path, format!("row group ended after {skipped} of {rows} skipped rows")));
+        }
+        Ok(())
+    }
+
+    /// The next `rows` values, passed to `f` in order.
+    pub fn read(&mut self, rows: usize, f: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+        let (mut def, mut vals) = (Vec::new(), Vec::new());
+        let mut left = rows;
+        while left > 0 {
+            def.clear();
+            vals.clear();
+            let want = left.min(8192);
+            let (got, _, _) = self.reader.read_records(want, Some(&mut def), None, &mut vals).map_err(|e| DataError::parquet(self.path, e))?;
+            if got == 0 {
+                return Err(DataError::parquet(self.path, format!("row group ended {left} rows early")));
             }
-        };
-        columns.push(col);
+            let mut values = vals.iter();
+            for i in 0..got {
+                if self.max_def == 0 || def[i] == self.max_def {
+                    let v = values.next().ok_or_else(|| DataError::parquet(self.path, "string column has fewer values than rows"))?;
+                    f(&utf8(self.path, v)?)?;
+                } else {
+                    f("")?;
+                }
+            }
+            left -= got;
+        }
+        Ok(())
     }
-    let mut iters: Vec<_> = columns.into_iter().map(|c| c.into_iter()).collect();
-    for _ in 0..n {
-        out.push(iters.iter_mut().map(|it| it.next().unwrap()).collect());
+}
+
+/// Every row's list of strings in one row group of a list leaf column.
+fn read_string_lists(path: &Path, rg: &dyn RowGroupReader, leaf: ListLeaf, rows: usize) -> Result<Vec<Vec<String>>> {
+    let max_def = rg.metadata().schema_descr().column(leaf.column).max_def_level();
+    let mut reader = byte_array_reader(path, rg, leaf.column)?;
+    let (mut def, mut rep, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+    let (got, _, _) = reader.read_records(rows, Some(&mut def), Some(&mut rep), &mut vals).map_err(|e| DataError::parquet(path, e))?;
+    if got != rows {
+        return Err(DataError::parquet(path, format!("list column holds {got} of the row group's {rows} rows")));
     }
-    Ok(())
+    let mut out: Vec<Vec<String>> = Vec::with_capacity(rows);
+    let mut values = vals.iter();
+    for (&d, &r) in def.iter().zip(&rep) {
+        if r == 0 {
+            out.push(Vec::new());
+        }
+        let row = out.last_mut().ok_or_else(|| DataError::parquet(path, "list column starts inside a row"))?;
+        if d == max_def {
+            let v = values.next().ok_or_else(|| DataError::parquet(path, "list column has fewer values than levels"))?;
+            row.push(utf8(path, v)?);
+        } else if d >= leaf.element_def {
+            row.push(String::new()); // a null element
+        }
+    }
+    Ok(out)
 }
 
 fn read_parquet_rows(path: &Path, cols: &[(&str, ColumnKind)]) -> Result<Vec<Vec<Cell>>> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::parquet(path, e))?;
-    let idx = check_schema(path, builder.schema(), cols)?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-    let reader = builder.with_projection(mask).build().map_err(|e| DataError::parquet(path, e))?;
+    let reader = open_parquet(path)?;
+    let leaves = check_schema(path, reader.metadata().file_metadata().schema_descr(), cols)?;
     let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| DataError::parquet(path, e))?;
-        batch_cells(path, &batch, cols, &mut out)?;
+    for g in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(g).map_err(|e| DataError::parquet(path, e))?;
+        let n = rg.metadata().num_rows() as usize;
+        let mut columns: Vec<Vec<Cell>> = Vec::with_capacity(cols.len());
+        for leaf in &leaves {
+            let col = match *leaf {
+                Leaves::Str(i) => {
+                    let mut v = Vec::with_capacity(n);
+                    StrColumn::new(path, rg.as_ref(), i)?.read(n, &mut |s| {
+                        v.push(Cell::Str(s.to_string()));
+                        Ok(())
+                    })?;
+                    v
+                }
+                Leaves::Choices { text, label } => read_string_lists(path, rg.as_ref(), text, n)?
+                    .into_iter()
+                    .zip(read_string_lists(path, rg.as_ref(), label, n)?)
+                    .map(|(text, label)| Cell::Choices { text, label })
+                    .collect(),
+            };
+            columns.push(col);
+        }
+        let mut iters: Vec<_> = columns.into_iter().map(|c| c.into_iter()).collect();
+        for _ in 0..n {
+            out.push(iters.iter_mut().filter_map(|it| it.next()).collect());
+        }
     }
     Ok(out)
 }

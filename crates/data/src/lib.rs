@@ -13,13 +13,15 @@
 //! - [`files`] — parquet / JSONL row readers (schema checks name file and column).
 //! - [`hub`] — Hugging Face hub + cache resolution, offline mode.
 //! - [`passages`] — BookCorpus streaming passage sampler.
-//! - [`fixtures`] — writers of the small test fixtures in the real hub schemas.
-//! - [`bench`] — the mixture benchmark over a large generated BookCorpus-schema file.
+//! - [`fixtures`] — writers of the small test fixtures in the real hub schemas (feature `fixtures`).
+//! - [`bench`] — the mixture benchmark over a large generated BookCorpus-schema file (feature `fixtures`).
 //! - [`toy`] — the procedurally generated toy world.
+#[cfg(feature = "fixtures")]
 pub mod bench;
 pub mod error;
 pub mod example;
 pub mod files;
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod hub;
 pub mod manifest;
@@ -32,6 +34,7 @@ pub mod task;
 pub mod template;
 pub mod toy;
 
+#[cfg(feature = "fixtures")]
 pub use bench::bench_mixture;
 pub use error::{DataError, Result};
 pub use example::{Example, LossMask};

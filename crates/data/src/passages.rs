@@ -10,18 +10,15 @@
 //! a single split, and this tail is never in the training pool. Train and eval passages are blocks
 //! sampled without replacement from their regions (seeded), returned in corpus order.
 //! Only the sampled rows are decoded: parquet row groups holding none of them are skipped, the rest
-//! are read with a row selection, one record batch at a time.
+//! are read with their column reader, skipping (not decoding) the rows between selected runs.
 
 use crate::error::{DataError, Result};
-use crate::files::{check_schema, strings};
+use crate::files::{check_schema, open_parquet, Leaves, StrColumn};
 use crate::rng::Stream;
 use crate::task::ColumnKind;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
-use parquet::arrow::ProjectionMask;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::FileReader;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::PathBuf;
 
 fn d_tokens() -> usize {
@@ -102,10 +99,9 @@ impl ParquetCorpus {
         let mut files = Vec::with_capacity(paths.len());
         let mut total = 0u64;
         for p in paths {
-            let f = File::open(p).map_err(|e| crate::error::DataError::io(p, e))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| DataError::parquet(p, e))?;
-            check_schema(p, builder.schema(), &[("text", ColumnKind::Str)])?;
-            let rgs: Vec<u64> = builder.metadata().row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
+            let reader = open_parquet(p)?;
+            check_schema(p, reader.metadata().file_metadata().schema_descr(), &[("text", ColumnKind::Str)])?;
+            let rgs: Vec<u64> = reader.metadata().row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
             let n: u64 = rgs.iter().sum();
             files.push((p.clone(), total, rgs));
             total += n;
@@ -140,10 +136,8 @@ impl SentenceSource for ParquetCorpus {
             if local.is_empty() {
                 continue;
             }
-            // Row groups touched, and a selection over their concatenated rows.
-            let mut selected_rgs = Vec::new();
-            let mut selectors = Vec::new();
-            let mut rows = Vec::new(); // (global start, len) of selected runs, in output order
+            // Row groups touched, each with its runs of selected rows (file-local, ascending).
+            let mut touched: Vec<(usize, u64, Vec<(u64, u64)>)> = Vec::new();
             let mut rg_start = 0u64;
             let mut li = 0usize;
             for (g, &n) in rgs.iter().enumerate() {
@@ -151,53 +145,34 @@ impl SentenceSource for ParquetCorpus {
                 while li < local.len() && local[li].1 <= rg_start {
                     li += 1;
                 }
-                if li < local.len() && local[li].0 < rg_end {
-                    selected_rgs.push(g);
-                    let mut cursor = rg_start;
-                    let mut j = li;
-                    while j < local.len() && local[j].0 < rg_end {
-                        let (a, b) = (local[j].0.max(rg_start), local[j].1.min(rg_end));
-                        if a > cursor {
-                            selectors.push(RowSelector::skip((a - cursor) as usize));
-                        }
-                        selectors.push(RowSelector::select((b - a) as usize));
-                        rows.push((first + a, b - a));
-                        cursor = b;
-                        if local[j].1 <= rg_end {
-                            j += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                    if rg_end > cursor {
-                        selectors.push(RowSelector::skip((rg_end - cursor) as usize));
-                    }
+                let runs: Vec<(u64, u64)> = local[li..]
+                    .iter()
+                    .take_while(|r| r.0 < rg_end)
+                    .map(|&(a, b)| (a.max(rg_start), b.min(rg_end)))
+                    .collect();
+                if !runs.is_empty() {
+                    touched.push((g, rg_start, runs));
                 }
                 rg_start = rg_end;
             }
-            let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::parquet(path, e))?;
-            let idx = check_schema(path, builder.schema(), &[("text", ColumnKind::Str)])?;
-            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-            let reader = builder
-                .with_projection(mask)
-                .with_row_groups(selected_rgs)
-                .with_row_selection(RowSelection::from(selectors))
-                .with_batch_size(8192)
-                .build()
-                .map_err(|e| DataError::parquet(path, e))?;
-            let mut runs = rows.into_iter();
-            let mut cur: Option<(u64, u64)> = None;
-            for batch in reader {
-                let batch = batch.map_err(|e| DataError::parquet(path, e))?;
-                let col = batch.column_by_name("text").expect("projected");
-                for s in strings(col.as_ref()).expect("checked string column") {
-                    let (start, left) = match cur {
-                        Some((st, l)) if l > 0 => (st, l),
-                        _ => runs.next().expect("row selection yields exactly the selected rows"),
-                    };
-                    f(start, &s);
-                    cur = Some((start + 1, left - 1));
+            let reader = open_parquet(path)?;
+            let Some(&Leaves::Str(column)) = check_schema(path, reader.metadata().file_metadata().schema_descr(), &[("text", ColumnKind::Str)])?.first() else {
+                return Err(DataError::parquet(path, "no `text` string column"));
+            };
+            // Only the touched row groups are read; within one, skipped rows are not decoded.
+            for (g, rg_start, runs) in touched {
+                let rg = reader.get_row_group(g).map_err(|e| DataError::parquet(path, e))?;
+                let mut col = StrColumn::new(path, rg.as_ref(), column)?;
+                let mut cursor = rg_start;
+                for (a, b) in runs {
+                    col.skip((a - cursor) as usize)?;
+                    let mut row = first + a;
+                    col.read((b - a) as usize, &mut |s| {
+                        f(row, s);
+                        row += 1;
+                        Ok(())
+                    })?;
+                    cursor = b;
                 }
             }
         }
@@ -207,9 +182,7 @@ impl SentenceSource for ParquetCorpus {
 
 /// Row count of a parquet file from its footer (cheap).
 pub fn parquet_num_rows(path: &std::path::Path) -> Result<u64> {
-    let f = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let r = SerializedFileReader::new(f).map_err(|e| DataError::parquet(path, e))?;
-    Ok(r.metadata().file_metadata().num_rows() as u64)
+    Ok(open_parquet(path)?.metadata().file_metadata().num_rows() as u64)
 }
 
 /// Train and eval passages; each with the corpus row its block starts at.

@@ -3,24 +3,14 @@
 //! (SVG, PNG) into a temp file that is renamed into place.
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use crate::error::{LoopError, Result};
+use crossfeed_theory::plot::{ensure_font, write_png};
 use crate::metrics::{headline_accuracy, MetricLine};
-
-static FONT: Once = Once::new();
-
-/// ab_glyph has no system fonts: register the bundled DejaVu Sans once per process.
-fn ensure_font() {
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
-}
 
 /// One line of a panel: a label and (generation, value) points.
 type Series = (String, Vec<(f64, f64)>);
@@ -135,7 +125,7 @@ fn draw(dir: &Path, stem: &str, panels: &[(String, String, Vec<Series>)]) -> Res
     for ext in ["svg", "png"] {
         let path = dir.join(format!("{stem}.{ext}"));
         let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-        let res = if ext == "svg" { grid(SVGBackend::new(&tmp, (w, 360)).into_drawing_area(), panels) } else { grid(BitMapBackend::new(&tmp, (w, 360)).into_drawing_area(), panels) };
+        let res = if ext == "svg" { grid(SVGBackend::new(&tmp, (w, 360)).into_drawing_area(), panels) } else { write_png(&tmp, (w, 360), |area| grid(area, panels)) };
         res.map_err(|m| err(&path, m))?;
         std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))?;
     }

@@ -122,6 +122,21 @@ pub fn write_report(dir: &RunDir, cfg: &ExperimentConfig, set_names: &[String]) 
     Ok(Report { markdown: md })
 }
 
+/// A markdown table's header and rule: the leading columns, then one "task metric" column each.
+fn task_metric_header(md: &mut String, lead: &[&str], cols: &[(&String, &str)]) {
+    md.push('|');
+    for l in lead {
+        md.push_str(&format!(" {l} |"));
+    }
+    for (s, m) in cols {
+        md.push_str(&format!(" {s} {m} |"));
+    }
+    md.push('\n');
+    md.push('|');
+    md.push_str(&"---|".repeat(lead.len() + cols.len()));
+    md.push('\n');
+}
+
 /// Task accuracy (lm-evaluation-harness's metrics) of every entity on every private task: the
 /// headline metric init → final, then every accuracy metric by generation. Nothing when the run
 /// measured none (`eval.accuracy = false`, or no task with an accuracy form).
@@ -137,13 +152,8 @@ fn accuracy_tables(md: &mut String, lines: &[MetricLine], gens: &[i64], k: usize
     }
     let last = gens.iter().copied().filter(|&g| g >= 0).max();
     let get = |g: Option<i64>, e: Option<usize>, s: &str, m: &str| g.and_then(|g| acc.get(&(g, e, s.to_string(), m.to_string())).copied());
-    md.push_str("\n## Task accuracy, init (generation 0) → final\n\n| Model |");
-    for (s, m) in &heads {
-        md.push_str(&format!(" {s} {m} |"));
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(heads.len()));
-    md.push('\n');
+    md.push_str("\n## Task accuracy, init (generation 0) → final\n\n");
+    task_metric_header(md, &["Model"], &heads);
     for e in 0..k {
         md.push_str(&format!("| M{} |", e + 1));
         for (i, (s, m)) in heads.iter().enumerate() {
@@ -161,13 +171,8 @@ fn accuracy_tables(md: &mut String, lines: &[MetricLine], gens: &[i64], k: usize
     }
     let present = |s: &String, m: &str| acc.keys().any(|key| &key.2 == s && key.3 == m);
     let cols: Vec<(&String, &str)> = tasks.iter().flat_map(|s| ACCURACY_METRICS.iter().filter(|m| present(s, m)).map(move |m| (s, *m))).collect();
-    md.push_str("\n## Task accuracy by generation\n\n| generation | entity |");
-    for (s, m) in &cols {
-        md.push_str(&format!(" {s} {m} |"));
-    }
-    md.push_str("\n|---|---|");
-    md.push_str(&"---|".repeat(cols.len()));
-    md.push('\n');
+    md.push_str("\n## Task accuracy by generation\n\n");
+    task_metric_header(md, &["generation", "entity"], &cols);
     for &g in gens {
         let ents: Vec<Option<usize>> = if g < 0 { vec![None] } else { (0..k).map(Some).collect() };
         for e in ents {

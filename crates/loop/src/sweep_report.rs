@@ -207,21 +207,16 @@ where
     root.present().map_err(|e| format!("{e:?}"))
 }
 
-static FONT: std::sync::Once = std::sync::Once::new();
-
 /// `stem.svg` and `stem.png`, each drawn into a temp file that is renamed into place.
 fn plot(stem: &Path, title: &str, y_desc: &str, series: &BTreeMap<String, Vec<(f64, f64)>>) -> Result<()> {
-    // ab_glyph has no system fonts: the bundled DejaVu Sans, as in plot.rs.
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, dejavu::sans::regular());
-    });
+    crossfeed_theory::plot::ensure_font();
     for ext in ["svg", "png"] {
         let path = stem.with_extension(ext);
         let tmp = stem.with_extension(format!("tmp.{ext}"));
         let res = if ext == "svg" {
             draw(SVGBackend::new(&tmp, (800, 500)).into_drawing_area(), title, y_desc, series)
         } else {
-            draw(BitMapBackend::new(&tmp, (800, 500)).into_drawing_area(), title, y_desc, series)
+            crossfeed_theory::plot::write_png(&tmp, (800, 500), |area| draw(area, title, y_desc, series))
         };
         res.map_err(|message| LoopError::Plot { path: path.clone(), message })?;
         std::fs::rename(&tmp, &path).map_err(|e| LoopError::io(&path, e))?;

@@ -15,10 +15,24 @@ use crate::TheoryError;
 static FONT: Once = Once::new();
 
 /// ab_glyph has no system fonts; register the bundled DejaVu Sans once per process.
-fn ensure_font() {
+pub fn ensure_font() {
     FONT.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
     });
+}
+
+/// Draw a `w`×`h` figure into an RGB buffer and write it to `path` as PNG (plotters renders, the
+/// `png` crate encodes).
+pub fn write_png(path: &Path, (w, h): (u32, u32), draw: impl for<'a> FnOnce(DrawingArea<BitMapBackend<'a>, Shift>) -> Result<(), String>) -> Result<(), String> {
+    let mut buf = vec![0u8; w as usize * h as usize * 3];
+    draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area())?;
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut out = enc.write_header().map_err(|e| e.to_string())?;
+    out.write_image_data(&buf).map_err(|e| e.to_string())?;
+    out.finish().map_err(|e| e.to_string())
 }
 
 fn perr<E: std::fmt::Debug>(e: E) -> TheoryError {
@@ -143,7 +157,6 @@ where
 }
 
 fn tmp_path(dir: &Path, name: &str) -> PathBuf {
-    // Keep the extension last: the bitmap encoder picks the format from it.
     dir.join(format!(".tmp-{}-{name}", std::process::id()))
 }
 
@@ -158,7 +171,7 @@ pub fn write_heatmap(dir: &Path, stem: &str, h: &Heatmap, title: &str) -> Result
     let (ts, tp) = (tmp_path(dir, &svg), tmp_path(dir, &png));
     draw_heatmap(&SVGBackend::new(&ts, (820, 680)).into_drawing_area(), h, title)?;
     finish(&ts, &dir.join(&svg))?;
-    draw_heatmap(&BitMapBackend::new(&tp, (820, 680)).into_drawing_area(), h, title)?;
+    write_png(&tp, (820, 680), |area| draw_heatmap(&area, h, title).map_err(|e| e.to_string())).map_err(TheoryError::Plot)?;
     finish(&tp, &dir.join(&png))?;
     Ok(vec![dir.join(svg), dir.join(png)])
 }
@@ -170,7 +183,7 @@ pub fn write_curves(dir: &Path, stem: &str, curves: &[Curve], beta: f64) -> Resu
     let (ts, tp) = (tmp_path(dir, &svg), tmp_path(dir, &png));
     draw_curves(&SVGBackend::new(&ts, (1500, 500)).into_drawing_area(), curves, beta)?;
     finish(&ts, &dir.join(&svg))?;
-    draw_curves(&BitMapBackend::new(&tp, (1500, 500)).into_drawing_area(), curves, beta)?;
+    write_png(&tp, (1500, 500), |area| draw_curves(&area, curves, beta).map_err(|e| e.to_string())).map_err(TheoryError::Plot)?;
     finish(&tp, &dir.join(&png))?;
     Ok(vec![dir.join(svg), dir.join(png)])
 }
