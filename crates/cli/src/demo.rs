@@ -131,7 +131,7 @@ fn sweep(a: &DemoArgs, seed: Option<u64>) -> Result<Vec<RunInfo>> {
         .context("building the demo base model")?;
     }
     let base = std::fs::canonicalize(&base_dir).with_context(|| format!("resolving {}", base_dir.display()))?;
-    let mut runs = Vec::new();
+    let mut prepared = Vec::new();
     for &alpha in &a.alphas {
         let mut sets: Vec<String> = if a.quick { QUICK_SETS.iter().map(|s| s.to_string()).collect() } else { Vec::new() };
         sets.push(format!("alpha={alpha}"));
@@ -143,17 +143,66 @@ fn sweep(a: &DemoArgs, seed: Option<u64>) -> Result<Vec<RunInfo>> {
         }
         sets.extend(a.set.iter().cloned());
         let cfg = ExperimentConfig::from_toml_str(DEMO_CONFIG, "configs/demo.toml", &sets)?;
-        let embedder = crate::experiment::load_embedder(&cfg)?;
+        if prepared.is_empty() {
+            crate::experiment::load_embedder(&cfg)?; // a bad eval.embed_model fails here, before any run starts
+        }
         let dir = RunDir::create(&a.runs_dir, &cfg)?;
         crate::fetch::record_provenance(&dir, &cfg)?;
-        eprintln!("\n== alpha = {alpha}: {} ==", dir.root.display());
-        let mut runner = Runner::new(dir.clone(), cfg.clone(), embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
-        crate::experiment::drive(&mut runner, None)?;
-        let names = runner.eval_set_names().context("loading the eval sets")?;
+        eprintln!("[alpha {alpha}] {}", dir.root.display());
+        prepared.push((alpha, dir, cfg));
+    }
+    run_side_by_side(&prepared)?;
+    let mut runs = Vec::new();
+    for (alpha, dir, cfg) in prepared {
+        let names = Runner::new(dir.clone(), cfg.clone(), None)?.eval_set_names().context("loading the eval sets")?;
         crossfeed_loop::write_report(&dir, &cfg, &names)?;
-        runs.push((alpha, dir.root.clone(), cfg, names));
+        runs.push((alpha, dir.root, cfg, names));
     }
     Ok(runs)
+}
+
+/// Runs every prepared run to its end, each as its own `crossfeed resume` process, all at once. The
+/// runs are independent and a model this small keeps neither core of a small machine busy (two
+/// threads run one 1.3x faster than one), so each gets its share of the cores (`RAYON_NUM_THREADS`,
+/// unless set) and they run side by side; results do not depend on the thread count (same bytes).
+/// Every progress line is led by its run's alpha.
+fn run_side_by_side(runs: &[(f64, RunDir, ExperimentConfig)]) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the crossfeed binary for the demo's runs")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| (cores / runs.len().max(1)).max(1).to_string());
+    let exe = &exe;
+    let threads = threads.as_str();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(alpha, dir, _)| {
+                s.spawn(move || -> Result<()> {
+                    let tag = format!("[alpha {alpha}]");
+                    let mut child = std::process::Command::new(exe)
+                        .arg("resume")
+                        .arg(&dir.root)
+                        .env("RAYON_NUM_THREADS", threads)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .with_context(|| format!("starting the alpha = {alpha} run"))?;
+                    if let Some(err) = child.stderr.take() {
+                        for line in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+                            eprintln!("{tag} {}", line?);
+                        }
+                    }
+                    let status = child.wait()?;
+                    if !status.success() {
+                        anyhow::bail!("the alpha = {alpha} run failed ({status}); its messages are above, led by {tag}; `crossfeed resume {}` continues it", dir.root.display());
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("a demo run's reader panicked"))?).collect::<Result<Vec<()>>>()
+    })?;
+    Ok(())
 }
 
 /// The numbers the paper's claims are about, for one run.
