@@ -171,12 +171,15 @@ pub struct StrColumn<'a> {
     path: &'a Path,
     reader: ColumnReaderImpl<ByteArrayType>,
     max_def: i16,
+    // Reused across `read` calls (a BookCorpus draw reads thousands of short runs).
+    def: Vec<i16>,
+    vals: Vec<ByteArray>,
 }
 
 impl<'a> StrColumn<'a> {
     pub fn new(path: &'a Path, rg: &dyn RowGroupReader, column: usize) -> Result<Self> {
         let max_def = rg.metadata().schema_descr().column(column).max_def_level();
-        Ok(StrColumn { path, reader: byte_array_reader(path, rg, column)?, max_def })
+        Ok(StrColumn { path, reader: byte_array_reader(path, rg, column)?, max_def, def: Vec::new(), vals: Vec::new() })
     }
 
     pub fn skip(&mut self, rows: usize) -> Result<()> {
@@ -189,19 +192,18 @@ impl<'a> StrColumn<'a> {
 
     /// The next `rows` values, passed to `f` in order.
     pub fn read(&mut self, rows: usize, f: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
-        let (mut def, mut vals) = (Vec::new(), Vec::new());
         let mut left = rows;
         while left > 0 {
-            def.clear();
-            vals.clear();
+            self.def.clear();
+            self.vals.clear();
             let want = left.min(8192);
-            let (got, _, _) = self.reader.read_records(want, Some(&mut def), None, &mut vals).map_err(|e| DataError::parquet(self.path, e))?;
+            let (got, _, _) = self.reader.read_records(want, Some(&mut self.def), None, &mut self.vals).map_err(|e| DataError::parquet(self.path, e))?;
             if got == 0 {
                 return Err(DataError::parquet(self.path, format!("row group ended {left} rows early")));
             }
-            let mut values = vals.iter();
+            let mut values = self.vals.iter();
             for i in 0..got {
-                if self.max_def == 0 || def[i] == self.max_def {
+                if self.max_def == 0 || self.def[i] == self.max_def {
                     let v = values.next().ok_or_else(|| DataError::parquet(self.path, "string column has fewer values than rows"))?;
                     f(&utf8(self.path, v)?)?;
                 } else {

@@ -103,12 +103,18 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-#[test]
-fn bert_prefixed_weights_load_the_same() {
-    let g = golden();
+/// A writable copy of the tiny sentence-transformers fixture (the directory lives as long as the guard).
+fn tiny_st_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
     copy_dir(&fixture_dir().join("tiny-st"), &dir);
+    (tmp, dir)
+}
+
+#[test]
+fn bert_prefixed_weights_load_the_same() {
+    let g = golden();
+    let (_tmp, dir) = tiny_st_copy();
     let w = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&w, &Device::Cpu).unwrap();
     let mut renamed: std::collections::HashMap<String, candle_core::Tensor> =
@@ -126,9 +132,7 @@ fn bert_prefixed_weights_load_the_same() {
 #[test]
 fn missing_pooling_config_defaults_to_mean_with_note() {
     let g = golden();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_dir(&fixture_dir().join("tiny-st"), &dir);
+    let (_tmp, dir) = tiny_st_copy();
     std::fs::remove_dir_all(dir.join("1_Pooling")).unwrap();
     let e = Embedder::load(dir.to_str().unwrap(), &Device::Cpu).unwrap();
     assert_eq!(e.pooling(), Pooling::Mean);
@@ -142,9 +146,7 @@ fn missing_pooling_config_defaults_to_mean_with_note() {
 
 #[test]
 fn missing_weights_error_names_the_path() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_dir(&fixture_dir().join("tiny-st"), &dir);
+    let (_tmp, dir) = tiny_st_copy();
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     let err = Embedder::load(dir.to_str().unwrap(), &Device::Cpu).err().expect("must fail");
     assert!(matches!(err, EmbedError::Missing { .. }));
@@ -154,9 +156,7 @@ fn missing_weights_error_names_the_path() {
 
 #[test]
 fn several_pooling_modes_are_rejected_naming_the_keys() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_dir(&fixture_dir().join("tiny-st"), &dir);
+    let (_tmp, dir) = tiny_st_copy();
     std::fs::write(
         dir.join("1_Pooling/config.json"),
         r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#,
@@ -195,9 +195,7 @@ fn unsupported_bert_config_values_are_rejected_naming_the_key() {
         ("is_decoder", serde_json::json!(true)),
         ("num_attention_heads", serde_json::json!(5)),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("m");
-        copy_dir(&fixture_dir().join("tiny-st"), &dir);
+        let (_tmp, dir) = tiny_st_copy();
         let path = dir.join("config.json");
         let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         cfg[key] = value;
@@ -213,9 +211,7 @@ fn unsupported_bert_config_values_are_rejected_naming_the_key() {
 #[test]
 fn explicit_absolute_position_embeddings_load() {
     let g = golden();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_dir(&fixture_dir().join("tiny-st"), &dir);
+    let (_tmp, dir) = tiny_st_copy();
     let path = dir.join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["position_embedding_type"] = serde_json::json!("absolute");

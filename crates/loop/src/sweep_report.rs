@@ -69,23 +69,18 @@ fn numbers(point: &SweepPoint, lines: &[MetricLine]) -> RunNumbers {
             .map_or(f64::NAN, |l| l.value)
     };
     let pooled = |g: i64, m: &str| mean(&lines.iter().filter(|l| l.metric == m && l.generation == g && l.entity.is_none()).map(|l| l.value).collect::<Vec<_>>());
-    let per_entity = (0..k)
-        .map(|e| {
-            let own = &names[e];
-            let others: Vec<&String> = names[..k].iter().filter(|s| *s != own).collect();
-            let o = |g| mean(&others.iter().map(|s| ce(g, e, s)).collect::<Vec<_>>());
-            [ce(0, e, own), ce(last, e, own), o(0), o(last)]
-        })
-        .collect();
-    let per_entity_acc = (0..k)
-        .map(|e| {
-            let own = &names[e];
-            let others: Vec<&String> = names[..k].iter().filter(|s| *s != own).collect();
-            let o = |g| mean(&others.iter().map(|s| acc(g, e, s)).collect::<Vec<_>>());
-            [acc(0, e, own), acc(last, e, own), o(0), o(last)]
-        })
-        .collect();
-    RunNumbers { ce: per_entity, acc: per_entity_acc, sim: [pooled(0, "cosine"), pooled(last, "cosine"), pooled(0, "distinct_2"), pooled(last, "distinct_2")], finished: last + 1 }
+    // Per entity: `value` on its own task and the mean over the others' tasks, at generation 0 and last.
+    let own_and_others = |value: &dyn Fn(i64, usize, &str) -> f64| -> Vec<[f64; 4]> {
+        (0..k)
+            .map(|e| {
+                let own = &names[e];
+                let others: Vec<&String> = names[..k].iter().filter(|s| *s != own).collect();
+                let o = |g| mean(&others.iter().map(|s| value(g, e, s)).collect::<Vec<_>>());
+                [value(0, e, own), value(last, e, own), o(0), o(last)]
+            })
+            .collect()
+    };
+    RunNumbers { ce: own_and_others(&ce), acc: own_and_others(&acc), sim: [pooled(0, "cosine"), pooled(last, "cosine"), pooled(0, "distinct_2"), pooled(last, "distinct_2")], finished: last + 1 }
 }
 
 fn ms(v: &[f64]) -> String {
