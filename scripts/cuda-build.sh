@@ -45,6 +45,8 @@ export LIBRARY_PATH=$CUDA_HOME/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
 export RUSTC_WRAPPER=$ROOT/scripts/rustc-wrapper-cudarc.sh   # cudarc -> dynamic-loading
 export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-$ROOT/target/cuda}   # cargo's fingerprint ignores RUSTC_WRAPPER:
                                                    # never build this dir without it
+# Opening a CUDA device catches cudarc's panic (a library missing): this build unwinds, the plain one aborts.
+export CARGO_PROFILE_RELEASE_PANIC=unwind
 cargo build --release "$@"
 
 # 3. refuse a binary that hard-links CUDA libraries

@@ -10,6 +10,13 @@ use candle_core::Device;
 
 use crate::{ModelError, Result};
 
+// The plain release profile aborts on panic (Cargo.toml): a CUDA binary built with it could not catch
+// cudarc's panic below.
+#[cfg(all(feature = "cuda", panic = "abort"))]
+compile_error!(
+    "the CUDA build must unwind on panic: build it with scripts/cuda-build.sh (`make cuda`), or set CARGO_PROFILE_RELEASE_PANIC=unwind"
+);
+
 thread_local! {
     // Set while this thread opens a device: its panic is turned into an error, so the hook stays quiet.
     static QUIET: Cell<bool> = const { Cell::new(false) };
