@@ -21,10 +21,6 @@ LABELS = [["A", "B", "C", "D"], ["1"], [], ["A", "B", "C"], ["1", "2", "3", "4",
 KEYS = ["A", "1", None, "C", "5"] * 3
 
 
-def choices_type(item):
-    return pa.struct([("text", pa.list_(item)), ("label", pa.list_(item))])
-
-
 def table(string=pa.string(), list_of=pa.list_):
     ch = pa.array(
         [None if t is None and i % 5 == 1 and i >= 5 else {"text": t, "label": l} for i, (t, l) in enumerate(zip(TEXTS, LABELS))],

@@ -51,7 +51,7 @@ fn describe(t: &Type) -> String {
     let fields = t.get_fields();
     let is_list = info.logical_type_ref() == Some(&LogicalType::List) || info.converted_type() == ConvertedType::LIST;
     if is_list && fields.len() == 1 {
-        // <list> (repeated) <element>, or the legacy two-level form <list> (repeated) <element>.
+        // <list> (repeated) list { <element> }, or the legacy two-level form <list> (repeated) <element>.
         let rep = &fields[0];
         let elem = if rep.is_group() && rep.get_fields().len() == 1 { &rep.get_fields()[0] } else { rep };
         return format!("list<{}>", describe(elem));
@@ -154,8 +154,8 @@ pub fn open_parquet(path: &Path) -> Result<SerializedFileReader<File>> {
     SerializedFileReader::new(file).map_err(|e| DataError::parquet(path, e))
 }
 
-fn utf8(path: &Path, v: &ByteArray) -> Result<String> {
-    std::str::from_utf8(v.data()).map(str::to_string).map_err(|e| DataError::parquet(path, format!("invalid UTF-8 in a string column: {e}")))
+fn utf8<'v>(path: &Path, v: &'v ByteArray) -> Result<&'v str> {
+    std::str::from_utf8(v.data()).map_err(|e| DataError::parquet(path, format!("invalid UTF-8 in a string column: {e}")))
 }
 
 fn byte_array_reader(path: &Path, rg: &dyn RowGroupReader, column: usize) -> Result<ColumnReaderImpl<ByteArrayType>> {
@@ -205,7 +205,7 @@ impl<'a> StrColumn<'a> {
             for i in 0..got {
                 if self.max_def == 0 || self.def[i] == self.max_def {
                     let v = values.next().ok_or_else(|| DataError::parquet(self.path, "string column has fewer values than rows"))?;
-                    f(&utf8(self.path, v)?)?;
+                    f(utf8(self.path, v)?)?;
                 } else {
                     f("")?;
                 }
@@ -234,7 +234,7 @@ fn read_string_lists(path: &Path, rg: &dyn RowGroupReader, leaf: ListLeaf, rows:
         let row = out.last_mut().ok_or_else(|| DataError::parquet(path, "list column starts inside a row"))?;
         if d == max_def {
             let v = values.next().ok_or_else(|| DataError::parquet(path, "list column has fewer values than levels"))?;
-            row.push(utf8(path, v)?);
+            row.push(utf8(path, v)?.to_string());
         } else if d >= leaf.element_def {
             row.push(String::new()); // a null element
         }

@@ -8,8 +8,9 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::error::{LoopError, Result};
 use crossfeed_theory::plot::{ensure_font, write_png};
+
+use crate::error::{LoopError, Result};
 use crate::metrics::{headline_accuracy, MetricLine};
 
 /// One line of a panel: a label and (generation, value) points.

@@ -26,13 +26,16 @@ pub fn ensure_font() {
 pub fn write_png(path: &Path, (w, h): (u32, u32), draw: impl for<'a> FnOnce(DrawingArea<BitMapBackend<'a>, Shift>) -> Result<(), String>) -> Result<(), String> {
     let mut buf = vec![0u8; w as usize * h as usize * 3];
     draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area())?;
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    // Encoded in memory, then written in one call: a failed write is an error (a dropped BufWriter
+    // would swallow the failure of its last flush).
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut out = enc.write_header().map_err(|e| e.to_string())?;
     out.write_image_data(&buf).map_err(|e| e.to_string())?;
-    out.finish().map_err(|e| e.to_string())
+    out.finish().map_err(|e| e.to_string())?;
+    std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn perr<E: std::fmt::Debug>(e: E) -> TheoryError {
