@@ -75,3 +75,20 @@ impl LoopError {
         LoopError::Io { path: path.into(), source }
     }
 }
+
+/// A durable write's failure keeps the path it names.
+impl From<crossfeed_fsio::FsError> for LoopError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        LoopError::io(e.path, e.source)
+    }
+}
+
+/// A figure that could not be drawn names its file; one that could not be written, the path.
+impl From<crossfeed_figure::FigureError> for LoopError {
+    fn from(e: crossfeed_figure::FigureError) -> Self {
+        match e {
+            crossfeed_figure::FigureError::Draw { path, message } => LoopError::Plot { path, message },
+            crossfeed_figure::FigureError::Io(e) => e.into(),
+        }
+    }
+}

@@ -58,5 +58,5 @@ pub use grad_scaler::{GradScaler, GradScalerConfig};
 pub use lm::{tokenize, FineTune, InjectedMasks, LmExample, MaskCall, Tokenized};
 pub use order::{epoch_order, DataCursor};
 pub use schedule::{warmup_steps, LrSchedule, Schedule};
-pub use state::{write_atomic, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE};
+pub use state::{TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE};
 pub use trainer::{StepStats, TrainConfig, Trainer};

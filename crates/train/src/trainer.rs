@@ -18,7 +18,7 @@ use crate::grad_scaler::{GradScaler, GradScalerConfig};
 use crate::order::DataCursor;
 use crate::schedule::{warmup_steps, LrSchedule, Schedule};
 use crate::state::{
-    write_atomic, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE, TRAINER_STATE_FORMAT,
+    TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE, TRAINER_STATE_FORMAT,
 };
 
 /// Training hyper-parameters. Every field has a default (the paper's setting), so a config file
@@ -480,7 +480,7 @@ impl Trainer {
             path: path.clone(),
             msg: e.to_string(),
         })?;
-        write_atomic(&path, &json)
+        Ok(crossfeed_fsio::write_atomic(&path, &json)?)
     }
 
     /// Restores a checkpoint written by [`Trainer::save_state`]. The saved configuration must equal
