@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::grad_scaler::GradScaler;
 use crate::order::DataCursor;
-use crate::trainer::TrainConfig;
 
 /// File name of the optimizer state inside a checkpoint directory.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
