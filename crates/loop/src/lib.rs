@@ -10,7 +10,9 @@
 //! - [`stages`]: the stages (generate, train, eval, similarity) and the driver that runs them in order.
 //! - [`parallel`]: the driver that runs independent stages at once, one worker process per slot.
 //! - [`lazy`]: which synthetic samples training reads, so generate stages produce only those.
-//! - [`eval`]: token-level CE, eval prompts, distinct-n, the optional embedding similarity.
+//! - [`eval`]: token-level CE, eval prompts, the embedder seam.
+//! - [`collapse`]: every diversity/homogenization/collapse metric (distinct-n, cosine, self-BLEU, Vendi,
+//!   type-token ratio, perplexity, error consensus) as pure functions, checked against their references.
 //! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
 //!   how often the run was interrupted.
 //! - [`report`]: the markdown report in the paper's form.
@@ -20,6 +22,7 @@
 
 pub mod accuracy;
 pub mod accuracy_docs;
+pub mod collapse;
 pub mod config;
 pub mod dryrun;
 pub mod error;
@@ -39,7 +42,8 @@ pub mod tensorboard;
 
 pub use config::{apply_overrides, EvalConfig, ExperimentConfig, GenerationSection, MixtureSection, SyntheticPool};
 pub use error::{LoopError, Result};
-pub use eval::{distinct_n, TextEmbedder};
+pub use collapse::distinct_n;
+pub use eval::TextEmbedder;
 pub use metrics::MetricLine;
 pub use report::{write_report, Report};
 pub use rundir::{RunDir, StageMarker};
