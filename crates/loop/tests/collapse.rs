@@ -1,10 +1,30 @@
-//! The collapse metrics against hand computations (distinct-n, cosine: what crossfeed-embed's copies
-//! pinned before they were removed, with the loop's edge cases: undefined = `None`).
+//! The collapse metrics against their references: hand computations (distinct-n, cosine, the ones
+//! crossfeed-embed's copies pinned before they were removed) and `tests/fixtures/collapse.json`,
+//! written by `scripts/make_collapse_fixtures.py` with sacrebleu, vendi-score and numpy.
 
-use crossfeed_loop::collapse::{cosine, distinct_n, mean_pairwise_cosine};
+use crossfeed_loop::collapse::{
+    cosine, distinct_n, error_consensus, mean_pairwise_cosine, perplexity, self_bleu, tokenize_13a, type_token_ratio, vendi_score, Decision,
+};
+use serde_json::Value;
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/collapse.json");
+    let text = std::fs::read_to_string(path).expect("tests/fixtures/collapse.json (scripts/make_collapse_fixtures.py)");
+    let v: Value = serde_json::from_str(&text).expect("fixture JSON");
+    assert_eq!(v["version"], 1, "regenerate with scripts/make_collapse_fixtures.py");
+    v
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().expect("array").iter().map(|x| x.as_str().expect("string").to_string()).collect()
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * b.abs().max(1.0)
 }
 
 #[test]
@@ -44,4 +64,99 @@ fn distinct_n_by_hand() {
     assert_eq!(distinct_n(&s(&["a"]), 2), 0.0);
     assert_eq!(distinct_n(&[], 1), 0.0);
     assert_eq!(distinct_n(&t, 0), 0.0);
+}
+
+#[test]
+fn tokenizer_13a_matches_sacrebleu() {
+    let f = fixture();
+    for g in f["bleu"].as_array().unwrap() {
+        for (text, want) in strings(&g["texts"]).iter().zip(g["tokens"].as_array().unwrap()) {
+            assert_eq!(tokenize_13a(text), strings(want), "13a tokens of {text:?}");
+        }
+    }
+}
+
+#[test]
+fn self_bleu_matches_sacrebleu() {
+    let f = fixture();
+    for g in f["bleu"].as_array().unwrap() {
+        let texts = strings(&g["texts"]);
+        match g["self_bleu"].as_f64() {
+            Some(want) => {
+                let got = self_bleu(&texts).expect("two or more texts");
+                assert!(close(got, want, 1e-12), "self-BLEU {got} vs sacrebleu {want} on {texts:?}");
+            }
+            None => assert_eq!(self_bleu(&texts), None),
+        }
+    }
+}
+
+#[test]
+fn type_token_ratio_matches_numpy() {
+    let f = fixture();
+    for g in f["bleu"].as_array().unwrap() {
+        let texts = strings(&g["texts"]);
+        let got = type_token_ratio(&texts);
+        match g["ttr"].as_f64() {
+            Some(want) => assert!(close(got.unwrap(), want, 1e-12), "TTR {got:?} vs {want}"),
+            None => assert_eq!(got, None),
+        }
+    }
+    assert_eq!(type_token_ratio(&s(&["", "  "])), None);
+}
+
+#[test]
+fn vendi_matches_vendi_score() {
+    let f = fixture();
+    for c in f["vendi"].as_array().unwrap() {
+        let x: Vec<Vec<f32>> =
+            c["embeddings"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()).collect();
+        let want = c["vendi"].as_f64().unwrap();
+        let got = vendi_score(&x).unwrap();
+        assert!(close(got, want, 1e-9), "Vendi {got} vs vendi-score {want} ({} rows)", x.len());
+    }
+    assert_eq!(vendi_score(&[]), None);
+}
+
+#[test]
+fn perplexity_matches_numpy() {
+    let f = fixture();
+    for c in f["perplexity"].as_array().unwrap() {
+        let got = perplexity(c["mean_nll"].as_f64().unwrap(), c["tokens"].as_u64().unwrap()).unwrap();
+        assert!(close(got, c["perplexity"].as_f64().unwrap(), 1e-12));
+    }
+    assert_eq!(perplexity(1.0, 0), None);
+    assert_eq!(perplexity(f64::NAN, 3), None);
+}
+
+fn decisions(v: &Value) -> Vec<Decision> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| Decision {
+            correct: d["correct"].as_bool().unwrap(),
+            choice: d["choice"].as_array().map(|c| (c[0].as_u64().unwrap() as usize, c[1].as_u64().unwrap() as usize)),
+        })
+        .collect()
+}
+
+#[test]
+fn error_consensus_matches_numpy() {
+    let f = fixture();
+    for c in f["consensus"].as_array().unwrap() {
+        let (a, b) = (decisions(&c["a"]), decisions(&c["b"]));
+        let got = error_consensus(&a, &b).unwrap();
+        assert!(close(got.both_wrong, c["both_wrong"].as_f64().unwrap(), 1e-12));
+        assert!(close(got.both_wrong_chance, c["both_wrong_chance"].as_f64().unwrap(), 1e-12));
+        match (got.same_wrong, c["same_wrong"].as_f64()) {
+            (Some(g), Some(w)) => assert!(close(g, w, 1e-12), "same_wrong {g} vs {w}"),
+            (g, w) => assert_eq!(g, w),
+        }
+        match (got.same_wrong_chance, c["same_wrong_chance"].as_f64()) {
+            (Some(g), Some(w)) => assert!(close(g, w, 1e-12), "same_wrong_chance {g} vs {w}"),
+            (g, w) => assert_eq!(g, w),
+        }
+        assert_eq!(error_consensus(&a, &b[1..]), None, "different documents");
+    }
+    assert_eq!(error_consensus(&[], &[]), None);
 }
