@@ -148,6 +148,15 @@ pub struct EvalConfig {
     /// New tokens per generated answer (lm-evaluation-harness's `max_gen_toks`). Default 256.
     #[serde(default = "d_acc_tokens")]
     pub accuracy_max_new_tokens: usize,
+    /// Self-BLEU of an entity's completions of one eval set uses the first this many (each against
+    /// the others); 0 (default) = all `prompts_per_set`. Its cost grows with the n-grams, not their square.
+    #[serde(default)]
+    pub self_bleu_samples: usize,
+    /// Perplexity of every entity's completions under the base model (the generation-0 starting
+    /// point: collapse shows as text the base finds ever more likely). The similarity stage then
+    /// loads the base model. Default true.
+    #[serde(default = "d_true")]
+    pub perplexity: bool,
 }
 
 impl Default for EvalConfig {
@@ -163,6 +172,8 @@ impl Default for EvalConfig {
             accuracy_examples: 0,
             accuracy_fewshot: None,
             accuracy_max_new_tokens: d_acc_tokens(),
+            self_bleu_samples: 0,
+            perplexity: true,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`eval`]: token-level CE, eval prompts, the embedder seam.
 //! - [`collapse`]: every diversity/homogenization/collapse metric (distinct-n, cosine, self-BLEU, Vendi,
 //!   type-token ratio, perplexity, error consensus) as pure functions, checked against their references.
+//! - [`similarity`]: the similarity stage's collapse lines (per entity, the real-data baseline, error consensus).
 //! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
 //!   how often the run was interrupted.
 //! - [`report`]: the markdown report in the paper's form.
@@ -35,6 +36,7 @@ pub mod plot;
 pub mod report;
 pub mod rundir;
 pub mod seeds;
+pub mod similarity;
 pub mod stages;
 pub mod sweep;
 pub mod sweep_report;

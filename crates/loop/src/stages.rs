@@ -31,6 +31,7 @@ use crate::eval::{eval_prompts, token_ce, TextEmbedder};
 use crate::metrics::{self, to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
 use crate::rundir::{write_atomic, RunDir, StageMarker};
 use crate::seeds::derive;
+use crate::similarity::{collapse_lines, read_decisions, CollapseInput};
 
 /// A generation: the base model, or generation t of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -635,6 +636,7 @@ impl<'a> Runner<'a> {
             lines.push(MetricLine {
                 generation: g.as_i64(),
                 entity: e,
+                peer: None,
                 eval_set: set.name.clone(),
                 metric: "ce".into(),
                 value: if ce.is_finite() { ce } else { 0.0 },
@@ -654,6 +656,7 @@ impl<'a> Runner<'a> {
                     lines.push(MetricLine {
                         generation: g.as_i64(),
                         entity: e,
+                        peer: None,
                         eval_set: set.name.clone(),
                         metric: m.name.clone(),
                         value: m.value,
@@ -713,6 +716,7 @@ impl<'a> Runner<'a> {
         let line = |entity, set: &str, metric: &str, value| MetricLine {
             generation: g.as_i64(),
             entity,
+            peer: None,
             eval_set: set.to_string(),
             metric: metric.to_string(),
             value,
@@ -741,11 +745,55 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        lines.extend(self.collapse(g, &entities, &outputs, &names)?);
         let dir = self.dir.stage_dir(&StageId { gen: g, entity: None, stage: Stage::Similarity });
         write_atomic(&dir.join(SIMILARITY_FILE), to_jsonl(&lines).as_bytes())?;
         Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
     }
 
+}
+
+impl Runner<'_> {
+    /// The similarity stage's collapse lines (`similarity::collapse_lines`): its inputs read from the
+    /// eval stages' files, the real continuations of the eval prompts at generation -1, and the base
+    /// model loaded once when `eval.perplexity` asks for it.
+    fn collapse(&mut self, g: GenId, entities: &[Option<usize>], outputs: &[Vec<OutputLine>], names: &[String]) -> Result<Vec<MetricLine>> {
+        let pairs = |o: &[OutputLine], set: &str| o.iter().filter(|l| l.eval_set == set).map(|l| (l.prompt.clone(), l.completion.clone())).collect::<Vec<_>>();
+        let sets = names.iter().map(|s| (s.clone(), outputs.iter().map(|o| pairs(o, s)).collect())).collect();
+        let real = if g == GenId::Base {
+            let (count, prefix) = (self.cfg.eval.prompts_per_set, self.cfg.prompts.prefix);
+            self.tasks()?
+                .sets
+                .iter()
+                .map(|set| {
+                    let prompts = eval_prompts(&set.examples, count, prefix);
+                    // A passage's prompt is its own first words: the real continuation is the rest.
+                    let real = set.examples.iter().zip(prompts).map(|(e, p)| {
+                        let cont = if e.prompt.is_empty() { e.completion.strip_prefix(p.as_str()).unwrap_or(&e.completion) } else { &e.completion };
+                        (p.clone(), cont.to_string())
+                    });
+                    (set.name.clone(), real.collect())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let decisions = entities
+            .iter()
+            .map(|&e| read_decisions(&self.dir.stage_dir(&StageId { gen: g, entity: e, stage: Stage::Eval }).join(ACCURACY_FILE)))
+            .collect::<Result<_>>()?;
+        let input = CollapseInput { generation: g.as_i64(), entities, sets, real, decisions };
+        let (cfg, embedder) = (self.cfg.clone(), self.embedder);
+        if !cfg.eval.perplexity {
+            return collapse_lines(&input, &cfg.eval, embedder, None);
+        }
+        let (model, tok, pad) = self.load_model(GenId::Base, None)?;
+        let mut score = |pairs: &[(String, String)]| {
+            let examples: Vec<Example> = pairs.iter().map(|(p, c)| Example::new(p.clone(), c.clone())).collect();
+            token_ce(&model, &tok, pad, &examples, cfg.max_len, true, cfg.eval.batch_size)
+        };
+        collapse_lines(&input, &cfg.eval, embedder, Some(&mut score))
+    }
 }
 
 /// Per-document accuracy records of an eval stage (lm-eval's `log_samples`, abridged).

@@ -160,3 +160,80 @@ fn error_consensus_matches_numpy() {
     }
     assert_eq!(error_consensus(&[], &[]), None);
 }
+
+/// A stand-in embedder: one-hot by the text's first byte, so equal texts embed alike.
+struct FirstByte;
+impl crossfeed_loop::TextEmbedder for FirstByte {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(texts.iter().map(|t| (0..4).map(|i| if t.bytes().next().unwrap_or(0) % 4 == i { 1.0 } else { 0.0 }).collect()).collect())
+    }
+}
+
+#[test]
+fn similarity_stage_lines() {
+    use crossfeed_loop::similarity::{collapse_lines, read_decisions, CollapseInput, Pair};
+    let pairs = |v: &[&str]| -> Vec<Pair> { v.iter().map(|c| ("Q:".to_string(), c.to_string())).collect() };
+    let dir = tempfile::tempdir().unwrap();
+    let acc = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        read_decisions(&p).unwrap()
+    };
+    // Entity 0 picks option 1 (wrong) then 0 (right); entity 1 picks 1 (wrong) twice; gsm8k by exact_match.
+    let a = acc(
+        "a.jsonl",
+        "{\"eval_set\":\"sciq\",\"index\":0,\"loglikelihoods\":[-3.0,-1.0,-2.0],\"acc\":false}\n{\"eval_set\":\"sciq\",\"index\":1,\"loglikelihoods\":[-1.0,-2.0,-1.0],\"acc\":true}\n{\"eval_set\":\"gsm8k\",\"index\":0,\"exact_match\":false}\n",
+    );
+    let b = acc(
+        "b.jsonl",
+        "{\"eval_set\":\"sciq\",\"index\":0,\"loglikelihoods\":[-3.0,-1.0,-2.0],\"acc\":false}\n{\"eval_set\":\"sciq\",\"index\":1,\"loglikelihoods\":[-3.0,-1.0,-2.0],\"acc\":false}\n{\"eval_set\":\"gsm8k\",\"index\":0,\"exact_match\":true}\n",
+    );
+    assert_eq!(a["sciq"][1], Decision { correct: true, choice: Some((0, 3)) }, "argmax, first on ties");
+    let input = CollapseInput {
+        generation: 2,
+        entities: &[Some(0), Some(1)],
+        sets: vec![("sciq".into(), vec![pairs(&["a b c", "a b c", "x y"]), pairs(&["z"])])],
+        real: vec![],
+        decisions: vec![a, b],
+    };
+    let mut cfg = crossfeed_loop::EvalConfig::default();
+    cfg.self_bleu_samples = 2;
+    let mut scored = Vec::new();
+    let mut scorer = |p: &[Pair]| {
+        scored.push(p.len());
+        Ok((1.0, 3))
+    };
+    let lines = collapse_lines(&input, &cfg, Some(&FirstByte), Some(&mut scorer)).unwrap();
+    let got: Vec<(Option<usize>, Option<usize>, &str, &str, f64)> =
+        lines.iter().map(|l| (l.entity, l.peer, l.eval_set.as_str(), l.metric.as_str(), l.value)).collect();
+    let e = std::f64::consts::E;
+    // Self-BLEU of entity 0 over its first two completions (identical: 100); entity 1 has one completion: no self-BLEU.
+    let want: Vec<(Option<usize>, Option<usize>, &str, &str, f64)> = vec![
+        (Some(0), None, "sciq", "self_bleu", self_bleu(&s(&["a b c", "a b c"])).unwrap()),
+        (Some(0), None, "sciq", "ttr", 1.0),
+        (Some(0), None, "sciq", "vendi", vendi_score(&[vec![1.0, 0.0], vec![1.0, 0.0], vec![0.0, 1.0]]).unwrap()),
+        (Some(0), None, "sciq", "perplexity", e),
+        (Some(1), None, "sciq", "ttr", 1.0),
+        (Some(1), None, "sciq", "vendi", 1.0),
+        (Some(1), None, "sciq", "perplexity", e),
+        (Some(0), Some(1), "gsm8k", "both_wrong", 0.0),
+        (Some(0), Some(1), "gsm8k", "both_wrong_chance", 0.0),
+        (Some(0), Some(1), "sciq", "both_wrong", 0.5),
+        (Some(0), Some(1), "sciq", "both_wrong_chance", 0.5),
+        (Some(0), Some(1), "sciq", "same_wrong", 0.5),
+        (Some(0), Some(1), "sciq", "same_wrong_chance", 0.25),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.0, g.1, g.2, g.3), (w.0, w.1, w.2, w.3), "{got:?}");
+        assert!((g.4 - w.4).abs() < 1e-12, "{g:?} vs {w:?}");
+    }
+    assert_eq!(scored, vec![3, 1]);
+
+    // Generation -1: the real continuations as `data_*` lines, first.
+    let real = CollapseInput { generation: -1, entities: &[None], sets: vec![], real: vec![("public".into(), pairs(&["a b", "c d"]))], decisions: vec![Default::default()] };
+    let lines = collapse_lines(&real, &cfg, None, None).unwrap();
+    let names: Vec<&str> = lines.iter().map(|l| l.metric.as_str()).collect();
+    assert_eq!(names, ["data_distinct_1", "data_distinct_2", "data_self_bleu", "data_ttr"]);
+    assert!(lines.iter().all(|l| l.generation == -1 && l.entity.is_none() && l.eval_set == "public"));
+}

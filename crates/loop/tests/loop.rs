@@ -238,9 +238,10 @@ fn tensorboard_events_hold_every_metric_and_train_step() {
     let mut want = 0;
     for line in metrics.lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
-        let tag = match m["entity"].as_u64() {
-            Some(e) => format!("{}/{}/entity{e}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
-            None => format!("{}/{}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+        let tag = match (m["entity"].as_u64(), m["peer"].as_u64()) {
+            (Some(e), Some(p)) => format!("{}/{}/entity{e}-{p}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+            (Some(e), None) => format!("{}/{}/entity{e}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+            (None, _) => format!("{}/{}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
         };
         let step = m["generation"].as_i64().unwrap();
         let got: Vec<_> = scalars.iter().filter(|s| s.tag == tag && s.step == step).collect();
