@@ -322,6 +322,9 @@ impl ExperimentConfig {
         if self.eval.batch_size == 0 {
             return bad("eval.batch_size must be at least 1".into());
         }
+        if self.eval.self_bleu_samples == 1 {
+            return bad("eval.self_bleu_samples = 1: self-BLEU scores each sample against the others; use 0 (all) or at least 2".into());
+        }
         if self.eval.accuracy && self.eval.accuracy_max_new_tokens == 0 {
             return bad("eval.accuracy_max_new_tokens = 0: generated answers need at least one token (or set eval.accuracy = false)".into());
         }

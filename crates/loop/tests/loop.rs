@@ -153,6 +153,8 @@ fn config_errors_are_clear() {
     assert!(e.contains("k = 4") && e.contains("3 private task"), "{e}");
     let e = err(&["base_model=\"/nonexistent/model/dir\""]);
     assert!(e.contains("/nonexistent/model/dir") && e.contains("does not exist"), "{e}");
+    let e = err(&["eval.self_bleu_samples=1"]);
+    assert!(e.contains("eval.self_bleu_samples = 1") && e.contains("at least 2"), "{e}");
     let e = err(&["noequals"]);
     assert!(e.contains("noequals"), "{e}");
     // Overrides reach nested keys and list entries.
