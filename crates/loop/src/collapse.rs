@@ -134,12 +134,50 @@ fn bleu_from_stats(correct: &[u64; BLEU_ORDER], total: &[u64; BLEU_ORDER], sys_l
     bp * (log_sum / eff_order as f64).exp()
 }
 
+/// `sacrebleu.sentence_bleu(hypothesis, references).score`: 13a tokens, case-sensitive, n-gram counts
+/// clipped by the max over the references, the closest reference length (the shorter on ties), exp
+/// smoothing, effective order; 0–100. `None` without a reference.
+pub fn sentence_bleu(hypothesis: &str, references: &[String]) -> Option<f64> {
+    if references.is_empty() {
+        return None;
+    }
+    let ngrams = |toks: &[String]| {
+        let mut c: HashMap<Vec<String>, u64> = HashMap::new();
+        for n in 1..=BLEU_ORDER {
+            for g in toks.windows(n) {
+                *c.entry(g.to_vec()).or_insert(0) += 1;
+            }
+        }
+        c
+    };
+    let mut ref_max: HashMap<Vec<String>, u64> = HashMap::new();
+    let mut ref_lens = Vec::new();
+    for r in references {
+        let toks = tokenize_13a(r);
+        ref_lens.push(toks.len());
+        for (g, c) in ngrams(&toks) {
+            let e = ref_max.entry(g).or_insert(0);
+            *e = (*e).max(c);
+        }
+    }
+    let hyp = tokenize_13a(hypothesis);
+    let (mut correct, mut total) = ([0u64; BLEU_ORDER], [0u64; BLEU_ORDER]);
+    for (g, c) in ngrams(&hyp) {
+        total[g.len() - 1] += c;
+        correct[g.len() - 1] += c.min(ref_max.get(&g).copied().unwrap_or(0));
+    }
+    ref_lens.sort_unstable();
+    let closest = ref_lens.iter().copied().min_by_key(|&r| r.abs_diff(hyp.len())).expect("a reference");
+    Some(bleu_from_stats(&correct, &total, hyp.len(), closest))
+}
+
 /// Self-BLEU of a set of texts: the mean over i of `sacrebleu.sentence_bleu(texts[i], references =
 /// every other text)` — 13a tokens, case-sensitive, exp smoothing, effective order, 0–100 (higher =
 /// the texts repeat each other more). `None` with fewer than two texts.
 ///
-/// Linear in the total n-gram count, not quadratic: per n-gram the two largest counts (and which
-/// text holds the largest) give the max over "every other text", which is sacrebleu's reference count.
+/// Equal to the mean of [`sentence_bleu`] over the texts, but linear in the total n-gram count, not
+/// quadratic: per n-gram the two largest counts (and which text holds the largest) give the max over
+/// "every other text", which is sacrebleu's reference count.
 pub fn self_bleu(texts: &[String]) -> Option<f64> {
     let m = texts.len();
     if m < 2 {

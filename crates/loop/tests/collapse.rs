@@ -3,7 +3,7 @@
 //! written by `scripts/make_collapse_fixtures.py` with sacrebleu, vendi-score and numpy.
 
 use crossfeed_loop::collapse::{
-    cosine, distinct_n, error_consensus, mean_pairwise_cosine, perplexity, self_bleu, tokenize_13a, type_token_ratio, vendi_score, Decision,
+    cosine, distinct_n, error_consensus, mean_pairwise_cosine, perplexity, self_bleu, sentence_bleu, tokenize_13a, type_token_ratio, vendi_score, Decision,
 };
 use serde_json::Value;
 
@@ -81,6 +81,12 @@ fn self_bleu_matches_sacrebleu() {
     let f = fixture();
     for g in f["bleu"].as_array().unwrap() {
         let texts = strings(&g["texts"]);
+        for (i, want) in g["sentence_bleu"].as_array().unwrap().iter().enumerate() {
+            let others: Vec<String> = texts.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, t)| t.clone()).collect();
+            let (got, want) = (sentence_bleu(&texts[i], &others).unwrap(), want.as_f64().unwrap());
+            assert!(close(got, want, 1e-12), "sentence BLEU {got} vs sacrebleu {want} of {:?}", texts[i]);
+        }
+        assert_eq!(sentence_bleu("a b", &[]), None);
         match g["self_bleu"].as_f64() {
             Some(want) => {
                 let got = self_bleu(&texts).expect("two or more texts");
