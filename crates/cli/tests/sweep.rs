@@ -40,7 +40,9 @@ fn tiny_sweep_runs_reports_and_writes_slurm_scripts() {
     let md = ok(&["sweep", "run", "configs/sweeps/tiny.toml", "--runs-dir", runs, "--workers", "2"]);
     assert!(md.contains("| llama32 | – | 0 | M1 | ") && md.contains("| llama32 | – | 1 | M2 | "), "{md}");
     let dir = tmp.path().join("tiny-sweep");
-    for f in ["report.md", "cross_ce.svg", "cross_ce.png", "similarity.svg", "similarity.png", "alpha0-s0/metrics.jsonl", "alpha1-s0/metrics.jsonl"] {
+    // Collapse columns: each entity's self-BLEU and perplexity init → final (no embedder here: no Vendi).
+    assert!(md.contains("| self-BLEU | Vendi | perplexity |") && md.contains("self_bleu.svg"), "{md}");
+    for f in ["report.md", "cross_ce.svg", "cross_ce.png", "similarity.svg", "similarity.png", "self_bleu.svg", "self_bleu.png", "alpha0-s0/metrics.jsonl", "alpha1-s0/metrics.jsonl"] {
         assert!(dir.join(f).is_file(), "sweep lacks {f}");
     }
     let st = ok(&["sweep", "status", "configs/sweeps/tiny.toml", "--runs-dir", runs]);
