@@ -3,12 +3,48 @@
 //! tasks have forms of their own: `toy_arithmetic` is GSM8K-shaped (a generated answer ending in
 //! `#### N`, scored by the gsm8k filters), `toy_facts` is multiple choice over every value of the
 //! attribute asked about, `toy_choice` multiple choice over its lettered options. `toy_public` (like
-//! BookCorpus) has none.
+//! BookCorpus) has none. Each document's result is recorded in the eval stage's `accuracy.jsonl`.
 
 use crossfeed_data::toy::facts::{COLORS, FOODS, HOMES, SIZES};
-use crossfeed_data::{Example, TaskKind};
+use crossfeed_data::{Example, TaskData, TaskKind};
 
-use crate::accuracy::{AccuracyDocs, ChoiceDoc, GenDoc};
+use crate::accuracy::{self, AccuracyDocs, ChoiceDoc, DocResult, GenDoc};
+use crate::config::ExperimentConfig;
+use crate::error::Result;
+
+/// Per-document accuracy records of an eval stage (lm-eval's `log_samples`, abridged).
+pub const ACCURACY_FILE: &str = "accuracy.jsonl";
+
+pub fn record(set: &str, index: usize, d: &DocResult) -> serde_json::Value {
+    match d {
+        DocResult::Choice { loglikelihoods, is_greedy, acc, acc_norm } => serde_json::json!({
+            "eval_set": set, "index": index, "loglikelihoods": loglikelihoods, "is_greedy": is_greedy, "acc": acc, "acc_norm": acc_norm,
+        }),
+        DocResult::Gen { generation, strict, flexible, strict_em, flexible_em, .. } => serde_json::json!({
+            "eval_set": set, "index": index, "generation": generation, "strict_match": strict, "flexible_extract": flexible,
+            "exact_match": strict_em, "exact_match_flexible": flexible_em,
+        }),
+    }
+}
+
+/// Private task `i`'s accuracy documents: lm-evaluation-harness's for a real task (the very rows the
+/// CE set scores, capped as it is), the toy task's own form otherwise; `None` for a task without one.
+pub fn private_task_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, examples: &[Example]) -> Result<Option<(AccuracyDocs, usize)>> {
+    let kind = t.kind;
+    let (mut docs, shots) = if accuracy::lm_eval_task(kind).is_some() {
+        let shots = cfg.eval.accuracy_fewshot.unwrap_or_else(|| accuracy::default_fewshot(kind));
+        let rows = crossfeed_data::task_rows(&cfg.private[i], shots > 0)?;
+        (accuracy::docs_from_rows(&rows)?, shots)
+    } else {
+        match toy_docs(kind, examples, &t.train) {
+            Some(d) => (d, cfg.eval.accuracy_fewshot.unwrap_or(0)),
+            None => return Ok(None),
+        }
+    };
+    docs.truncate(examples.len());
+    docs.truncate(cfg.eval.accuracy_examples);
+    Ok(Some((docs, shots)))
+}
 
 /// The toy task's accuracy documents for its eval examples (few-shot examples, used only when
 /// `eval.accuracy_fewshot` asks for them, come from the start of its train split); `None` for a kind

@@ -389,6 +389,25 @@ impl ExperimentConfig {
         Ok(())
     }
 
+    /// Refuses a `max_len` longer than the base model's position table. Callers run it before anything
+    /// is written (run directory, config, provenance) and in the dry run; else a train stage would fail
+    /// mid-run on an embedding index.
+    pub fn check_max_len(&self) -> Result<()> {
+        self.check_max_len_in(&crossfeed_model::hub::resolve(&self.base_model, &crossfeed_model::HubOptions::from_env())?)
+    }
+
+    /// `check_max_len` against the base model's resolved directory (the dry run's, which never downloads).
+    pub fn check_max_len_in(&self, dir: &Path) -> Result<()> {
+        if let Some(limit) = crossfeed_model::CausalLm::max_positions_of_dir(dir)?.filter(|&l| self.max_len > l) {
+            return Err(LoopError::Config(format!(
+                "max_len = {} is longer than base_model's max_position_embeddings = {limit} ({}); use max_len <= {limit}",
+                self.max_len,
+                dir.join("config.json").display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Keys whose resolved values differ between two configs (dotted paths).
     pub fn diff(&self, other: &Self) -> Result<Vec<String>> {
         let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());

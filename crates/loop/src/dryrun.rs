@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
-use crate::stages::{plan, GenId, Stage};
+use crate::plan::{plan, shard_range, GenId, Stage};
 
 /// The shape numbers the estimate needs, from the base model's config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,7 +213,7 @@ pub fn estimate(cfg: &ExperimentConfig, sh: &Shape, bench: Option<&Throughput>) 
             (Stage::GenerateShard(i), GenId::Gen(t)) => {
                 let e = id.entity.unwrap_or(0);
                 let all = if cfg.lazy_generation() { lazy_count(cfg, t, e)? } else { crossfeed_data::prompt_count(&cfg.prompts, &mix, t - 1, e, cfg.k) as u64 };
-                let n = crate::stages::shard_range(all as usize, cfg.generation.shards, i).len() as u64;
+                let n = shard_range(all as usize, cfg.generation.shards, i).len() as u64;
                 let b = (cfg.generation.engine.batch_size as u64).min(n.max(1));
                 (n, n * gen_new, generate_memory(sh, &cfg.dtype, b, prompt, gen_new), bench.map(|x| x.generate_tokens_per_s))
             }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LoopError, Result};
 use crate::rundir::{write_atomic, RunDir};
-use crate::stages::{plan, Stage};
+use crate::plan::{plan, Stage};
 use crate::ExperimentConfig;
 
 /// One measurement. `metric` is `ce` (token-mean cross entropy, with `tokens` the predicted-token
@@ -108,6 +108,5 @@ pub fn rebuild(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> 
         ));
     }
     write_atomic(&dir.root.join("metrics.csv"), csv.as_bytes())?;
-    crate::tensorboard::write_run(dir, cfg, &all)?;
     Ok(all)
 }

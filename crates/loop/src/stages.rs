@@ -1,4 +1,5 @@
-//! The stages of the loop and the driver that runs them in order, skipping finished ones.
+//! The executor: how each stage of the plan (`plan.rs`) runs, and the serial driver that runs them in
+//! plan order, skipping finished ones.
 //!
 //! Per generation t: `generate` (t >= 1: entity e's generation t-1 model completes its prompts;
 //! the outputs go to `gen-t/entity-e/synthetic.jsonl`), `train` (pool every entity's synthetic set,
@@ -8,7 +9,6 @@
 //! a fresh process after an interruption gives the same bytes.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -22,108 +22,19 @@ use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{self, AccuracyDocs, AccuracyOptions, DocResult};
+use crate::accuracy::{self, AccuracyDocs, AccuracyOptions};
+use crate::accuracy_docs::{self, ACCURACY_FILE};
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::lazy;
 use crate::collapse::{distinct_n, mean_pairwise_cosine};
 use crate::eval::{eval_prompts, token_ce, TextEmbedder};
-use crate::metrics::{self, to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
+use crate::finish;
+use crate::metrics::{to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
+use crate::plan::{dependencies, plan, shard_range, GenId, Stage, StageId};
 use crate::rundir::{write_atomic, RunDir, StageMarker};
 use crate::seeds::derive;
 use crate::similarity::{collapse_lines, read_decisions, CollapseInput};
-
-/// A generation: the base model, or generation t of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GenId {
-    Base,
-    Gen(u64),
-}
-
-impl GenId {
-    pub fn as_i64(self) -> i64 {
-        match self {
-            GenId::Base => -1,
-            GenId::Gen(t) => t as i64,
-        }
-    }
-    pub fn dir_name(self) -> String {
-        match self {
-            GenId::Base => "gen-base".into(),
-            GenId::Gen(t) => format!("gen-{t:03}"),
-        }
-    }
-    /// `base`, `-1` or a generation number.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "base" | "-1" => Some(GenId::Base),
-            _ => s.parse().ok().map(GenId::Gen),
-        }
-    }
-}
-
-impl fmt::Display for GenId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GenId::Base => write!(f, "base"),
-            GenId::Gen(t) => write!(f, "{t}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// One shard of a generate stage (`generation.shards` > 1): a contiguous slice of the prompts to
-    /// complete, run by any worker; `Generate` then merges the shards in order.
-    GenerateShard(u32),
-    Generate,
-    Train,
-    Eval,
-    Similarity,
-}
-
-impl Stage {
-    /// The name in markers, logs, `--stage` and Slurm: `generate-shard-N`, `generate`, `train`, …
-    pub fn name(self) -> String {
-        match self {
-            Stage::GenerateShard(i) => format!("generate-shard-{i}"),
-            other => other.group().into(),
-        }
-    }
-    /// The name without a shard number: what a Slurm array groups by.
-    pub fn group(self) -> &'static str {
-        match self {
-            Stage::GenerateShard(_) => "generate-shard",
-            Stage::Generate => "generate",
-            Stage::Train => "train",
-            Stage::Eval => "eval",
-            Stage::Similarity => "similarity",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        if let Some(i) = s.strip_prefix("generate-shard-") {
-            return i.parse().ok().map(Stage::GenerateShard);
-        }
-        [Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity].into_iter().find(|x| x.group() == s)
-    }
-}
-
-/// One unit of work; `entity` is `None` for whole-generation stages and the base model's eval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StageId {
-    pub gen: GenId,
-    pub entity: Option<usize>,
-    pub stage: Stage,
-}
-
-impl fmt::Display for StageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.entity {
-            Some(e) => write!(f, "generation {} entity {} {}", self.gen, e, self.stage.name()),
-            None => write!(f, "generation {} {}", self.gen, self.stage.name()),
-        }
-    }
-}
 
 /// Test/debug hook: stop the driver right after this stage (simulates an interruption).
 pub type StopAfter = Option<StageId>;
@@ -136,73 +47,6 @@ pub enum Event {
     Done { id: StageId, wall_s: f64, tokens: u64, note: String },
     Warning(String),
     GenerationDone { gen: GenId, wall_s: f64, tokens: u64 },
-}
-
-/// Every stage of a config, in the order the driver runs them.
-pub fn plan(cfg: &ExperimentConfig) -> Vec<StageId> {
-    let mut out = Vec::new();
-    let id = |gen, entity, stage| StageId { gen, entity, stage };
-    if cfg.eval.base {
-        out.push(id(GenId::Base, None, Stage::Eval));
-        out.push(id(GenId::Base, None, Stage::Similarity));
-    }
-    for t in 0..cfg.generations {
-        let g = GenId::Gen(t);
-        if t >= 1 {
-            let shards = cfg.generation.shards;
-            if shards > 1 {
-                out.extend((0..cfg.k).flat_map(|e| (0..shards).map(move |i| id(g, Some(e), Stage::GenerateShard(i)))));
-            }
-            out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Generate)));
-        }
-        out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Train)));
-        out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Eval)));
-        out.push(id(g, None, Stage::Similarity));
-    }
-    out
-}
-
-/// The stages that must be done before `id` can run.
-pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
-    let mk = |gen, entity, stage| StageId { gen, entity, stage };
-    let all = |g: GenId, s: Stage| (0..cfg.k).map(move |e| mk(g, Some(e), s));
-    match (id.gen, id.stage, id.entity) {
-        (GenId::Base, Stage::Similarity, _) => vec![mk(GenId::Base, None, Stage::Eval)],
-        (GenId::Base, _, _) => vec![],
-        (GenId::Gen(t), Stage::GenerateShard(_), Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
-        (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 && cfg.generation.shards > 1 => {
-            (0..cfg.generation.shards).map(|i| mk(GenId::Gen(t), Some(e), Stage::GenerateShard(i))).collect()
-        }
-        (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
-        (GenId::Gen(t), Stage::Train, Some(e)) => {
-            let mut v = Vec::new();
-            if t >= 1 {
-                // The generate stage (generation g + 1) of every set the pool holds.
-                v.extend(lazy::pool_sets(cfg, t).into_iter().map(|(j, g, _)| mk(GenId::Gen(g + 1), Some(j), Stage::Generate)));
-                if cfg.warm_start {
-                    v.push(mk(GenId::Gen(t - 1), Some(e), Stage::Train));
-                }
-            }
-            v
-        }
-        (g, Stage::Eval, Some(e)) => vec![mk(g, Some(e), Stage::Train)],
-        (g, Stage::Similarity, None) => all(g, Stage::Eval).collect(),
-        _ => vec![],
-    }
-}
-
-/// Refuses a `max_len` longer than the base model's position table, before any stage runs (else a
-/// train stage fails mid-run on an embedding index).
-pub fn check_max_len(cfg: &ExperimentConfig) -> Result<()> {
-    let dir = crossfeed_model::hub::resolve(&cfg.base_model, &HubOptions::from_env())?;
-    if let Some(limit) = CausalLm::max_positions_of_dir(&dir)?.filter(|&l| cfg.max_len > l) {
-        return Err(LoopError::Config(format!(
-            "max_len = {} is longer than base_model's max_position_embeddings = {limit} ({}); use max_len <= {limit}",
-            cfg.max_len,
-            dir.join("config.json").display()
-        )));
-    }
-    Ok(())
 }
 
 /// A synthetic sample as stored in `synthetic.jsonl` (its origin kept).
@@ -288,7 +132,7 @@ impl<'a> Runner<'a> {
                 let dup = private[..i].iter().any(|p| p.kind == t.kind);
                 let name = if dup { format!("{base}#{i}") } else { base };
                 let examples = cap(&t.eval);
-                let accuracy = if self.cfg.eval.accuracy { accuracy_docs(&self.cfg, i, t, &examples)? } else { None };
+                let accuracy = if self.cfg.eval.accuracy { accuracy_docs::private_task_docs(&self.cfg, i, t, &examples)? } else { None };
                 sets.push(EvalSet { name, examples, accuracy });
             }
             sets.push(EvalSet { name: "public".into(), examples: cap(&public.eval), accuracy: None });
@@ -328,17 +172,17 @@ impl<'a> Runner<'a> {
                 gen_tokens += m.tokens;
             }
             if id.stage == Stage::Similarity {
-                finish_stage(&self.dir, &self.cfg)?;
+                finish::finish_stage(&self.dir, &self.cfg)?;
                 report(&Event::GenerationDone { gen: id.gen, wall_s: secs(gen_start), tokens: gen_tokens });
                 gen_start = Instant::now();
                 gen_tokens = 0;
             }
             if stop_after == Some(id) {
-                rebuild_metrics(&self.dir, &self.cfg)?;
+                finish::record(&self.dir, &self.cfg)?;
                 return Err(LoopError::Stopped(id.to_string()));
             }
         }
-        rebuild_metrics(&self.dir, &self.cfg)
+        finish::record(&self.dir, &self.cfg)
     }
 
     /// Runs one stage (again, if it was done), after checking its dependencies are done.
@@ -665,7 +509,7 @@ impl<'a> Runner<'a> {
                     });
                 }
                 for (i, d) in res.per_doc.iter().enumerate() {
-                    acc_log.push_str(&accuracy_line(&set.name, i, d).to_string());
+                    acc_log.push_str(&accuracy_docs::record(&set.name, i, d).to_string());
                     acc_log.push('\n');
                 }
             }
@@ -751,9 +595,6 @@ impl<'a> Runner<'a> {
         Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
     }
 
-}
-
-impl Runner<'_> {
     /// The similarity stage's collapse lines (`similarity::collapse_lines`): its inputs read from the
     /// eval stages' files, the real continuations of the eval prompts at generation -1, and the base
     /// model loaded once when `eval.perplexity` asks for it.
@@ -794,99 +635,6 @@ impl Runner<'_> {
         };
         collapse_lines(&input, &cfg.eval, embedder, Some(&mut score))
     }
-}
-
-/// Per-document accuracy records of an eval stage (lm-eval's `log_samples`, abridged).
-pub const ACCURACY_FILE: &str = "accuracy.jsonl";
-
-fn accuracy_line(set: &str, index: usize, d: &DocResult) -> serde_json::Value {
-    match d {
-        DocResult::Choice { loglikelihoods, is_greedy, acc, acc_norm } => serde_json::json!({
-            "eval_set": set, "index": index, "loglikelihoods": loglikelihoods, "is_greedy": is_greedy, "acc": acc, "acc_norm": acc_norm,
-        }),
-        DocResult::Gen { generation, strict, flexible, strict_em, flexible_em, .. } => serde_json::json!({
-            "eval_set": set, "index": index, "generation": generation, "strict_match": strict, "flexible_extract": flexible,
-            "exact_match": strict_em, "exact_match_flexible": flexible_em,
-        }),
-    }
-}
-
-/// Private task `i`'s accuracy documents: lm-evaluation-harness's for a real task (the very rows the
-/// CE set scores, capped as it is), the toy task's own form otherwise; `None` for a task without one.
-fn accuracy_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, examples: &[Example]) -> Result<Option<(AccuracyDocs, usize)>> {
-    let kind = t.kind;
-    let (mut docs, shots) = if accuracy::lm_eval_task(kind).is_some() {
-        let shots = cfg.eval.accuracy_fewshot.unwrap_or_else(|| accuracy::default_fewshot(kind));
-        let rows = crossfeed_data::task_rows(&cfg.private[i], shots > 0)?;
-        (accuracy::docs_from_rows(&rows)?, shots)
-    } else {
-        match crate::accuracy_docs::toy_docs(kind, examples, &t.train) {
-            Some(d) => (d, cfg.eval.accuracy_fewshot.unwrap_or(0)),
-            None => return Ok(None),
-        }
-    };
-    docs.truncate(examples.len());
-    docs.truncate(cfg.eval.accuracy_examples);
-    Ok(Some((docs, shots)))
-}
-
-/// Rebuilds `metrics.jsonl`/`metrics.csv` under the run's metrics lock: concurrent stage processes
-/// rebuild one after another, so the last rebuild sees every marker written before it started.
-pub fn rebuild_metrics(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> {
-    let path = dir.root.join("metrics.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| LoopError::io(&path, e))?;
-    file.lock().map_err(|e| LoopError::io(&path, e))?;
-    let r = metrics::rebuild(dir, cfg);
-    let _ = file.unlock();
-    r
-}
-
-/// What follows a stage, whoever ran it: metrics, then pruning.
-pub fn finish_stage(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
-    rebuild_metrics(dir, cfg)?;
-    prune(dir, cfg)
-}
-
-/// With `keep_last = k`, deletes the checkpoint of (generation g, entity e) once g is older than the
-/// last k generations whose similarity is done AND every stage that reads it is done. The readers come
-/// from the dependency graph (every stage depending on train(g, e): its eval, the next generation's
-/// generate and warm-started train), not from generation arithmetic: under workers or Slurm an old
-/// eval can still be pending or failed after later generations finish, and deleting its model then
-/// would leave a run no resume can finish.
-pub fn prune(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
-    let k = cfg.keep_last;
-    if k == 0 {
-        return Ok(());
-    }
-    let stages = plan(cfg);
-    let newest = stages
-        .iter()
-        .filter(|id| id.stage == Stage::Similarity && dir.is_done(id))
-        .filter_map(|id| match id.gen {
-            GenId::Gen(t) => Some(t),
-            GenId::Base => None,
-        })
-        .max();
-    let Some(t) = newest.filter(|&t| t >= k) else { return Ok(()) };
-    for old in 0..=(t - k) {
-        for e in 0..cfg.k {
-            let d = dir.model_dir(GenId::Gen(old), e);
-            if !d.exists() {
-                continue;
-            }
-            let trained = StageId { gen: GenId::Gen(old), entity: Some(e), stage: Stage::Train };
-            if stages.iter().filter(|id| dependencies(cfg, id).contains(&trained)).all(|id| dir.is_done(id)) {
-                std::fs::remove_dir_all(&d).map_err(|er| LoopError::io(&d, er))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The prompts of shard `i` of `shards` over `n`: contiguous, sizes differing by at most one.
-pub fn shard_range(n: usize, shards: u32, i: u32) -> std::ops::Range<usize> {
-    let (s, i) = (shards.max(1) as usize, i as usize);
-    (n * i / s)..(n * (i + 1) / s)
 }
 
 /// Test hook: `CROSSFEED_TEST_PAUSE_STAGE="generation 1 entity 0 train[@SECS]"` makes the process that

@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::config::ExperimentConfig;
 use crate::metrics::MetricLine;
 use crate::rundir::{write_atomic, RunDir};
-use crate::stages::{plan, GenId, Stage};
+use crate::plan::{plan, GenId, Stage};
 use crate::{LoopError, Result};
 
 /// The event file's name inside `tb/` (TensorBoard reads files whose name contains `tfevents`).
