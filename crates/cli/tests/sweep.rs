@@ -41,7 +41,8 @@ fn tiny_sweep_runs_reports_and_writes_slurm_scripts() {
     assert!(md.contains("| llama32 | – | 0 | M1 | ") && md.contains("| llama32 | – | 1 | M2 | "), "{md}");
     let dir = tmp.path().join("tiny-sweep");
     // Collapse columns: each entity's self-BLEU and perplexity init → final (no embedder here: no Vendi).
-    assert!(md.contains("| self-BLEU | Vendi | perplexity |") && md.contains("self_bleu.svg"), "{md}");
+    assert!(md.contains("| self-BLEU | Vendi | perplexity | TTR |") && md.contains("self_bleu.svg"), "{md}");
+    assert!(md.contains("| model | setting | alpha | both wrong | by chance | same wrong option | by chance |"), "{md}");
     for f in ["report.md", "cross_ce.svg", "cross_ce.png", "similarity.svg", "similarity.png", "self_bleu.svg", "self_bleu.png", "alpha0-s0/metrics.jsonl", "alpha1-s0/metrics.jsonl"] {
         assert!(dir.join(f).is_file(), "sweep lacks {f}");
     }
