@@ -15,6 +15,30 @@ pub trait TextEmbedder {
     fn embed(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String>;
 }
 
+/// An embedder that embeds each list of texts once and hands out the same vectors after, for a stage
+/// whose metrics read the same texts' embeddings more than once.
+pub struct MemoEmbedder<'a> {
+    inner: &'a dyn TextEmbedder,
+    seen: std::cell::RefCell<std::collections::HashMap<Vec<String>, Vec<Vec<f32>>>>,
+}
+
+impl<'a> MemoEmbedder<'a> {
+    pub fn new(inner: &'a dyn TextEmbedder) -> Self {
+        MemoEmbedder { inner, seen: Default::default() }
+    }
+}
+
+impl TextEmbedder for MemoEmbedder<'_> {
+    fn embed(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        if let Some(v) = self.seen.borrow().get(texts) {
+            return Ok(v.clone());
+        }
+        let v = self.inner.embed(texts)?;
+        self.seen.borrow_mut().insert(texts.to_vec(), v.clone());
+        Ok(v)
+    }
+}
+
 /// Token-mean CE of `model` on `examples` (loss on the completion only when `completion_only`):
 /// returns (ce, predicted tokens). Sums are accumulated in f64 in a fixed batch order so the number
 /// is reproducible.

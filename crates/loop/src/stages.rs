@@ -28,7 +28,7 @@ use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::lazy;
 use crate::collapse::{distinct_n, mean_pairwise_cosine};
-use crate::eval::{eval_prompts, token_ce, TextEmbedder};
+use crate::eval::{eval_prompts, token_ce, MemoEmbedder, TextEmbedder};
 use crate::finish;
 use crate::metrics::{to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
 use crate::plan::{dependencies, plan, shard_range, GenId, Stage, StageId};
@@ -550,6 +550,9 @@ impl<'a> Runner<'a> {
         if !self.cfg.eval.embed_model.is_empty() && self.embedder.is_none() {
             return Err(LoopError::NoEmbedder(self.cfg.eval.embed_model.clone()));
         }
+        // The cosine and the Vendi score read the same completions' embeddings: embed them once.
+        let memo = self.embedder.map(MemoEmbedder::new);
+        let embedder = memo.as_ref().map(|m| m as &dyn TextEmbedder);
         let entities: Vec<Option<usize>> = match g {
             GenId::Base => vec![None],
             GenId::Gen(_) => (0..self.cfg.k).map(Some).collect(),
@@ -581,7 +584,7 @@ impl<'a> Runner<'a> {
                 let pooled: Vec<String> = per.concat();
                 lines.push(line(None, set, "distinct_1", distinct_n(&pooled, 1)));
                 lines.push(line(None, set, "distinct_2", distinct_n(&pooled, 2)));
-                if let Some(emb) = self.embedder {
+                if let Some(emb) = embedder {
                     let vecs: Vec<Vec<Vec<f32>>> = per.iter().map(|t| emb.embed(t)).collect::<std::result::Result<_, _>>().map_err(LoopError::Embed)?;
                     if let Some(c) = mean_pairwise_cosine(&vecs) {
                         lines.push(line(None, set, "cosine", c));
@@ -589,7 +592,7 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        lines.extend(self.collapse(g, &entities, &outputs, &names)?);
+        lines.extend(self.collapse(g, &entities, &outputs, &names, embedder)?);
         let dir = self.dir.stage_dir(&StageId { gen: g, entity: None, stage: Stage::Similarity });
         write_atomic(&dir.join(SIMILARITY_FILE), to_jsonl(&lines).as_bytes())?;
         Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
@@ -598,7 +601,14 @@ impl<'a> Runner<'a> {
     /// The similarity stage's collapse lines (`similarity::collapse_lines`): its inputs read from the
     /// eval stages' files, the real continuations of the eval prompts at generation -1, and the base
     /// model loaded once when `eval.perplexity` asks for it.
-    fn collapse(&mut self, g: GenId, entities: &[Option<usize>], outputs: &[Vec<OutputLine>], names: &[String]) -> Result<Vec<MetricLine>> {
+    fn collapse(
+        &mut self,
+        g: GenId,
+        entities: &[Option<usize>],
+        outputs: &[Vec<OutputLine>],
+        names: &[String],
+        embedder: Option<&dyn TextEmbedder>,
+    ) -> Result<Vec<MetricLine>> {
         let pairs = |o: &[OutputLine], set: &str| o.iter().filter(|l| l.eval_set == set).map(|l| (l.prompt.clone(), l.completion.clone())).collect::<Vec<_>>();
         let sets = names.iter().map(|s| (s.clone(), outputs.iter().map(|o| pairs(o, s)).collect())).collect();
         let real = if g == GenId::Base {
@@ -624,7 +634,7 @@ impl<'a> Runner<'a> {
             .map(|&e| read_decisions(&self.dir.stage_dir(&StageId { gen: g, entity: e, stage: Stage::Eval }).join(ACCURACY_FILE)))
             .collect::<Result<_>>()?;
         let input = CollapseInput { generation: g.as_i64(), entities, sets, real, decisions };
-        let (cfg, embedder) = (self.cfg.clone(), self.embedder);
+        let cfg = self.cfg.clone();
         if !cfg.eval.perplexity {
             return collapse_lines(&input, &cfg.eval, embedder, None);
         }

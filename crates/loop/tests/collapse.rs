@@ -243,3 +243,23 @@ fn similarity_stage_lines() {
     assert_eq!(names, ["data_distinct_1", "data_distinct_2", "data_self_bleu", "data_ttr"]);
     assert!(lines.iter().all(|l| l.generation == -1 && l.entity.is_none() && l.eval_set == "public"));
 }
+
+#[test]
+fn memo_embedder_embeds_each_list_once() {
+    use crossfeed_loop::eval::MemoEmbedder;
+    use crossfeed_loop::TextEmbedder;
+    struct Counting(std::cell::Cell<usize>);
+    impl TextEmbedder for Counting {
+        fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+            self.0.set(self.0.get() + 1);
+            FirstByte.embed(texts)
+        }
+    }
+    let inner = Counting(std::cell::Cell::new(0));
+    let memo = MemoEmbedder::new(&inner);
+    let (a, b) = (s(&["a", "x"]), s(&["x"]));
+    assert_eq!(memo.embed(&a).unwrap(), FirstByte.embed(&a).unwrap());
+    assert_eq!(memo.embed(&a).unwrap(), FirstByte.embed(&a).unwrap());
+    memo.embed(&b).unwrap();
+    assert_eq!(inner.0.get(), 2, "one call per distinct list");
+}
