@@ -592,15 +592,16 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        lines.extend(self.collapse(g, &entities, &outputs, &names, embedder)?);
+        let (collapse, scored) = self.collapse(g, &entities, &outputs, &names, embedder)?;
+        lines.extend(collapse);
         let dir = self.dir.stage_dir(&StageId { gen: g, entity: None, stage: Stage::Similarity });
         write_atomic(&dir.join(SIMILARITY_FILE), to_jsonl(&lines).as_bytes())?;
-        Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
+        Ok((0, vec![SIMILARITY_FILE.into()], scored, format!("{} lines", lines.len())))
     }
 
     /// The similarity stage's collapse lines (`similarity::collapse_lines`): its inputs read from the
     /// eval stages' files, the real continuations of the eval prompts at generation -1, and the base
-    /// model loaded once when `eval.perplexity` asks for it.
+    /// model loaded once when `eval.perplexity` asks for it; with the tokens it scored.
     fn collapse(
         &mut self,
         g: GenId,
@@ -608,7 +609,7 @@ impl<'a> Runner<'a> {
         outputs: &[Vec<OutputLine>],
         names: &[String],
         embedder: Option<&dyn TextEmbedder>,
-    ) -> Result<Vec<MetricLine>> {
+    ) -> Result<(Vec<MetricLine>, u64)> {
         let pairs = |o: &[OutputLine], set: &str| o.iter().filter(|l| l.eval_set == set).map(|l| (l.prompt.clone(), l.completion.clone())).collect::<Vec<_>>();
         let sets = names.iter().map(|s| (s.clone(), outputs.iter().map(|o| pairs(o, s)).collect())).collect();
         let real = if g == GenId::Base {
@@ -636,14 +637,18 @@ impl<'a> Runner<'a> {
         let input = CollapseInput { generation: g.as_i64(), entities, sets, real, decisions };
         let cfg = self.cfg.clone();
         if !cfg.eval.perplexity {
-            return collapse_lines(&input, &cfg.eval, embedder, None);
+            return Ok((collapse_lines(&input, &cfg.eval, embedder, None)?, 0));
         }
         let (model, tok, pad) = self.load_model(GenId::Base, None)?;
+        let mut scored = 0u64;
         let mut score = |pairs: &[(String, String)]| {
             let examples: Vec<Example> = pairs.iter().map(|(p, c)| Example::new(p.clone(), c.clone())).collect();
-            token_ce(&model, &tok, pad, &examples, cfg.max_len, true, cfg.eval.batch_size)
+            let (nll, tokens) = token_ce(&model, &tok, pad, &examples, cfg.max_len, true, cfg.eval.batch_size)?;
+            scored += tokens;
+            Ok((nll, tokens))
         };
-        collapse_lines(&input, &cfg.eval, embedder, Some(&mut score))
+        let lines = collapse_lines(&input, &cfg.eval, embedder, Some(&mut score))?;
+        Ok((lines, scored))
     }
 }
 
