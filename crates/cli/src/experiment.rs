@@ -17,7 +17,7 @@ pub enum ExperimentCommand {
     Resume(ResumeArgs),
     /// Which stages of a run are done, with their wall time and tokens.
     Status(DirArgs),
-    /// Write RUN_DIR/report.md (CE init → final, similarity/diversity by generation) and print it.
+    /// Write RUN_DIR/report.md (CE and accuracy init → final, similarity, collapse metrics and shared errors by generation) and print it.
     Report(DirArgs),
     /// Run a single stage of a run (its dependencies must be done).
     Stage(StageArgs),
