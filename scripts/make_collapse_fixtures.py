@@ -7,7 +7,7 @@ tests/fixtures/collapse.json and checked by crates/loop/tests/collapse.rs:
 - type-token ratio (mean over texts of distinct / all 13a tokens), perplexity and error consensus
   with numpy, as the Rust doc comments define them.
 
-Run: /work/venv/bin/python scripts/make_collapse_fixtures.py  (sacrebleu 2.x, vendi-score, numpy)
+Run: python3 scripts/make_collapse_fixtures.py  (pip install sacrebleu vendi-score numpy; made with sacrebleu 2.6.0)
 """
 import json
 import os
