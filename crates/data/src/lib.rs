@@ -6,6 +6,7 @@
 //! - [`template`] — `{field}` [`Template`]s.
 //! - [`task`] — [`TaskKind`], hub layouts, columns and the documented default templates.
 //! - [`mixture`] — the alpha/beta mixture sampler [`sample_mixture`] and its [`MixtureConfig`].
+//! - [`topology`] — who reads whom: [`Topology`] (`all`, `self`, `ring`, a K×K matrix).
 //! - [`prompts`] — [`generation_prompts`] for synthetic-data generation.
 //! - [`manifest`] — the JSONL training manifest.
 //! - [`rng`] — deterministic per-(generation, entity) random streams.
@@ -32,6 +33,7 @@ pub mod rng;
 pub mod source;
 pub mod task;
 pub mod template;
+pub mod topology;
 pub mod toy;
 
 #[cfg(feature = "fixtures")]
@@ -50,4 +52,5 @@ pub use prompts::{generation_prompts, prefix_of, prompt_count, synthetic_count, 
 pub use source::{load_task, load_task_with, task_files, task_rows, DataConfig, SourceConfig, TaskConfig, TaskData, TaskRows};
 pub use task::{gsm8k_final_answer, strip_calculator, Cell, ColumnKind, TaskKind};
 pub use template::Template;
+pub use topology::Topology;
 pub use toy::{toy_world, ToySizes, ToyTask, ToyWorld};
