@@ -17,6 +17,10 @@ use std::path::Path;
 pub enum FileFormat {
     Parquet,
     Jsonl,
+    /// Custom tasks only.
+    Csv,
+    /// Plain text, custom tasks only.
+    Text,
 }
 
 impl FileFormat {
@@ -24,6 +28,8 @@ impl FileFormat {
         match path.extension()?.to_str()? {
             "parquet" => Some(FileFormat::Parquet),
             "jsonl" | "json" => Some(FileFormat::Jsonl),
+            "csv" => Some(FileFormat::Csv),
+            "txt" | "text" => Some(FileFormat::Text),
             _ => None,
         }
     }
@@ -34,6 +40,10 @@ pub fn read_rows(path: &Path, cols: &[(&str, ColumnKind)]) -> Result<Vec<Vec<Cel
     match FileFormat::of(path) {
         Some(FileFormat::Parquet) => read_parquet_rows(path, cols),
         Some(FileFormat::Jsonl) => read_jsonl_rows(path, cols),
+        Some(FileFormat::Csv | FileFormat::Text) => Err(DataError::Config(format!(
+            "{}: CSV and plain text are read by `kind = \"custom\"` tasks; built-in tasks read .parquet, .jsonl or .json",
+            path.display()
+        ))),
         None => Err(DataError::Config(format!(
             "{}: unknown file type (expected .parquet, .jsonl or .json)",
             path.display()

@@ -10,6 +10,13 @@ use crossfeed_data::{Example, TaskKind};
 
 use crate::accuracy::{AccuracyDocs, ChoiceDoc, GenDoc};
 
+/// A custom task's multiple-choice documents (`custom.accuracy`), scored as lm-evaluation-harness
+/// scores `multiple_choice` (acc, acc_norm); `None` without one.
+pub fn custom_docs(task: &crossfeed_data::TaskConfig) -> crate::error::Result<Option<AccuracyDocs>> {
+    let mk = |v: Vec<crossfeed_data::ChoiceRow>| -> Vec<ChoiceDoc> { v.into_iter().map(|(context, choices, gold)| ChoiceDoc { context, choices, gold }).collect() };
+    Ok(crossfeed_data::custom_choice_docs(task)?.map(|(docs, fewshot)| AccuracyDocs::Choice { docs: mk(docs), fewshot: mk(fewshot) }))
+}
+
 /// The toy task's accuracy documents for its eval examples (few-shot examples, used only when
 /// `eval.accuracy_fewshot` asks for them, come from the start of its train split); `None` for a kind
 /// without a form.

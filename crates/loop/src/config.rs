@@ -336,6 +336,9 @@ impl ExperimentConfig {
                 .into());
         }
         self.mixture().validate_for(self.k)?;
+        for (role, t) in std::iter::once(("public", &self.public)).chain(self.private.iter().take(self.k).map(|t| ("private", t))) {
+            t.check().map_err(|e| LoopError::Config(format!("{role} task {}: {e}", t.name())))?;
+        }
         Ok(())
     }
 

@@ -281,10 +281,9 @@ impl<'a> Runner<'a> {
                 v[..n].to_vec()
             };
             let mut sets = Vec::new();
+            let names = crate::sweep_report::set_names(&self.cfg);
             for (i, t) in private.iter().enumerate() {
-                let base = t.kind.name().to_string();
-                let dup = private[..i].iter().any(|p| p.kind == t.kind);
-                let name = if dup { format!("{base}#{i}") } else { base };
+                let name = names[i].clone();
                 let examples = cap(&t.eval);
                 let accuracy = if self.cfg.eval.accuracy { accuracy_docs(&self.cfg, i, t, &examples)? } else { None };
                 sets.push(EvalSet { name, examples, accuracy });
@@ -770,6 +769,8 @@ fn accuracy_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, examples: &[Exa
         let shots = cfg.eval.accuracy_fewshot.unwrap_or_else(|| accuracy::default_fewshot(kind));
         let rows = crossfeed_data::task_rows(&cfg.private[i], shots > 0)?;
         (accuracy::docs_from_rows(&rows)?, shots)
+    } else if let Some(d) = crate::accuracy_docs::custom_docs(&cfg.private[i])? {
+        (d, cfg.eval.accuracy_fewshot.unwrap_or(0))
     } else {
         match crate::accuracy_docs::toy_docs(kind, examples, &t.train) {
             Some(d) => (d, cfg.eval.accuracy_fewshot.unwrap_or(0)),
