@@ -204,7 +204,7 @@ pub fn read_custom(path: &Path, task: &CustomTask, wanted: &[(String, String)]) 
                 let obj = v.as_object().ok_or_else(|| jerr("not a JSON object".into()))?;
                 let mut row = Row::new();
                 for (c, by) in wanted {
-                    let v = obj.get(c).ok_or_else(|| missing(c, &format!("{by}; line {}", ln + 1), obj.keys().cloned().collect()))?;
+                    let v = obj.get(c).ok_or_else(|| missing(c, &format!("{by} (line {})", ln + 1), obj.keys().cloned().collect()))?;
                     row.insert(c.clone(), json_value(v).map_err(|m| jerr(format!("column `{c}`: {m}")))?);
                 }
                 rows.push(row);

@@ -58,7 +58,7 @@ pub enum DataError {
         split: String,
         hint: String,
     },
-    #[error("{path}: no column `{column}`, which {used_by} reads (columns present: {available})")]
+    #[error("{path}: no column `{column}`, used by {used_by} (columns present: {available})")]
     CustomColumn {
         path: PathBuf,
         column: String,
