@@ -118,7 +118,11 @@ fn custom_tasks_from_jsonl_parquet_text_and_the_hub_run_the_whole_loop() {
     for (set, metric) in [("colors", "acc"), ("colors", "acc_norm"), ("colors", "ce"), ("colors-b", "ce"), ("public", "ce")] {
         assert!(m.lines().any(|l| l.contains(&format!("\"eval_set\":\"{set}\"")) && l.contains(&format!("\"metric\":\"{metric}\""))), "no {set} {metric}:\n{m}");
     }
-    assert!(!m.contains("\"eval_set\":\"colors-b\",\"metric\":\"acc\""), "colors-b has no accuracy configured");
+    assert!(m.lines().any(|l| l.contains("\"eval_set\":\"colors-b\"") && l.contains("\"metric\":\"exact_match\"")), "no colors-b exact_match:\n{m}");
+    assert!(!m.contains("\"eval_set\":\"colors-b\",\"metric\":\"acc\""), "colors-b is scored by exact match only");
+    // Every exact-match decision is recorded with the generation and what the regex extracted.
+    let acc = std::fs::read_to_string(runs.join("custom-example/gen-000/entity-1/accuracy.jsonl")).unwrap();
+    assert!(acc.lines().any(|l| l.contains("\"eval_set\":\"colors-b\"") && l.contains("\"generation\"") && l.contains("\"exact_match\"")), "{acc}");
 
     // The same questions from JSONL and from parquet, as a private task and as the public corpus.
     let a = run(tmp.path(), "jsonl", &config("jsonl", QA_JSONL, CORPUS_PARQUET), &[]);

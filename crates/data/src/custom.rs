@@ -68,6 +68,27 @@ pub enum CustomAccuracy {
         /// Column of the gold option: an index from 0 (`2`, `"2"`) or a letter (`"C"`).
         label: String,
     },
+    /// `output_type: generate_until` with a regex filter and `exact_match`: greedy generation from
+    /// the prompt until a stop string, the answer extracted by `regex`, compared with `target`.
+    ExactMatch {
+        /// The reference answer, a template over the columns (`"{{answer}}"`).
+        target: String,
+        /// Stop strings (lm-eval's `until`); default `["\n\n"]` (its few-shot delimiter). The EOS
+        /// text always stops.
+        #[serde(default)]
+        stop: Option<Vec<String>>,
+        /// lm-eval's `regex` filter: the `group_select`-th match (negative from the end; its first
+        /// group if the pattern has one), stripped; `[invalid]` when none. Unset: the whole generation.
+        #[serde(default)]
+        regex: Option<String>,
+        #[serde(default)]
+        group_select: isize,
+        /// `exact_match`'s `ignore_case` and `ignore_punctuation` (default false).
+        #[serde(default)]
+        ignore_case: bool,
+        #[serde(default)]
+        ignore_punctuation: bool,
+    },
 }
 
 impl CustomTask {
@@ -90,6 +111,11 @@ impl CustomTask {
                 OptionColumns::Columns(cs) => cs.iter().for_each(|c| add(c.clone(), "custom.accuracy.options".into())),
             }
             add(label.clone(), "custom.accuracy.label".into());
+        }
+        if let Some(CustomAccuracy::ExactMatch { target, .. }) = &self.accuracy {
+            for f in template_fields(target, "custom.accuracy.target")? {
+                add(f, format!("template custom.accuracy.target = {target:?}"));
+            }
         }
         Ok(out)
     }

@@ -52,7 +52,7 @@ pub use mixture::{
 };
 pub use passages::{sample_passages, whitespace_tokens, MemoryCorpus, ParquetCorpus, PassageConfig, PassageSet, SentenceSource};
 pub use prompts::{generation_prompts, prefix_of, prompt_count, synthetic_count, GenerationPrompt, PrefixLength, PromptConfig, PromptSource};
-pub use source::{custom_choice_docs, load_task, load_task_with, ChoiceRow, task_files, task_rows, DataConfig, SourceConfig, TaskConfig, TaskData, TaskRows};
+pub use source::{custom_choice_docs, custom_match_docs, load_task, load_task_with, ChoiceRow, task_files, task_rows, DataConfig, SourceConfig, TaskConfig, TaskData, TaskRows};
 pub use task::{gsm8k_final_answer, strip_calculator, Cell, ColumnKind, TaskKind};
 pub use template::Template;
 pub use topology::Topology;

@@ -504,6 +504,19 @@ fn load_custom(cfg: &TaskConfig, spec: &CustomTask) -> Result<CustomRows> {
     Ok(CustomRows { train: pick(&train_all, &tr), eval: pick(&eval_all, &ev), files, train_rows: tr, eval_rows: ev })
 }
 
+/// A custom task's generation documents for exact-match accuracy: (context, target) for the eval
+/// rows in `TaskData::eval` order and for the train rows (few-shot examples); `None` when the task's
+/// accuracy is not `exact_match`. The rule itself is the task's `custom.accuracy`.
+pub fn custom_match_docs(cfg: &TaskConfig) -> Result<Option<(Vec<(String, String)>, Vec<(String, String)>)>> {
+    let Some(spec) = custom_spec(cfg)? else { return Ok(None) };
+    let Some(CustomAccuracy::ExactMatch { target, .. }) = &spec.accuracy else { return Ok(None) };
+    let c = load_custom(cfg, spec)?;
+    let docs = |rows: &[Row]| -> Result<Vec<(String, String)>> {
+        rows.iter().map(|r| Ok((custom::render(&spec.prompt, r, "custom.prompt")?, custom::render(target, r, "custom.accuracy.target")?))).collect()
+    };
+    Ok(Some((docs(&c.eval)?, docs(&c.train)?)))
+}
+
 /// One multiple-choice document: the context (the prompt template), the options, the gold index.
 pub type ChoiceRow = (String, Vec<String>, usize);
 

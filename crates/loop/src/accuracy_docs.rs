@@ -8,13 +8,23 @@
 use crossfeed_data::toy::facts::{COLORS, FOODS, HOMES, SIZES};
 use crossfeed_data::{Example, TaskKind};
 
-use crate::accuracy::{AccuracyDocs, ChoiceDoc, GenDoc};
+use crate::accuracy::{AccuracyDocs, ChoiceDoc, GenDoc, MatchRule};
 
-/// A custom task's multiple-choice documents (`custom.accuracy`), scored as lm-evaluation-harness
-/// scores `multiple_choice` (acc, acc_norm); `None` without one.
+/// A custom task's accuracy documents (`custom.accuracy`): multiple choice, scored as
+/// lm-evaluation-harness scores `multiple_choice` (acc, acc_norm), or exact match of a greedy
+/// generation (`generate_until`, regex filter, `exact_match`); `None` without one.
 pub fn custom_docs(task: &crossfeed_data::TaskConfig) -> crate::error::Result<Option<AccuracyDocs>> {
     let mk = |v: Vec<crossfeed_data::ChoiceRow>| -> Vec<ChoiceDoc> { v.into_iter().map(|(context, choices, gold)| ChoiceDoc { context, choices, gold }).collect() };
-    Ok(crossfeed_data::custom_choice_docs(task)?.map(|(docs, fewshot)| AccuracyDocs::Choice { docs: mk(docs), fewshot: mk(fewshot) }))
+    if let Some((docs, fewshot)) = crossfeed_data::custom_choice_docs(task)? {
+        return Ok(Some(AccuracyDocs::Choice { docs: mk(docs), fewshot: mk(fewshot) }));
+    }
+    let Some(crossfeed_data::CustomAccuracy::ExactMatch { stop, regex, group_select, ignore_case, ignore_punctuation, .. }) = task.custom.as_ref().and_then(|c| c.accuracy.clone()) else {
+        return Ok(None);
+    };
+    let Some((docs, fewshot)) = crossfeed_data::custom_match_docs(task)? else { return Ok(None) };
+    let gen = |v: Vec<(String, String)>| -> Vec<GenDoc> { v.into_iter().map(|(context, target)| GenDoc { context, target }).collect() };
+    let rule = MatchRule { until: stop.unwrap_or_else(|| vec!["\n\n".into()]), regex, group_select, ignore_case, ignore_punctuation };
+    Ok(Some(AccuracyDocs::Match { docs: gen(docs), fewshot: gen(fewshot), rule }))
 }
 
 /// The toy task's accuracy documents for its eval examples (few-shot examples, used only when
@@ -73,5 +83,28 @@ mod tests {
         let Some(AccuracyDocs::Gen { docs, fewshot }) = toy_docs(TaskKind::ToyArithmetic, std::slice::from_ref(&arith), &[arith.clone()]) else { panic!("arithmetic has a form") };
         assert!(docs[0].target.ends_with("#### 2") && fewshot.len() == 1);
         assert!(toy_docs(TaskKind::ToyPublic, &[], &[]).is_none());
+    }
+
+    #[test]
+    fn custom_exact_match_rule() {
+        use crate::accuracy::regex_filter;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.jsonl"), "{\"q\": \"sky?\", \"a\": \"Blue\"}\n").unwrap();
+        std::fs::write(dir.path().join("test.jsonl"), "{\"q\": \"grass?\", \"a\": \"Green\"}\n").unwrap();
+        let toml = format!(
+            "kind = \"custom\"\nsource = {{ type = \"local\", dir = {:?} }}\n[custom]\nname = \"c\"\nprompt = \"{{{{q}}}}\"\nanswer = \" {{{{a}}}}\"\naccuracy = {{ type = \"exact_match\", target = \"{{{{a}}}}\", regex = \"answer: (\\\\w+)\", group_select = -1, ignore_case = true }}\n",
+            dir.path().display().to_string()
+        );
+        let task: crossfeed_data::TaskConfig = toml::from_str(&toml).unwrap();
+        let Some(AccuracyDocs::Match { docs, fewshot, rule }) = custom_docs(&task).unwrap() else { panic!("an exact-match form") };
+        assert_eq!((docs[0].context.as_str(), docs[0].target.as_str(), fewshot.len()), ("grass?", "Green", 1));
+        assert_eq!(rule.until, vec!["\n\n".to_string()], "lm-eval's default: the few-shot delimiter");
+        let re = regex::Regex::new(rule.regex.as_deref().unwrap()).unwrap();
+        let got = regex_filter(&re, rule.group_select, " answer: red, no, answer: GREEN ");
+        assert_eq!(got, "GREEN");
+        assert!(rule.exact_match(&got, "Green"));
+        assert!(!MatchRule { ignore_case: false, ..rule.clone() }.exact_match(&got, "Green"));
+        assert!(MatchRule { ignore_punctuation: true, ..rule.clone() }.exact_match("green!", "Green."));
+        assert_eq!(regex_filter(&re, 0, "nothing"), "[invalid]");
     }
 }

@@ -338,6 +338,12 @@ impl ExperimentConfig {
         self.mixture().validate_for(self.k)?;
         for (role, t) in std::iter::once(("public", &self.public)).chain(self.private.iter().take(self.k).map(|t| ("private", t))) {
             t.check().map_err(|e| LoopError::Config(format!("{role} task {}: {e}", t.name())))?;
+            if role == "public" && t.custom.as_ref().is_some_and(|c| c.accuracy.is_some()) {
+                return bad(format!("public task {}: custom.accuracy is measured on private tasks only; remove it", t.name()));
+            }
+            if let Some(crossfeed_data::CustomAccuracy::ExactMatch { regex: Some(re), .. }) = t.custom.as_ref().and_then(|c| c.accuracy.as_ref()) {
+                regex::Regex::new(re).map_err(|e| LoopError::Config(format!("{role} task {}: custom.accuracy.regex = {re:?}: {e}", t.name())))?;
+            }
         }
         Ok(())
     }
