@@ -6,7 +6,8 @@ through the hub-compatible test server).
 
 Reads examples/custom-qa/{train,test}.jsonl; writes tests/fixtures/data/custom-qa-parquet/
 {train,test}-00000-of-00001.parquet with string columns question, answer, opt_a..opt_d and a letter
-label (the options as one column per option; rows split over row groups of 16).
+label, the options again as a list<string> `options` with an int64 `label_idx`, and a nullable int32
+`maybe` and a bool `even` (rows split over row groups of 16).
 """
 import json
 import os
@@ -26,6 +27,12 @@ def main():
         for j, name in enumerate(["opt_a", "opt_b", "opt_c", "opt_d"]):
             cols[name] = [r["options"][j] for r in rows]
         cols["label"] = [r["label"] if isinstance(r["label"], str) else "ABCD"[r["label"]] for r in rows]
+        # The same options and gold as a list<string> column and an int64 index, as `datasets` stores them;
+        # and a nullable int and a bool for the reader's number/boolean text.
+        cols["options"] = pa.array([r["options"] for r in rows], type=pa.list_(pa.string()))
+        cols["label_idx"] = pa.array(["ABCD".index(l) for l in cols["label"]], type=pa.int64())
+        cols["maybe"] = pa.array([None if i % 3 == 0 else i for i in range(len(rows))], type=pa.int32())
+        cols["even"] = pa.array([i % 2 == 0 for i in range(len(rows))], type=pa.bool_())
         pq.write_table(pa.table(cols), os.path.join(OUT, f"{split}-00000-of-00001.parquet"), row_group_size=16)
 
 

@@ -2,14 +2,13 @@
 //!
 //! A custom task names its columns through its templates: `prompt = "Question: {{question}}\nAnswer:"`
 //! and `answer = " {{answer}}"` (lm-evaluation-harness's `doc_to_text`/`doc_to_target` spelling) read
-//! the columns `question` and `answer` of every row. Files are parquet (string columns), JSONL (one
-//! object per line; numbers and booleans are read as their JSON text), CSV (a header row, RFC 4180
-//! quoting) or plain text (column `text`: one document per line, or per blank-line-separated block).
+//! the columns `question` and `answer` of every row. Files are parquet (string, number, boolean and
+//! list-of-string columns), JSONL (one object per line; numbers and booleans read as Python prints
+//! them, `3`, `True`, as lm-eval's templates render them), CSV (a header row, RFC 4180 quoting) or plain text (column `text`: one document per line, or per blank-line-separated block).
 //! Errors name the file, the column and the template that wanted it, with the columns the file has.
 
 use crate::error::{DataError, Result};
-use crate::files::{open_parquet, read_rows, FileFormat};
-use crate::task::{Cell, ColumnKind};
+use crate::files::{open_parquet, FileFormat, TextCell};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -215,10 +214,22 @@ pub fn read_custom(path: &Path, task: &CustomTask, wanted: &[(String, String)]) 
             if let Some((c, by)) = wanted.iter().find(|(c, _)| !have.contains(c)) {
                 return Err(missing(c, by, have));
             }
-            let cols: Vec<(&str, ColumnKind)> = wanted.iter().map(|(c, _)| (c.as_str(), ColumnKind::Str)).collect();
-            Ok(read_rows(path, &cols)?
+            let names: Vec<&str> = wanted.iter().map(|(c, _)| c.as_str()).collect();
+            Ok(crate::files::read_parquet_text(path, &names)?
                 .into_iter()
-                .map(|cells| wanted.iter().zip(cells).map(|((c, _), v)| (c.clone(), Value::Str(cell_text(v)))).collect())
+                .map(|cells| {
+                    wanted
+                        .iter()
+                        .zip(cells)
+                        .map(|((c, _), v)| {
+                            let v = match v {
+                                TextCell::Str(s) => Value::Str(s),
+                                TextCell::List(l) => Value::List(l),
+                            };
+                            (c.clone(), v)
+                        })
+                        .collect()
+                })
                 .collect())
         }
         FileFormat::Jsonl => {
@@ -269,20 +280,15 @@ pub fn read_custom(path: &Path, task: &CustomTask, wanted: &[(String, String)]) 
     }
 }
 
-fn cell_text(c: Cell) -> String {
-    match c {
-        Cell::Str(s) => s,
-        Cell::Choices { text, .. } => text.join("\n"),
-    }
-}
-
 fn json_value(v: &serde_json::Value) -> std::result::Result<Value, String> {
     use serde_json::Value as J;
     let scalar = |v: &J| -> std::result::Result<String, String> {
         match v {
             J::String(s) => Ok(s.clone()),
             J::Null => Ok(String::new()),
-            J::Number(_) | J::Bool(_) => Ok(v.to_string()),
+            J::Number(_) => Ok(v.to_string()),
+            // As Python prints it, like lm-eval's Jinja templates and the parquet reader.
+            J::Bool(b) => Ok(if *b { "True" } else { "False" }.to_string()),
             other => Err(format!("{other} is not a string, number or boolean")),
         }
     };

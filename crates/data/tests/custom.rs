@@ -106,18 +106,18 @@ fn cfg_name() -> String {
 fn jsonl_lists_and_numbers_and_plain_text_corpora() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let line = |q: &str, label: serde_json::Value| serde_json::json!({"q": q, "opts": ["x", "y", "z"], "label": label, "n": 3}).to_string();
+    let line = |q: &str, label: serde_json::Value| serde_json::json!({"q": q, "opts": ["x", "y", "z"], "label": label, "n": 3, "b": true}).to_string();
     std::fs::write(dir.join("train.jsonl"), format!("{}\n\n{}\n", line("a", 1.into()), line("b", "c".into()))).unwrap();
     std::fs::write(dir.join("test.jsonl"), format!("{}\n", line("c", 2.into()))).unwrap();
     let spec = CustomTask {
         accuracy: Some(CustomAccuracy::MultipleChoice { options: OptionColumns::List("opts".into()), label: "label".into() }),
-        ..custom("lists", "{{q}} ({{n}}):", " {{label}}")
+        ..custom("lists", "{{q}} ({{n}}, {{b}}):", " {{label}}")
     };
     let cfg = task(dir, spec);
     let d = load_task(&cfg).unwrap();
-    assert_eq!(d.train[0].text(), "a (3): 1");
+    assert_eq!(d.train[0].text(), "a (3, True): 1");
     let (docs, fewshot) = custom_choice_docs(&cfg).unwrap().unwrap();
-    assert_eq!(docs, vec![("c (3):".to_string(), vec!["x".to_string(), "y".into(), "z".into()], 2)]);
+    assert_eq!(docs, vec![("c (3, True):".to_string(), vec!["x".to_string(), "y".into(), "z".into()], 2)]);
     assert_eq!(fewshot[1].2, 2, "letter c");
 
     // Plain text: one document per line, or per blank-line-separated block; one split, eval held out.
@@ -188,4 +188,25 @@ fn bad_task_files_get_clear_errors() {
     assert!(task(dir, custom(" ", "", "{{text}}")).check().unwrap_err().to_string().contains("custom.name"));
     // Built-in tasks do not read CSV.
     assert!(read_rows(&dir.join("train.csv"), &[]).unwrap_err().to_string().contains("custom"));
+}
+
+/// pyarrow's parquet (scripts/make_custom_fixtures.py) with a list<string> options column, an int64
+/// label, a nullable int32 and a bool: the same documents as the JSONL it was made from.
+#[test]
+fn parquet_lists_numbers_and_booleans() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let spec = |options: OptionColumns, label: &str, answer: &str| CustomTask {
+        accuracy: Some(CustomAccuracy::MultipleChoice { options, label: label.into() }),
+        ..custom("colors", "Question: {{question}}\nAnswer:", answer)
+    };
+    let pq = task(&root.join("tests/fixtures/data/custom-qa-parquet"), spec(OptionColumns::List("options".into()), "label_idx", " {{answer}}"));
+    let js = task(&root.join("examples/custom-qa"), spec(OptionColumns::List("options".into()), "label", " {{answer}}"));
+    let cols = task(&root.join("tests/fixtures/data/custom-qa-parquet"), spec(OptionColumns::Columns(["opt_a", "opt_b", "opt_c", "opt_d"].map(String::from).to_vec()), "label", " {{answer}}"));
+    let (a, b, c) = (custom_choice_docs(&pq).unwrap().unwrap(), custom_choice_docs(&js).unwrap().unwrap(), custom_choice_docs(&cols).unwrap().unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(a.0.len(), 12);
+    let d = load_task(&task(&root.join("tests/fixtures/data/custom-qa-parquet"), custom("t", "", "{{maybe}}|{{even}}|{{label_idx}}|{{options}}"))).unwrap();
+    assert_eq!(d.train[0].completion, "|True|1|green\nred\nblue\nyellow");
+    assert_eq!(d.train[1].completion, "1|False|1|red\nblue\nyellow\ngreen");
 }
