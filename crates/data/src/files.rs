@@ -426,8 +426,8 @@ fn read_scalars(path: &Path, rg: &dyn RowGroupReader, column: usize, rows: usize
                 return Err(DataError::parquet(path, "row group ended early"));
             }
             let mut values = vals.iter();
-            for i in 0..got {
-                if max_def == 0 || def[i] == max_def {
+            for d in def.iter().copied().chain(std::iter::repeat(0)).take(got) {
+                if max_def == 0 || d == max_def {
                     out.push(show(values.next().ok_or_else(|| DataError::parquet(path, "column has fewer values than rows"))?));
                 } else {
                     out.push(String::new());

@@ -504,10 +504,13 @@ fn load_custom(cfg: &TaskConfig, spec: &CustomTask) -> Result<CustomRows> {
     Ok(CustomRows { train: pick(&train_all, &tr), eval: pick(&eval_all, &ev), files, train_rows: tr, eval_rows: ev })
 }
 
+/// One exact-match document: the context (the prompt template) and the target.
+pub type MatchRow = (String, String);
+
 /// A custom task's generation documents for exact-match accuracy: (context, target) for the eval
 /// rows in `TaskData::eval` order and for the train rows (few-shot examples); `None` when the task's
 /// accuracy is not `exact_match`. The rule itself is the task's `custom.accuracy`.
-pub fn custom_match_docs(cfg: &TaskConfig) -> Result<Option<(Vec<(String, String)>, Vec<(String, String)>)>> {
+pub fn custom_match_docs(cfg: &TaskConfig) -> Result<Option<(Vec<MatchRow>, Vec<MatchRow>)>> {
     let Some(spec) = custom_spec(cfg)? else { return Ok(None) };
     let Some(CustomAccuracy::ExactMatch { target, .. }) = &spec.accuracy else { return Ok(None) };
     let c = load_custom(cfg, spec)?;
