@@ -4,7 +4,7 @@ through the hub-compatible test server).
 
   pip install pyarrow && python3 scripts/make_custom_fixtures.py
 
-Reads examples/custom-qa/{train,test}.jsonl; writes tests/fixtures/data/custom-qa-parquet/
+Reads examples/custom-qa/{train,test}.jsonl; writes tests/fixtures/custom-qa-parquet/
 {train,test}-00000-of-00001.parquet with string columns question, answer, opt_a..opt_d and a letter
 label, the options again as a list<string> `options` with an int64 `label_idx`, and a nullable int32
 `maybe` and a bool `even` (rows split over row groups of 16).
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-OUT = os.path.join(ROOT, "tests", "fixtures", "data", "custom-qa-parquet")
+OUT = os.path.join(ROOT, "tests", "fixtures", "custom-qa-parquet")
 
 
 def main():

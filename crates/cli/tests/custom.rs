@@ -76,13 +76,13 @@ accuracy_max_new_tokens = 8
 
 const QA_JSONL: &str = r#"source = { type = "local", dir = "examples/custom-qa" }
 custom = { name = "colors", prompt = "Question: {{question}}\nAnswer:", answer = " {{answer}}", accuracy = { type = "multiple_choice", options = "options", label = "label" } }"#;
-const QA_PARQUET: &str = r#"source = { type = "local", dir = "tests/fixtures/data/custom-qa-parquet" }
+const QA_PARQUET: &str = r#"source = { type = "local", dir = "tests/fixtures/custom-qa-parquet" }
 custom = { name = "colors", prompt = "Question: {{question}}\nAnswer:", answer = " {{answer}}", accuracy = { type = "multiple_choice", options = ["opt_a", "opt_b", "opt_c", "opt_d"], label = "label" } }"#;
 const QA_HUB: &str = r#"source = { type = "hub", repo = "lab/colors", revision = "v1", config = "data" }
 custom = { name = "colors", prompt = "Question: {{question}}\nAnswer:", answer = " {{answer}}", accuracy = { type = "multiple_choice", options = ["opt_a", "opt_b", "opt_c", "opt_d"], label = "label" } }"#;
 const CORPUS_JSONL: &str = r#"source = { type = "local", dir = "examples/custom-qa" }
 custom = { name = "qa-text", answer = "{{question}} {{answer}}." }"#;
-const CORPUS_PARQUET: &str = r#"source = { type = "local", dir = "tests/fixtures/data/custom-qa-parquet" }
+const CORPUS_PARQUET: &str = r#"source = { type = "local", dir = "tests/fixtures/custom-qa-parquet" }
 custom = { name = "qa-text", answer = "{{question}} {{answer}}." }"#;
 const CORPUS_TEXT: &str = r#"source = { type = "local", dir = "examples/custom-corpus" }
 eval_split = "train"
@@ -138,7 +138,7 @@ fn custom_tasks_from_jsonl_parquet_text_and_the_hub_run_the_whole_loop() {
     assert!(manifest.contains("\"source\":\"public\"") && manifest.contains("\"source\":\"private\"") && manifest.contains("\"source\":\"synthetic\""));
 
     // Through the hub: a dataset repo at a pinned revision with a config directory, and a text corpus.
-    let fx = repo().join("tests/fixtures/data/custom-qa-parquet");
+    let fx = repo().join("tests/fixtures/custom-qa-parquet");
     let read = |p: &Path| std::fs::read(p).unwrap();
     let hub = FakeHub::builder()
         .files(

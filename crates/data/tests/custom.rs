@@ -199,14 +199,14 @@ fn parquet_lists_numbers_and_booleans() {
         accuracy: Some(CustomAccuracy::MultipleChoice { options, label: label.into() }),
         ..custom("colors", "Question: {{question}}\nAnswer:", answer)
     };
-    let pq = task(&root.join("tests/fixtures/data/custom-qa-parquet"), spec(OptionColumns::List("options".into()), "label_idx", " {{answer}}"));
+    let pq = task(&root.join("tests/fixtures/custom-qa-parquet"), spec(OptionColumns::List("options".into()), "label_idx", " {{answer}}"));
     let js = task(&root.join("examples/custom-qa"), spec(OptionColumns::List("options".into()), "label", " {{answer}}"));
-    let cols = task(&root.join("tests/fixtures/data/custom-qa-parquet"), spec(OptionColumns::Columns(["opt_a", "opt_b", "opt_c", "opt_d"].map(String::from).to_vec()), "label", " {{answer}}"));
+    let cols = task(&root.join("tests/fixtures/custom-qa-parquet"), spec(OptionColumns::Columns(["opt_a", "opt_b", "opt_c", "opt_d"].map(String::from).to_vec()), "label", " {{answer}}"));
     let (a, b, c) = (custom_choice_docs(&pq).unwrap().unwrap(), custom_choice_docs(&js).unwrap().unwrap(), custom_choice_docs(&cols).unwrap().unwrap());
     assert_eq!(a, b);
     assert_eq!(a, c);
     assert_eq!(a.0.len(), 12);
-    let d = load_task(&task(&root.join("tests/fixtures/data/custom-qa-parquet"), custom("t", "", "{{maybe}}|{{even}}|{{label_idx}}|{{options}}"))).unwrap();
+    let d = load_task(&task(&root.join("tests/fixtures/custom-qa-parquet"), custom("t", "", "{{maybe}}|{{even}}|{{label_idx}}|{{options}}"))).unwrap();
     assert_eq!(d.train[0].completion, "|True|1|green\nred\nblue\nyellow");
     assert_eq!(d.train[1].completion, "1|False|1|red\nblue\nyellow\ngreen");
 }
