@@ -162,6 +162,14 @@ fn custom_tasks_from_jsonl_parquet_text_and_the_hub_run_the_whole_loop() {
     let prov = std::fs::read_to_string(tmp.path().join("runs/hub/provenance.json")).unwrap();
     assert!(prov.contains(&hub.commit(Kind::Dataset, "lab/colors", "v1").unwrap()), "{prov}");
     assert!(home.join("hub/datasets--lab--colors/snapshots").is_dir());
+    // `crossfeed fetch` gets custom hub tasks too; offline, the same run comes from the cache alone.
+    let fetch_cfg = tmp.path().join("hub-offline.toml");
+    std::fs::write(&fetch_cfg, config("hub-offline", QA_HUB, CORPUS_HUB)).unwrap();
+    let o = crossfeed(&["fetch", fetch_cfg.to_str().unwrap()], &env);
+    assert!(o.status.success() && text(&o).contains("lab/colors") && text(&o).contains("lab/corpus"), "{}", text(&o));
+    hub.stop();
+    let offline = [env[0], env[1], ("HF_HUB_OFFLINE", "1")];
+    assert_eq!(run(tmp.path(), "hub-offline", &config("hub-offline", QA_HUB, CORPUS_HUB), &offline), h);
 }
 
 #[test]
