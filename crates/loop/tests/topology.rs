@@ -135,6 +135,9 @@ fn topology_errors_name_the_key_and_dry_run_prints_the_matrix() {
     assert!(e.contains("mixture.topology") && e.contains("star"), "{e}");
     assert!(tiny(&["k=1", "mixture.topology=\"self\""]).is_ok());
 
+    // The resolved config (what a run directory stores and resumes compare) round-trips a matrix.
+    let c = tiny(&["mixture.topology=[[3, 1], [0, 1]]"]).unwrap();
+    assert_eq!(ExperimentConfig::from_toml_str(&c.to_toml().unwrap(), "resolved", &[]).unwrap(), c);
     let table = crossfeed_loop::dryrun::topology_table(&tiny(&["mixture.topology=[[3, 1], [0, 1]]"]).unwrap());
     assert!(table.contains("topology a 2×2 matrix"), "{table}");
     assert!(table.contains("0.750   0.250") && table.contains("0.000   1.000"), "{table}");
