@@ -182,6 +182,9 @@ fn a_bad_custom_task_stops_the_run_naming_file_column_and_template() {
     let e = text(&o);
     assert!(!o.status.success());
     assert!(e.contains("train.jsonl") && e.contains("`questoin`") && e.contains("custom.prompt") && e.contains("question"), "{e}");
+    // A private task may not take the public set's name.
+    let o = crossfeed(&["run", path.to_str().unwrap(), "--dry-run", "--set", "private.0.custom.name=public"], &[]);
+    assert!(!o.status.success() && text(&o).contains("custom.name = \"public\""), "{}", text(&o));
     // A custom section on a built-in kind is refused when the config is read.
     let o = crossfeed(&["run", "configs/tiny.toml", "--dry-run", "--set", "private.0.custom={ name = \"x\" }"], &[]);
     assert!(!o.status.success() && text(&o).contains("only for kind = \"custom\""), "{}", text(&o));

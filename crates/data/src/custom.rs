@@ -121,8 +121,12 @@ impl CustomTask {
 
     /// Checks what can be checked without the files.
     pub fn validate(&self) -> Result<()> {
-        if self.name.trim().is_empty() {
-            return Err(DataError::Config("custom.name is empty: it names the task in metrics and reports".into()));
+        // It becomes a metrics.csv field, a TensorBoard tag and a report column.
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(DataError::Config(format!(
+                "custom.name = {:?}: it names the task in metrics and reports; use letters, digits, `_`, `-` and `.`",
+                self.name
+            )));
         }
         if let Some(CustomAccuracy::MultipleChoice { options: OptionColumns::Columns(cs), .. }) = &self.accuracy {
             if cs.len() < 2 {

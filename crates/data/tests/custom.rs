@@ -186,6 +186,7 @@ fn bad_task_files_get_clear_errors() {
     c.template = Some(Template::new("{question}", "{answer}"));
     assert!(c.check().unwrap_err().to_string().contains("not `template`"));
     assert!(task(dir, custom(" ", "", "{{text}}")).check().unwrap_err().to_string().contains("custom.name"));
+    assert!(task(dir, custom("a,b", "", "{{text}}")).check().unwrap_err().to_string().contains("custom.name = \"a,b\""));
     // Built-in tasks do not read CSV.
     assert!(read_rows(&dir.join("train.csv"), &[]).unwrap_err().to_string().contains("custom"));
 }

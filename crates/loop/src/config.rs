@@ -338,6 +338,9 @@ impl ExperimentConfig {
         self.mixture().validate_for(self.k)?;
         for (role, t) in std::iter::once(("public", &self.public)).chain(self.private.iter().take(self.k).map(|t| ("private", t))) {
             t.check().map_err(|e| LoopError::Config(format!("{role} task {}: {e}", t.name())))?;
+            if role == "private" && t.custom.is_some() && t.name() == "public" {
+                return bad("private task custom.name = \"public\": the public eval set has that name; pick another".into());
+            }
             if role == "public" && t.custom.as_ref().is_some_and(|c| c.accuracy.is_some()) {
                 return bad(format!("public task {}: custom.accuracy is measured on private tasks only; remove it", t.name()));
             }
