@@ -237,7 +237,7 @@ pub fn read_custom(path: &Path, task: &CustomTask, wanted: &[(String, String)]) 
                 .collect())
         }
         FileFormat::Jsonl => {
-            let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+            let text = read_text(path)?;
             let mut rows = Vec::new();
             for (ln, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let jerr = |m: String| DataError::Json { path: path.to_path_buf(), line: ln + 1, message: m };
@@ -253,7 +253,7 @@ pub fn read_custom(path: &Path, task: &CustomTask, wanted: &[(String, String)]) 
             Ok(rows)
         }
         FileFormat::Csv => {
-            let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+            let text = read_text(path)?;
             let mut records = parse_csv(&text).map_err(|(line, m)| DataError::BadRow { path: path.to_path_buf(), row: line, message: m })?.into_iter();
             let header = records.next().unwrap_or_default();
             let idx: Vec<usize> = wanted
@@ -274,7 +274,7 @@ pub fn read_custom(path: &Path, task: &CustomTask, wanted: &[(String, String)]) 
             if let Some((c, by)) = wanted.iter().find(|(c, _)| c != "text") {
                 return Err(missing(c, by, vec!["text".into()]));
             }
-            let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+            let text = read_text(path)?;
             let docs: Vec<String> = match task.text_unit {
                 TextUnit::Line => text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).map(String::from).collect(),
                 TextUnit::Block => blocks(&text),
@@ -300,6 +300,16 @@ fn json_value(v: &serde_json::Value) -> std::result::Result<Value, String> {
         J::Array(items) => Ok(Value::List(items.iter().map(scalar).collect::<std::result::Result<_, _>>()?)),
         other => Ok(Value::Str(scalar(other)?)),
     }
+}
+
+/// A text file without the UTF-8 byte-order mark spreadsheet programs write (it would glue itself
+/// to the first column's name).
+fn read_text(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 /// Documents separated by one or more blank lines, each with its lines joined by `\n`.

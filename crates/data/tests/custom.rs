@@ -47,7 +47,8 @@ fn write_jsonl(path: &Path, rows: &[[String; 6]]) {
 
 fn write_csv(path: &Path, rows: &[[String; 6]]) {
     let q = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
-    let mut s = COLS.join(",") + "\r\n";
+    // As spreadsheet programs write it: a byte-order mark and CRLF.
+    let mut s = "\u{feff}".to_string() + &COLS.join(",") + "\r\n";
     for r in rows {
         s += &r.iter().map(|v| q(v)).collect::<Vec<_>>().join(",");
         s += "\r\n";
