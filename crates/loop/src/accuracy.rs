@@ -61,6 +61,30 @@ pub struct GenDoc {
 pub enum AccuracyDocs {
     Choice { docs: Vec<ChoiceDoc>, fewshot: Vec<ChoiceDoc> },
     Gen { docs: Vec<GenDoc>, fewshot: Vec<GenDoc> },
+    /// A custom task's `generate_until` + regex filter + `exact_match` (`rule`).
+    Match { docs: Vec<GenDoc>, fewshot: Vec<GenDoc>, rule: MatchRule },
+}
+
+/// How a custom exact-match task stops, extracts and compares (`custom.accuracy`, type `exact_match`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchRule {
+    pub until: Vec<String>,
+    pub regex: Option<String>,
+    pub group_select: isize,
+    pub ignore_case: bool,
+    pub ignore_punctuation: bool,
+}
+
+impl MatchRule {
+    /// HF `evaluate`'s `exact_match` with this rule's options (punctuation: Python's
+    /// `string.punctuation`, ASCII).
+    pub fn exact_match(&self, prediction: &str, reference: &str) -> bool {
+        let norm = |s: &str| -> String {
+            let s = if self.ignore_case { s.to_lowercase() } else { s.to_string() };
+            if self.ignore_punctuation { s.chars().filter(|c| !c.is_ascii_punctuation()).collect() } else { s }
+        };
+        norm(prediction) == norm(reference)
+    }
 }
 
 impl AccuracyDocs {
@@ -68,6 +92,7 @@ impl AccuracyDocs {
         match self {
             AccuracyDocs::Choice { docs, .. } => docs.len(),
             AccuracyDocs::Gen { docs, .. } => docs.len(),
+            AccuracyDocs::Match { docs, .. } => docs.len(),
         }
     }
 
@@ -83,6 +108,7 @@ impl AccuracyDocs {
         match self {
             AccuracyDocs::Choice { docs, .. } => docs.truncate(n),
             AccuracyDocs::Gen { docs, .. } => docs.truncate(n),
+            AccuracyDocs::Match { docs, .. } => docs.truncate(n),
         }
     }
 }
@@ -515,6 +541,37 @@ pub fn evaluate(model: &CausalLm, tok: &TextTokenizer, task: &str, version: &str
                 version: version.into(),
                 num_fewshot: opts.num_fewshot,
                 metrics: vec![metric("acc", "acc", "none", &acc), metric("acc_norm", "acc_norm", "none", &acc_norm)],
+                examples: docs.len(),
+                per_doc,
+            })
+        }
+        AccuracyDocs::Match { docs, fewshot, rule } => {
+            let shots: Vec<String> = fewshot.iter().map(|d| format!("{} {}", d.context, d.target)).collect();
+            let contexts: Vec<String> = docs.iter().map(|d| d.context.clone()).collect();
+            let contexts = fewshot_contexts(&contexts, &shots, opts.num_fewshot, opts.fewshot_seed)?;
+            let until: Vec<&str> = rule.until.iter().map(String::as_str).collect();
+            let generations = generate_until(model, tok, &contexts, &until, opts.max_gen_toks, opts.batch_size)?;
+            let re = rule.regex.as_deref().map(Regex::new).transpose().map_err(|e| LoopError::Config(format!("custom.accuracy.regex: {e}")))?;
+            let per_doc: Vec<DocResult> = docs
+                .iter()
+                .zip(contexts)
+                .zip(generations)
+                .map(|((d, context), generation)| {
+                    let extracted = match &re {
+                        Some(re) => regex_filter(re, rule.group_select, &generation),
+                        None => generation.clone(),
+                    };
+                    let em = rule.exact_match(&extracted, &d.target);
+                    DocResult::Gen { strict_em: em, flexible_em: em, context, generation, strict: extracted.clone(), flexible: extracted }
+                })
+                .collect();
+            let em: Vec<f64> = per_doc.iter().map(|d| f64::from(u8::from(matches!(d, DocResult::Gen { strict_em: true, .. })))).collect();
+            let filter = if rule.regex.is_some() { "regex" } else { "none" };
+            Ok(AccuracyResult {
+                task: task.into(),
+                version: version.into(),
+                num_fewshot: opts.num_fewshot,
+                metrics: vec![metric("exact_match", "exact_match", filter, &em)],
                 examples: docs.len(),
                 per_doc,
             })

@@ -127,10 +127,9 @@ impl<'a> Runner<'a> {
                 v[..n].to_vec()
             };
             let mut sets = Vec::new();
+            let names = crate::sweep_report::set_names(&self.cfg);
             for (i, t) in private.iter().enumerate() {
-                let base = t.kind.name().to_string();
-                let dup = private[..i].iter().any(|p| p.kind == t.kind);
-                let name = if dup { format!("{base}#{i}") } else { base };
+                let name = names[i].clone();
                 let examples = cap(&t.eval);
                 let accuracy = if self.cfg.eval.accuracy { accuracy_docs::private_task_docs(&self.cfg, i, t, &examples)? } else { None };
                 sets.push(EvalSet { name, examples, accuracy });
