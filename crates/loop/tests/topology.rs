@@ -167,3 +167,28 @@ fn classic_collapse_configs_parse_with_their_topologies() {
     paper.mixture.topology = Some(Topology::SelfOnly);
     assert_eq!(paper, c);
 }
+
+/// A trainee waits only for the producers its topology row reads: under `self` train(t, e) depends on
+/// generate(t, e) alone (and its own warm start), under `ring` on generate(t, e-1); `all` on everyone.
+#[test]
+fn train_stages_wait_only_for_the_producers_they_read() {
+    use crossfeed_loop::plan::dependencies;
+    use crossfeed_loop::{GenId, Stage, StageId};
+    let generates = |cfg: &ExperimentConfig, t: u64, e: usize| -> Vec<usize> {
+        let id = StageId { gen: GenId::Gen(t), entity: Some(e), stage: Stage::Train };
+        dependencies(cfg, &id).into_iter().filter(|d| d.stage == Stage::Generate).filter_map(|d| d.entity).collect()
+    };
+    for (topology, policy, want) in [
+        ("\"self\"", "latest", vec![vec![0], vec![1], vec![2]]),
+        ("\"ring\"", "latest", vec![vec![2], vec![0], vec![1]]),
+        ("\"all\"", "latest", vec![vec![0, 1, 2]; 3]),
+        ("[[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]", "latest", vec![vec![1], vec![1], vec![0, 2]]),
+        ("\"self\"", "accumulate", vec![vec![0, 0], vec![1, 1], vec![2, 2]]),
+    ] {
+        let cfg = tiny(&["k=3", &format!("mixture.topology={topology}"), &format!("mixture.pool_policy=\"{policy}\"")]).unwrap();
+        for (e, w) in want.iter().enumerate() {
+            let t = if policy == "accumulate" { 2 } else { 1 };
+            assert_eq!(&generates(&cfg, t, e), w, "{topology} {policy}: train({t}, {e})");
+        }
+    }
+}
