@@ -19,10 +19,10 @@
 
 use std::collections::HashSet;
 
-use candle_core::{IndexOp, D};
+use candle_core::{DType, Tensor};
 use crossfeed_data::{Cell, TaskKind, TaskRows};
 use crossfeed_generate::{GenerationConfig, Generator, SamplingParams};
-use crossfeed_model::{Batch, CausalLm, TextTokenizer};
+use crossfeed_model::{cuda_rules, transfer, Batch, CausalLm, TextTokenizer};
 use regex::Regex;
 
 use crate::error::{LoopError, Result};
@@ -370,16 +370,51 @@ pub fn loglikelihoods(model: &CausalLm, tok: &TextTokenizer, requests: &[(String
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|r| r.0.clone()).collect();
         let batch = Batch::right_padded(&seqs, pad, max_len, None, &model.device)?;
         let logits = model.forward_batch(&batch)?;
-        for (i, (inp, cont)) in chunk.iter().enumerate() {
-            let rows = logits.i(i)?.narrow(0, inp.len() - cont.len(), cont.len())?;
-            let logp = crossfeed_model::loss::log_softmax_last(&rows)?;
-            let greedy: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
-            let lp: Vec<Vec<f32>> = logp.to_vec2()?;
-            let ll: f64 = cont.iter().zip(&lp).map(|(&t, row)| row[t as usize] as f64).sum();
-            out.push(Scored { loglikelihood: ll, is_greedy: greedy == *cont });
-        }
+        out.extend(score_batch(&logits, chunk, tok.len())?);
     }
     Ok(out)
+}
+
+/// The [`Scored`] of each `(input ids, continuation)` row from the batch's `logits: [B, T, V]`, read
+/// with one host sync: the continuation positions of every row are gathered on the device, their
+/// log-probabilities and greedy tokens ([`cuda_rules::argmax`], tie-safe) come back in one vector.
+fn score_batch(logits: &Tensor, chunk: &[(Vec<u32>, Vec<u32>)], tokenizer_len: usize) -> Result<Vec<Scored>> {
+    let (b, t, v) = logits.dims3()?;
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (i, (inp, cont)) in chunk.iter().enumerate() {
+        for (j, &id) in cont.iter().enumerate() {
+            if id as usize >= v {
+                return Err(LoopError::Config(format!(
+                    "continuation token id {id} is past the model's {v} logits: the tokenizer ({tokenizer_len} ids) is larger than the model's embedding table ({v} rows)"
+                )));
+            }
+            positions.push((i * t + inp.len() - cont.len() + j) as u32);
+            targets.push(id);
+        }
+    }
+    let n = positions.len();
+    positions.extend(targets);
+    let ids = transfer::upload(positions, 2 * n, logits.device())?;
+    let rows = cuda_rules::index_select(&logits.reshape((b * t, v))?, &ids.narrow(0, 0, n)?, 0)?;
+    let logp = crossfeed_model::loss::log_softmax_last(&rows)?;
+    let ll = cuda_rules::gather(&logp, &ids.narrow(0, n, n)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+    // Token ids are exact in f32 (below 2^24), so both halves travel in one f32 vector.
+    let greedy = cuda_rules::argmax(&logp)?.to_dtype(DType::F32)?;
+    let host: Vec<f32> = transfer::vec1(&Tensor::cat(&[&ll.to_dtype(DType::F32)?, &greedy], 0)?)?;
+    let (ll, greedy) = host.split_at(n);
+    let mut at = 0;
+    Ok(chunk
+        .iter()
+        .map(|(_, cont)| {
+            let span = at..at + cont.len();
+            at += cont.len();
+            Scored {
+                loglikelihood: ll[span.clone()].iter().map(|&x| x as f64).sum(),
+                is_greedy: greedy[span].iter().zip(cont).all(|(&g, &c)| g as u32 == c),
+            }
+        })
+        .collect())
 }
 
 /// `HFLM.generate_until` with greedy decoding: completions of `contexts`, each cut before the first
