@@ -51,6 +51,11 @@ pub enum LoopError {
     #[error("stopped after {0} (stop_after)")]
     Stopped(String),
 
+    /// A request holds a token id the model has no embedding row (nor logit) for: the tokenizer is
+    /// larger than the model's vocabulary.
+    #[error("token id {id} is past the model's embedding table ({vocab} rows, vocab_size = {vocab}): the tokenizer ({tokenizer} ids) is larger than the model")]
+    TokenPastVocab { id: u32, tokenizer: usize, vocab: usize },
+
     #[error("plot {path}: {message}")]
     Plot { path: PathBuf, message: String },
 
