@@ -12,6 +12,32 @@ fn every_crate_is_in_the_architecture_doc() {
     }
 }
 
+/// Each crate's paragraph (from its `**`crates/<name>`**` to the next heading or crate) names every
+/// file and folder of its `src/` in backticks (`plan.rs`, `toy/`), crate roots aside: a new concept gets
+/// its line when its file is added.
+#[test]
+fn every_source_file_is_in_its_crates_paragraph() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("docs/ARCHITECTURE.md");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("crates")).expect("crates/") {
+        let krate = entry.expect("entry").path();
+        let name = krate.file_name().expect("name").to_string_lossy().to_string();
+        let Some(start) = doc.find(&format!("**`crates/{name}`**")) else { continue };
+        let rest = &doc[start + 1..];
+        let end = [rest.find("\n**`crates/"), rest.find("\n## ")].into_iter().flatten().min().unwrap_or(rest.len());
+        let para = &rest[..end];
+        for f in std::fs::read_dir(krate.join("src")).expect("src/").map(|e| e.expect("entry").path()) {
+            let file = f.file_name().expect("name").to_string_lossy().to_string();
+            let shown = if f.is_dir() { format!("`{file}/`") } else { format!("`{file}`") };
+            if file != "lib.rs" && file != "main.rs" && !para.contains(&shown) {
+                missing.push(format!("crates/{name}: {shown}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/ARCHITECTURE.md does not name, in the crate's paragraph:\n{}", missing.join("\n"));
+}
+
 /// Every `.rs` file under `crates/<name>/src`, as (crate name, path relative to the repo, code lines
 /// with `//` comments cut off).
 fn sources() -> Vec<(String, String, Vec<String>)> {
