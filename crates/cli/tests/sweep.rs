@@ -117,7 +117,7 @@ fn shipped_paper_sweeps_expand() {
     std::fs::write(&cuda, "#!/bin/sh\n[ \"$1\" = backends ] && echo cpu cuda\n").unwrap();
     std::fs::set_permissions(&cuda, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // Scripts only: every point is checked; hub ids need no network to be written down.
-    for (f, n) in [("paper-main", 18), ("paper-beta", 36), ("paper-k3", 18)] {
+    for (f, n) in [("paper-main", 18), ("paper-beta", 36), ("paper-k3", 18), ("topologies", 18)] {
         let o = crossfeed(&["slurm", &format!("configs/sweeps/{f}.toml"), "--runs-dir", tmp.path().to_str().unwrap(), "--bin", cuda.to_str().unwrap()], None);
         assert!(o.status.success(), "{f}: {}", String::from_utf8_lossy(&o.stderr));
         let runs = std::fs::read_dir(tmp.path().join(f)).unwrap().filter(|e| e.as_ref().unwrap().path().join("config.toml").is_file()).count();

@@ -8,7 +8,7 @@
 use crossfeed_data::toy::facts::{COLORS, FOODS, HOMES, SIZES};
 use crossfeed_data::{Example, TaskData, TaskKind};
 
-use crate::accuracy::{self, AccuracyDocs, ChoiceDoc, DocResult, GenDoc};
+use crate::accuracy::{self, AccuracyDocs, ChoiceDoc, DocResult, GenDoc, MatchRule};
 use crate::config::ExperimentConfig;
 use crate::error::Result;
 
@@ -35,6 +35,8 @@ pub fn private_task_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, example
         let shots = cfg.eval.accuracy_fewshot.unwrap_or_else(|| accuracy::default_fewshot(kind));
         let rows = crossfeed_data::task_rows(&cfg.private[i], shots > 0)?;
         (accuracy::docs_from_rows(&rows)?, shots)
+    } else if let Some(d) = custom_docs(&cfg.private[i])? {
+        (d, cfg.eval.accuracy_fewshot.unwrap_or(0))
     } else {
         match toy_docs(kind, examples, &t.train) {
             Some(d) => (d, cfg.eval.accuracy_fewshot.unwrap_or(0)),
@@ -44,6 +46,23 @@ pub fn private_task_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, example
     docs.truncate(examples.len());
     docs.truncate(cfg.eval.accuracy_examples);
     Ok(Some((docs, shots)))
+}
+
+/// A custom task's accuracy documents (`custom.accuracy`): multiple choice, scored as
+/// lm-evaluation-harness scores `multiple_choice` (acc, acc_norm), or exact match of a greedy
+/// generation (`generate_until`, regex filter, `exact_match`); `None` without one.
+pub fn custom_docs(task: &crossfeed_data::TaskConfig) -> Result<Option<AccuracyDocs>> {
+    let mk = |v: Vec<crossfeed_data::ChoiceRow>| -> Vec<ChoiceDoc> { v.into_iter().map(|(context, choices, gold)| ChoiceDoc { context, choices, gold }).collect() };
+    if let Some((docs, fewshot)) = crossfeed_data::custom_choice_docs(task)? {
+        return Ok(Some(AccuracyDocs::Choice { docs: mk(docs), fewshot: mk(fewshot) }));
+    }
+    let Some(crossfeed_data::CustomAccuracy::ExactMatch { stop, regex, group_select, ignore_case, ignore_punctuation, .. }) = task.custom.as_ref().and_then(|c| c.accuracy.clone()) else {
+        return Ok(None);
+    };
+    let Some((docs, fewshot)) = crossfeed_data::custom_match_docs(task)? else { return Ok(None) };
+    let gen = |v: Vec<(String, String)>| -> Vec<GenDoc> { v.into_iter().map(|(context, target)| GenDoc { context, target }).collect() };
+    let rule = MatchRule { until: stop.unwrap_or_else(|| vec!["\n\n".into()]), regex, group_select, ignore_case, ignore_punctuation };
+    Ok(Some(AccuracyDocs::Match { docs: gen(docs), fewshot: gen(fewshot), rule }))
 }
 
 /// The toy task's accuracy documents for its eval examples (few-shot examples, used only when
@@ -102,5 +121,28 @@ mod tests {
         let Some(AccuracyDocs::Gen { docs, fewshot }) = toy_docs(TaskKind::ToyArithmetic, std::slice::from_ref(&arith), &[arith.clone()]) else { panic!("arithmetic has a form") };
         assert!(docs[0].target.ends_with("#### 2") && fewshot.len() == 1);
         assert!(toy_docs(TaskKind::ToyPublic, &[], &[]).is_none());
+    }
+
+    #[test]
+    fn custom_exact_match_rule() {
+        use crate::accuracy::regex_filter;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.jsonl"), "{\"q\": \"sky?\", \"a\": \"Blue\"}\n").unwrap();
+        std::fs::write(dir.path().join("test.jsonl"), "{\"q\": \"grass?\", \"a\": \"Green\"}\n").unwrap();
+        let toml = format!(
+            "kind = \"custom\"\nsource = {{ type = \"local\", dir = {:?} }}\n[custom]\nname = \"c\"\nprompt = \"{{{{q}}}}\"\nanswer = \" {{{{a}}}}\"\naccuracy = {{ type = \"exact_match\", target = \"{{{{a}}}}\", regex = \"answer: (\\\\w+)\", group_select = -1, ignore_case = true }}\n",
+            dir.path().display().to_string()
+        );
+        let task: crossfeed_data::TaskConfig = toml::from_str(&toml).unwrap();
+        let Some(AccuracyDocs::Match { docs, fewshot, rule }) = custom_docs(&task).unwrap() else { panic!("an exact-match form") };
+        assert_eq!((docs[0].context.as_str(), docs[0].target.as_str(), fewshot.len()), ("grass?", "Green", 1));
+        assert_eq!(rule.until, vec!["\n\n".to_string()], "lm-eval's default: the few-shot delimiter");
+        let re = regex::Regex::new(rule.regex.as_deref().unwrap()).unwrap();
+        let got = regex_filter(&re, rule.group_select, " answer: red, no, answer: GREEN ");
+        assert_eq!(got, "GREEN");
+        assert!(rule.exact_match(&got, "Green"));
+        assert!(!MatchRule { ignore_case: false, ..rule.clone() }.exact_match(&got, "Green"));
+        assert!(MatchRule { ignore_punctuation: true, ..rule.clone() }.exact_match("green!", "Green."));
+        assert_eq!(regex_filter(&re, 0, "nothing"), "[invalid]");
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crossfeed_data::{LossMask, MixtureConfig, PoolPolicy, PromptConfig, Replacement, Rounding, TaskConfig};
+use crossfeed_data::{LossMask, MixtureConfig, PoolPolicy, PromptConfig, Replacement, Rounding, TaskConfig, Topology};
 use crossfeed_generate::GenerationConfig;
 use crossfeed_train::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,11 @@ pub struct MixtureSection {
     /// Default true.
     #[serde(default = "d_true")]
     pub shuffle: bool,
+    /// Who reads whom: `"all"`, `"self"`, `"ring"` or a K×K weight matrix (row k: how trainee k's
+    /// synthetic share splits over the producers). Unset: `all` (`self` under `pool_policy = replace`);
+    /// left out of the resolved config then, so run directories made before topologies still match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
 }
 
 impl Default for MixtureSection {
@@ -72,6 +77,7 @@ impl Default for MixtureSection {
             pool_policy: PoolPolicy::default(),
             replacement: Replacement::default(),
             shuffle: true,
+            topology: None,
         }
     }
 }
@@ -351,7 +357,19 @@ impl ExperimentConfig {
                 old sample, after its model is pruned; use generation.pool = \"auto\" or \"full\" (both generate every sample there)"
                 .into());
         }
-        self.mixture().validate()?;
+        self.mixture().validate_for(self.k)?;
+        for (role, t) in std::iter::once(("public", &self.public)).chain(self.private.iter().take(self.k).map(|t| ("private", t))) {
+            t.check().map_err(|e| LoopError::Config(format!("{role} task {}: {e}", t.name())))?;
+            if role == "private" && t.custom.is_some() && t.name() == "public" {
+                return bad("private task custom.name = \"public\": the public eval set has that name; pick another".into());
+            }
+            if role == "public" && t.custom.as_ref().is_some_and(|c| c.accuracy.is_some()) {
+                return bad(format!("public task {}: custom.accuracy is measured on private tasks only; remove it", t.name()));
+            }
+            if let Some(crossfeed_data::CustomAccuracy::ExactMatch { regex: Some(re), .. }) = t.custom.as_ref().and_then(|c| c.accuracy.as_ref()) {
+                regex::Regex::new(re).map_err(|e| LoopError::Config(format!("{role} task {}: custom.accuracy.regex = {re:?}: {e}", t.name())))?;
+            }
+        }
         Ok(())
     }
 
@@ -374,6 +392,7 @@ impl ExperimentConfig {
             pool_policy: self.mixture.pool_policy,
             replacement: self.mixture.replacement,
             shuffle: self.mixture.shuffle,
+            topology: self.mixture.topology.clone(),
         }
     }
 
@@ -456,7 +475,8 @@ fn reference_value() -> Result<toml::Value> {
         keep_last: 0,
         public: private.clone(),
         private: vec![private],
-        mixture: MixtureSection::default(),
+        // Set, so that error messages list it among the valid keys.
+        mixture: MixtureSection { topology: Some(Topology::All), ..MixtureSection::default() },
         train: TrainConfig { warmup_steps: Some(0), ..TrainConfig::default() },
         generation: GenerationSection::default(),
         prompts: PromptConfig { count: Some(0), ..PromptConfig::default() },

@@ -259,6 +259,29 @@ fn hms(s: f64) -> String {
     format!("{}h{:02}m{:02}s", s / 3600, s % 3600 / 60, s % 60)
 }
 
+/// Who reads whom: the topology's K×K shares of each trainee's synthetic budget alpha·n.
+pub fn topology_table(cfg: &ExperimentConfig) -> String {
+    let mix = cfg.mixture();
+    let t = mix.effective_topology();
+    let mut s = String::new();
+    let how = if mix.topology.is_none() { " (the default for this pool_policy)" } else { "" };
+    let policy = serde_json::to_value(mix.pool_policy).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let _ = writeln!(s, "topology {}{how}, pool_policy {policy}: share of trainee k's synthetic budget alpha·n from producer j", t.describe());
+    let _ = write!(s, "  {:>10}", "k \\ j");
+    for j in 0..cfg.k {
+        let _ = write!(s, " {:>7}", j);
+    }
+    s.push('\n');
+    for (k, row) in t.shares(cfg.k).iter().enumerate() {
+        let _ = write!(s, "  {:>10}", k);
+        for w in row {
+            let _ = write!(s, " {:>7.3}", w);
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// The report `crossfeed run CONFIG --dry-run` prints.
 pub fn render(cfg: &ExperimentConfig, sh: &Shape, shape_from: &str, bench: Option<(&Throughput, &Path)>, stages: &[StageEstimate]) -> String {
     let mut s = String::new();
@@ -279,6 +302,7 @@ pub fn render(cfg: &ExperimentConfig, sh: &Shape, shape_from: &str, bench: Optio
         "train: {} steps x {} x {} samples of <= {} tokens per entity and generation",
         cfg.train.total_steps, cfg.train.batch_size, cfg.train.grad_accum, cfg.max_len
     );
+    let _ = write!(s, "{}", topology_table(cfg));
     match bench {
         Some((b, p)) => {
             let _ = writeln!(s, "throughput from {} ({} {}): train {:.0}, generate {:.0}, score {:.0} tok/s", p.display(), b.model, b.device, b.train_tokens_per_s, b.generate_tokens_per_s, b.score_tokens_per_s);

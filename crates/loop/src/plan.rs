@@ -150,8 +150,10 @@ pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
         (GenId::Gen(t), Stage::Train, Some(e)) => {
             let mut v = Vec::new();
             if t >= 1 {
-                // The generate stage (generation g + 1) of every set the pool holds.
-                v.extend(lazy::pool_sets(cfg, t).into_iter().map(|(j, g, _)| mk(GenId::Gen(g + 1), Some(j), Stage::Generate)));
+                // The generate stage (generation g + 1) of every set of the pool this trainee's topology
+                // row reads.
+                let sets = lazy::pool_sets(cfg, t).into_iter().zip(lazy::read_by(cfg, t, e));
+                v.extend(sets.filter(|(_, r)| *r).map(|((j, g, _), _)| mk(GenId::Gen(g + 1), Some(j), Stage::Generate)));
                 if cfg.warm_start {
                     v.push(mk(GenId::Gen(t - 1), Some(e), Stage::Train));
                 }

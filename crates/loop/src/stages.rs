@@ -129,10 +129,9 @@ impl<'a> Runner<'a> {
                 v[..n].to_vec()
             };
             let mut sets = Vec::new();
+            let names = crate::sweep_report::set_names(&self.cfg);
             for (i, t) in private.iter().enumerate() {
-                let base = t.kind.name().to_string();
-                let dup = private[..i].iter().any(|p| p.kind == t.kind);
-                let name = if dup { format!("{base}#{i}") } else { base };
+                let name = names[i].clone();
                 let examples = cap(&t.eval);
                 let accuracy = if self.cfg.eval.accuracy { accuracy_docs::private_task_docs(&self.cfg, i, t, &examples)? } else { None };
                 sets.push(EvalSet { name, examples, accuracy });
@@ -357,12 +356,16 @@ impl<'a> Runner<'a> {
     /// The pool train(t, ·) draws from: every set at its full size (from the config), texts filled in
     /// from `synthetic.jsonl` where generated, empty stand-ins elsewhere (lazy sets). The draw reads
     /// only sizes, so it is the same whether a set was generated whole or lazily.
-    fn synthetic_pool(&self, t: u64) -> Result<SyntheticPoolData> {
+    fn synthetic_pool(&self, t: u64, e: usize) -> Result<SyntheticPoolData> {
         let sets = lazy::pool_sets(&self.cfg, t);
         let mut samples = placeholder_pool(&sets);
         let mut generated = HashSet::new();
         let mut offset = 0;
-        for &(j, g, size) in &sets {
+        for (&(j, g, size), read) in sets.iter().zip(lazy::read_by(&self.cfg, t, e)) {
+            if !read {
+                offset += size;
+                continue;
+            }
             let p = self.dir.gen_dir(GenId::Gen(g + 1)).join(format!("entity-{j}")).join("synthetic.jsonl");
             let text = std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?;
             for l in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -387,7 +390,7 @@ impl<'a> Runner<'a> {
     fn train(&mut self, t: u64, e: usize, report: &mut dyn FnMut(&Event)) -> Result<(u64, Vec<String>, u64, String)> {
         let seed = derive(self.cfg.seed, "train", t as i64, e as u64);
         let cfg = self.cfg.clone();
-        let pool = self.synthetic_pool(t)?;
+        let pool = self.synthetic_pool(t, e)?;
         let completion_only = self.completion_only();
         let tasks = self.tasks()?;
         let mix = sample_mixture(&cfg.mixture(), cfg.seed, t, e, cfg.k, &tasks.private[e].train, &tasks.public.train, &pool.samples)?;

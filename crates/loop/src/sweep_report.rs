@@ -12,14 +12,14 @@ use crate::metrics::{headline_accuracy, read_jsonl, MetricLine, CONSENSUS_METRIC
 use crate::rundir::write_atomic;
 use crate::sweep::{Sweep, SweepPoint};
 
-/// Eval set names as the runner names them: private tasks in entity order (a repeated kind gets
-/// `#index`), then `public`.
+/// Eval set names as the runner names them: private tasks in entity order (a repeated name gets
+/// `#index`; custom tasks are named by `custom.name`), then `public`.
 pub fn set_names(cfg: &crate::ExperimentConfig) -> Vec<String> {
     let private = &cfg.private[..cfg.k.min(cfg.private.len())];
     let mut names: Vec<String> = private
         .iter()
         .enumerate()
-        .map(|(i, t)| if private[..i].iter().any(|p| p.kind == t.kind) { format!("{}#{i}", t.kind.name()) } else { t.kind.name().to_string() })
+        .map(|(i, t)| if private[..i].iter().any(|p| p.name() == t.name()) { format!("{}#{i}", t.name()) } else { t.name() })
         .collect();
     names.push("public".into());
     names
