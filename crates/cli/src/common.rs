@@ -12,9 +12,11 @@ use crate::ModelArgs;
 pub fn load_model(args: &ModelArgs) -> Result<(CausalLm, TextTokenizer)> {
     let device = crossfeed_model::parse_device(&args.device)?;
     let dtype = crossfeed_model::parse_dtype(&args.dtype)?;
+    let attention = crossfeed_model::parse_attention(&args.attention)?;
     let mut hub = HubOptions::from_env();
     hub.offline |= args.offline;
-    let model = CausalLm::load(&args.model, &device, dtype, &hub).with_context(|| format!("loading model {}", args.model))?;
+    let mut model = CausalLm::load(&args.model, &device, dtype, &hub).with_context(|| format!("loading model {}", args.model))?;
+    model.attention = attention;
     let tok = TextTokenizer::from_dir(&model.source_dir).with_context(|| format!("loading tokenizer of {}", args.model))?;
     crossfeed_model::check_tokenizer_fits(&tok, model.vocab_size(), &model.source_dir.join("config.json"))?;
     Ok((model, tok))

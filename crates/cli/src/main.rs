@@ -111,6 +111,10 @@ pub struct ModelArgs {
     /// Activation dtype: f32, bf16 or f16 (weights stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Which transformers attention bf16/f16 follows: sdpa (its default) or eager
+    /// (`attn_implementation="eager"`); the same in f32.
+    #[arg(long, default_value = "sdpa")]
+    pub attention: String,
     /// Only read the hub cache (also HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,

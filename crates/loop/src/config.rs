@@ -18,6 +18,9 @@ fn d_device() -> String {
 fn d_dtype() -> String {
     "f32".into()
 }
+fn d_attention() -> String {
+    "sdpa".into()
+}
 // The mixture's defaults are crossfeed-data's, stated once there.
 fn d_alpha() -> f64 {
     MixtureConfig::default().alpha
@@ -209,6 +212,10 @@ pub struct ExperimentConfig {
     /// Activation dtype: f32, bf16, f16 (weights stay f32). Default f32.
     #[serde(default = "d_dtype")]
     pub dtype: String,
+    /// Which transformers attention bf16/f16 follows: `sdpa` (transformers' default, what HF's trainer
+    /// runs) or `eager` (`attn_implementation="eager"`). The same computation in f32. Default sdpa.
+    #[serde(default = "d_attention")]
+    pub attention: String,
     /// Number of entities; entity k's private task is `private[k]`.
     pub k: usize,
     /// Share of synthetic data in generations >= 1. Default 0.5.
@@ -342,6 +349,7 @@ impl ExperimentConfig {
             return bad("eval.accuracy_max_new_tokens = 0: generated answers need at least one token (or set eval.accuracy = false)".into());
         }
         crossfeed_model::parse_dtype(&self.dtype).map_err(|e| LoopError::Config(format!("dtype: {e}")))?;
+        crossfeed_model::parse_attention(&self.attention).map_err(|e| LoopError::Config(format!("attention: {e}")))?;
         if !(self.device == "cpu" || self.device == "cuda" || self.device == "metal" || self.device.starts_with("cuda:")) {
             return bad(format!("device = {:?} (allowed: cpu, cuda, cuda:N, metal)", self.device));
         }
@@ -462,6 +470,7 @@ fn reference_value() -> Result<toml::Value> {
         base_model: String::new(),
         device: d_device(),
         dtype: d_dtype(),
+        attention: d_attention(),
         k: 1,
         alpha: d_alpha(),
         beta: d_beta(),

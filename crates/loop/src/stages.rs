@@ -18,7 +18,7 @@ use crossfeed_data::{
     SyntheticSample, TaskData,
 };
 use crossfeed_generate::{GenerationConfig, Generator};
-use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
+use crossfeed_model::{AttnImpl, CausalLm, HubOptions, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample};
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,7 @@ pub struct Runner<'a> {
     pub cfg: ExperimentConfig,
     device: Device,
     dtype: DType,
+    attention: AttnImpl,
     embedder: Option<&'a dyn TextEmbedder>,
     tasks: Option<Tasks>,
 }
@@ -115,7 +116,8 @@ impl<'a> Runner<'a> {
     pub fn new(dir: RunDir, cfg: ExperimentConfig, embedder: Option<&'a dyn TextEmbedder>) -> Result<Self> {
         let device = crossfeed_model::parse_device(&cfg.device)?;
         let dtype = crossfeed_model::parse_dtype(&cfg.dtype)?;
-        Ok(Runner { dir, cfg, device, dtype, embedder, tasks: None })
+        let attention = crossfeed_model::parse_attention(&cfg.attention)?;
+        Ok(Runner { dir, cfg, device, dtype, attention, embedder, tasks: None })
     }
 
     fn tasks(&mut self) -> Result<&Tasks> {
@@ -146,10 +148,11 @@ impl<'a> Runner<'a> {
     }
 
     fn load_model(&self, g: GenId, entity: Option<usize>) -> Result<(CausalLm, TextTokenizer, u32)> {
-        let model = match (g, entity) {
+        let mut model = match (g, entity) {
             (GenId::Gen(t), Some(e)) => CausalLm::load_dir(&self.dir.model_dir(GenId::Gen(t), e), &self.device, self.dtype)?,
             _ => CausalLm::load(&self.cfg.base_model, &self.device, self.dtype, &HubOptions::from_env())?,
         };
+        model.attention = self.attention;
         let tok = TextTokenizer::from_dir(&model.source_dir)?;
         let pad = model.pad_id(&tok);
         Ok((model, tok, pad))

@@ -157,6 +157,10 @@ fn config_errors_are_clear() {
     assert!(e.contains("eval.self_bleu_samples = 1") && e.contains("at least 2"), "{e}");
     let e = err(&["noequals"]);
     assert!(e.contains("noequals"), "{e}");
+    let e = err(&["attention=\"flash\""]);
+    assert!(e.contains("attention") && e.contains("\"flash\"") && e.contains("sdpa, eager"), "{e}");
+    assert_eq!(tiny(&[]).unwrap().attention, "sdpa");
+    assert_eq!(tiny(&["attention=\"eager\""]).unwrap().attention, "eager");
     // Overrides reach nested keys and list entries.
     let c = tiny(&["train.lr=1e-4", "private.0.train_size=8", "mixture.pool_policy=\"accumulate\""]).unwrap();
     assert_eq!(c.train.lr, 1e-4);

@@ -38,6 +38,8 @@ pub struct CausalLm {
     pub source_dir: PathBuf,
     /// Activation dtype; master weights stay f32.
     pub dtype: DType,
+    /// Where bf16/f16 attention rounds: transformers' `sdpa` (default) or `eager`.
+    pub attention: crate::ops::AttnImpl,
     pub device: Device,
 }
 
@@ -284,7 +286,7 @@ impl CausalLm {
         }
         let mut params: Vec<(String, Var)> = vars.into_iter().filter(|(n, _)| used.contains(n)).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Self { arch, params, config_json, source_dir: dir.to_path_buf(), dtype, device: device.clone() })
+        Ok(Self { arch, params, config_json, source_dir: dir.to_path_buf(), dtype, attention: Default::default(), device: device.clone() })
     }
 
     /// Training-only settings of `config.json` that crossfeed does not apply (OPT's layer drop), as
@@ -373,8 +375,8 @@ impl CausalLm {
         let (b, t) = input_ids.dims2()?;
         crate::cuda_rules::element_count("logits [batch, tokens, vocabulary]", &[b, t, self.vocab_size()], input_ids.device())?;
         Ok(match &self.arch {
-            Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
-            Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
+            Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, self.attention, cache, drop)?,
+            Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, self.attention, cache, drop)?,
         })
     }
 

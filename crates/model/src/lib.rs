@@ -12,6 +12,7 @@ pub mod device;
 pub mod dropout;
 pub mod error;
 pub mod fastpath;
+mod fexp;
 pub mod fused;
 pub mod hub;
 mod linear;
@@ -29,6 +30,7 @@ pub use causal_lm::{Arch, Batch, CausalLm, HostBatch};
 pub use error::{ModelError, Result};
 pub use hub::HubOptions;
 pub use loss::{next_token_ce, CeSums};
+pub use ops::AttnImpl;
 pub use tokenizer::{check_tokenizer_fits, TextTokenizer};
 
 use candle_core::{DType, Device};
@@ -45,6 +47,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
             None => Err(bad()),
         },
     }
+}
+
+/// Parses an `--attention` value: `sdpa` (default), `eager` ([`AttnImpl`]).
+pub fn parse_attention(s: &str) -> Result<AttnImpl> {
+    AttnImpl::parse(s)
 }
 
 /// Parses a `--dtype` value: `f32`, `bf16`, `f16`.

@@ -15,7 +15,7 @@ use crate::config_keys::{self, key_error};
 
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
-use crate::ops::{self, attention, attention_bias, rms_norm, Linear};
+use crate::ops::{self, attention, attention_bias, rms_norm, AttnImpl, Linear};
 
 /// RoPE parameters: 4.x writes them as `rope_scaling` (with `rope_theta` at the top level), 5.x
 /// as `rope_parameters` with `rope_theta` inside. Keys not listed land in `other` and are refused.
@@ -302,6 +302,7 @@ impl Attention {
         cache: Option<(&mut KvCache, usize)>,
         drop: Option<&Dropout>,
         dtype: DType,
+        attn: AttnImpl,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim))?.transpose(1, 2);
@@ -318,7 +319,7 @@ impl Attention {
         let scale = (self.head_dim as f64).powf(-0.5);
         let y = match drop.filter(|_| self.attention_dropout > 0.0) {
             Some(d) => ops::attention_with_dropout(&q, &k, &v, bias, scale, |p| d.apply(p, self.attention_dropout))?,
-            None => attention(&q, &k, &v, bias, scale)?,
+            None => attention(&q, &k, &v, bias, scale, attn)?,
         };
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.o_proj.forward(&y)
@@ -366,8 +367,8 @@ impl Layer {
     }
 
     /// `x` is the f32 residual stream, as under torch.autocast (see `crate::opt`'s layer).
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
-        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop, dtype)?;
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType, attn: AttnImpl) -> Result<Tensor> {
+        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop, dtype, attn)?;
         let x = (x + ops::cast(&h, DType::F32)?)?;
         let h = self.mlp.forward(&rms_norm(&x, &self.post_attention_layernorm, self.eps)?, dtype)?;
         x + ops::cast(&h, DType::F32)?
@@ -430,6 +431,7 @@ impl Llama {
         key_mask: &Tensor,
         positions: &[Vec<i64>],
         dtype: DType,
+        attn: AttnImpl,
         mut cache: Option<&mut KvCache>,
         drop: Option<&Dropout>,
     ) -> Result<Tensor> {
@@ -441,7 +443,7 @@ impl Llama {
         let rope = rope_tables(&self.inv_freq, positions, DType::F32, dev)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype)?;
+            x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype, attn)?;
         }
         let x = ops::cast(&rms_norm(&x, &self.norm, self.config.rms_norm_eps)?, dtype)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };

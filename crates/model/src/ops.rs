@@ -262,15 +262,110 @@ pub fn position_tensor(pos: &[Vec<i64>], offset: i64, dev: &Device) -> Result<Te
     crate::transfer::upload(flat, (b, t), dev)
 }
 
-/// Scaled dot-product attention with an additive f32 bias; softmax runs in f32 as transformers' eager
-/// path does. `q: [B, Hq, Tq, Dh]`, `k, v: [B, Hkv, Tk, Dh]` with `Hq` a multiple of `Hkv`
-/// (grouped-query attention: query head `h` reads KV head `h / (Hq / Hkv)`, as transformers'
-/// `repeat_kv`). `bias: [B, 1, Tq, Tk]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+/// Which attention transformers runs (`attn_implementation`): in f32 the two are the same
+/// computation; in bf16/f16 they round at different places (read in ATen's FlashAttentionKernel.cpp,
+/// checked against torch 2.15 on CPU by crates/train/tests/attention_precision.rs):
+/// - `Sdpa` (transformers' default): q, k, v arrive in the low dtype; `S = scale·q·kᵀ + bias`, its
+///   row max `m`, `E = exp(S − m)` (on the CPU with torch's fast exp, [`crate::fexp`]) and the row sum
+///   `l` stay f32; `E` is rounded to bf16/f16
+///   *unnormalised* for the product with V (f32 accumulation), the output `(Ẽ·V)/l` rounded once. The
+///   backward recomputes `P = exp(S − lse)` in f32, rounds P for `dV = Pᵀ·dO`, takes
+///   `dS = P∘(dO·Vᵀ − rowsum(dO∘O))` with the rounded output O, rounds dS, then `dQ, dK` in f32 rounded
+///   once. torch's CPU flash kernel and the GPU flash/memory-efficient kernels share this shape (the GPU
+///   ones in tiles of the key axis, which moves single roundings, not where they happen).
+/// - `Eager`: `q·kᵀ` rounded to the low dtype, the scaling rounded again, softmax in f32, the
+///   probabilities rounded (normalised) before `·V`.
+///
+/// Attention dropout (training with `attention_dropout` > 0) always takes eager's rounding: the fused
+/// kernels keep no hook for it, and torch's CPU flash kernel refuses dropout too (its math path runs;
+/// not measured here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttnImpl {
+    #[default]
+    Sdpa,
+    Eager,
+}
+
+impl AttnImpl {
+    /// Parses `sdpa` / `eager` (transformers' `attn_implementation` names).
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        match s {
+            "sdpa" => Ok(Self::Sdpa),
+            "eager" => Ok(Self::Eager),
+            _ => Err(crate::ModelError::Invalid(format!("unknown attention {s:?} (allowed: sdpa, eager)"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sdpa => "sdpa",
+            Self::Eager => "eager",
+        }
+    }
+}
+
+/// Scaled dot-product attention with an additive f32 bias; softmax runs in f32. `q: [B, Hq, Tq, Dh]`,
+/// `k, v: [B, Hkv, Tk, Dh]` with `Hq` a multiple of `Hkv` (grouped-query attention: query head `h`
+/// reads KV head `h / (Hq / Hkv)`, as transformers' `repeat_kv`). `bias: [B, 1, Tq, Tk]`. In bf16/f16
+/// `imp` picks where the low dtype rounds ([`AttnImpl`]).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, imp: AttnImpl) -> Result<Tensor> {
     if crate::fused::applies(q) && crate::fused::applies(k) && crate::fused::applies(v) {
         return crate::attention::attention(q, k, v, bias, scale);
     }
+    if imp == AttnImpl::Sdpa && q.dtype() != DType::F32 && q.dtype() != DType::F64 {
+        return sdpa_low(q, k, v, bias, scale);
+    }
     attention_with_dropout(q, k, v, bias, scale, |p| Ok(p.clone()))
+}
+
+/// `x` in the forward pass; its gradient rounded to `low` in the backward pass (a value of zero cast
+/// to `low` and back carries the rounding, so no value can overflow f16 on the way).
+fn grad_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
+    let zero = (x - x.detach())?;
+    x.detach() + cast(&cast(&zero, low)?, DType::F32)?
+}
+
+/// `x` rounded to `low` (as f32) in the forward pass; the gradient passes unrounded.
+fn value_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
+    cast(&cast(&x.detach(), low)?, DType::F32)? + (x - x.detach())?
+}
+
+/// bf16/f16 attention as torch's `scaled_dot_product_attention` computes it ([`AttnImpl::Sdpa`]).
+/// The forward value is computed detached; when a gradient is wanted, a surrogate whose value is
+/// exactly zero (`g − g.detach()`) is added whose gradient is sdpa's backward: `g = round(P)·V −
+/// rowsum(P)∘O_low` gives `dV = round(P)ᵀ·dO` and `dP = dO·Vᵀ − rowsum(dO∘O_low)`; P's exp gives
+/// `dS = P∘dP`, rounded by [`grad_rounded`]; the casts of q, k, v round dQ, dK, dV once. K and V are
+/// repeated per query head as transformers does when a mask is passed (no `enable_gqa`), so each
+/// head's dK/dV rounds before the group's sum, as the backward of `repeat_kv` does.
+fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let low = q.dtype();
+    let (b, hq, tq, d) = q.dims4()?;
+    let (_, hkv, tk, _) = k.dims4()?;
+    let n = hq / hkv;
+    let repeat = |x: &Tensor| -> Result<Tensor> {
+        if n == 1 {
+            return Ok(x.clone());
+        }
+        x.unsqueeze(2)?.broadcast_as((b, hkv, n, tk, d))?.contiguous()?.reshape((b, hq, tk, d))
+    };
+    let (q, k, v) = (cast(q, DType::F32)?, cast(&repeat(k)?, DType::F32)?, cast(&repeat(v)?, DType::F32)?);
+    let qk = crate::cuda_rules::matmul(&q.contiguous()?, &k.t()?)?;
+    let scores = grad_rounded(&(qk * scale)?, low)?.broadcast_add(bias)?;
+    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?;
+    let e = if crate::fastpath::cpu_fast(q.device()) { crate::fexp::attention_exp(&shifted.detach())? } else { shifted.detach().exp()? };
+    let l = e.sum_keepdim(D::Minus1)?;
+    let e_low = cast(&cast(&e, low)?, DType::F32)?;
+    let out = crate::cuda_rules::matmul(&e_low, &v.detach())?.broadcast_div(&l)?;
+    let out = if q.track_op() || k.track_op() || v.track_op() {
+        let p = shifted.broadcast_sub(&l.log()?)?.exp()?;
+        let o_low = cast(&cast(&out, low)?, DType::F32)?;
+        let g = (crate::cuda_rules::matmul(&value_rounded(&p, low)?, &v)? - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
+        (out + (&g - g.detach())?)?
+    } else {
+        out
+    };
+    debug_assert_eq!(out.dims(), &[b, hq, tq, d]);
+    cast(&out, low)
 }
 
 /// [`attention`] with dropout on the probabilities (training with `attention_dropout` > 0): always the

@@ -16,7 +16,7 @@ use crate::config_keys::{self, key_error, TokenIds};
 
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
-use crate::ops::{self, attention, attention_bias, attention_with_dropout, layer_norm, Linear};
+use crate::ops::{self, attention, attention_bias, attention_with_dropout, layer_norm, AttnImpl, Linear};
 
 /// OPT's learned positional embedding table is offset by 2 (a fairseq legacy).
 const POSITION_OFFSET: i64 = 2;
@@ -157,7 +157,7 @@ impl Attention {
     }
 
     /// `x` from the f32 residual stream; projections and attention run in `dtype` (autocast).
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType, attn: AttnImpl) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor| y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2);
         // transformers scales the query projection, not the scores (its comment: "keep the original
@@ -172,7 +172,7 @@ impl Attention {
         };
         let y = match drop.filter(|_| self.attention_dropout > 0.0) {
             Some(d) => attention_with_dropout(&q, &k, &v, bias, 1.0, |p| d.apply(p, self.attention_dropout))?,
-            None => attention(&q, &k, &v, bias, 1.0)?,
+            None => attention(&q, &k, &v, bias, 1.0, attn)?,
         };
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.out_proj.forward(&y)
@@ -206,7 +206,7 @@ impl Layer {
 
     /// `x` is the f32 residual stream (torch.autocast keeps it f32: the embeddings and layer norms run
     /// in f32, an add of f32 and bf16 gives f32); the linears and attention run in `dtype`.
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType, attn: AttnImpl) -> Result<Tensor> {
         // The block's output (in `dtype`) dropped, then widened to join the residual stream.
         let block = |y: Tensor| -> Result<Tensor> {
             let y = match drop {
@@ -216,7 +216,7 @@ impl Layer {
             ops::cast(&y, DType::F32)
         };
         let h = if self.pre_ln { self.self_attn_layer_norm.forward(x)? } else { x.clone() };
-        let mut x = (x + block(self.self_attn.forward(&h, bias, cache, drop, dtype)?)?)?;
+        let mut x = (x + block(self.self_attn.forward(&h, bias, cache, drop, dtype, attn)?)?)?;
         if !self.pre_ln {
             x = self.self_attn_layer_norm.forward(&x)?;
         }
@@ -284,6 +284,7 @@ impl Opt {
         key_mask: &Tensor,
         positions: &[Vec<i64>],
         dtype: DType,
+        attn: AttnImpl,
         mut cache: Option<&mut KvCache>,
         drop: Option<&Dropout>,
     ) -> Result<Tensor> {
@@ -301,7 +302,7 @@ impl Opt {
         x = (x + f32(&pos)?)?;
         let bias = attention_bias(key_mask, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype)?;
+            x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype, attn)?;
         }
         if let Some(n) = &self.final_layer_norm {
             x = n.forward(&x)?;

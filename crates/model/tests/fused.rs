@@ -66,7 +66,7 @@ fn attention_matches_composed_ops_with_padding_and_grouped_heads() {
         let mask: Vec<u32> = (0..b).flat_map(|r| (0..tk).map(move |j| u32::from(r != 0 || j >= 2))).collect();
         let mask = Tensor::from_vec(mask, (b, tk), &dev).unwrap();
         let bias = ops::attention_bias(&mask, tq).unwrap();
-        let f = || ops::attention(&q, &k, &v, &bias, (d as f64).powf(-0.5)).unwrap();
+        let f = || ops::attention(&q, &k, &v, &bias, (d as f64).powf(-0.5), ops::AttnImpl::Sdpa).unwrap();
         check("attention", &[&q, &k, &v], f, 1e-4);
     }
 }

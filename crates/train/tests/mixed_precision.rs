@@ -21,11 +21,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use crossfeed_model::{CausalLm, TextTokenizer};
+use crossfeed_model::{AttnImpl, CausalLm, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, GradScalerConfig, LmExample, Schedule, TrainConfig};
 use serde_json::Value;
 
 const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama"];
+
+/// The goldens were made with `attn_implementation="eager"` (scripts/make_mixed_precision_fixtures.py);
+/// sdpa, the default, is tested against its own goldens in attention_precision.rs.
+fn eager(mut model: CausalLm) -> CausalLm {
+    model.attention = AttnImpl::Eager;
+    model
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -76,7 +83,7 @@ fn check(g: &Golden, variant: &str, name: &str) -> (f64, f64, f32) {
     let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let examples: Vec<LmExample> =
         json["texts"].as_array().unwrap().iter().map(|t| LmExample { prompt: String::new(), completion: t.as_str().unwrap().into() }).collect();
-    let model = CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap();
+    let model = eager(CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap());
     let tok = TextTokenizer::from_dir(&dir).unwrap();
     let data = tokenize(&tok, &examples, 512, false).unwrap();
     let hp = &g.meta["hp"];
@@ -192,18 +199,18 @@ fn f16_loss_scaling_resumes_identically() {
     };
     let weights = |m: &CausalLm| -> Vec<Vec<f32>> { m.params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect() };
 
-    let straight = CausalLm::load_dir(&dir, &Device::Cpu, DType::F16).unwrap();
+    let straight = eager(CausalLm::load_dir(&dir, &Device::Cpu, DType::F16).unwrap());
     let mut ft = FineTune::with_grad_scaler(&straight, data(), cfg.clone(), 1, 512, scaler).unwrap();
     let want = run(&mut ft, 8);
     assert!(want.iter().any(|s| s.0) && want.iter().any(|s| !s.0), "the run must both skip and update: {want:?}");
 
     let tmp = tempfile::tempdir().unwrap();
-    let first = CausalLm::load_dir(&dir, &Device::Cpu, DType::F16).unwrap();
+    let first = eager(CausalLm::load_dir(&dir, &Device::Cpu, DType::F16).unwrap());
     let mut ft = FineTune::with_grad_scaler(&first, data(), cfg.clone(), 1, 512, scaler).unwrap();
     let mut got = run(&mut ft, 4);
     ft.save(tmp.path()).unwrap();
     drop(ft);
-    let second = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F16).unwrap();
+    let second = eager(CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F16).unwrap());
     // A checkpoint with loss-scaler state does not resume into a run without one.
     let mut plain = FineTune::with_grad_scaler(&second, data(), cfg.clone(), 1, 512, None).unwrap();
     assert!(plain.resume(tmp.path()).is_err(), "resuming f16 loss scaling without a scaler must fail");
@@ -235,7 +242,7 @@ fn mixed_precision_follows_autocast_not_f32_nor_all_low_precision() {
         let tok = TextTokenizer::from_dir(&dir).unwrap();
         let pad = json["pad_id"].as_u64().unwrap() as u32;
         for (mode, dtype, others) in [("bf16", DType::BF16, &["f32", "bf16_pure"][..]), ("f16", DType::F16, &["f32"][..])] {
-            let model = CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap();
+            let model = eager(CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap());
             let data = tokenize(&tok, &examples, 512, false).unwrap();
             let cfg = TrainConfig { lr: 2e-3, total_steps: 12, warmup_steps: Some(2), batch_size: examples.len(), grad_accum: 1, weight_decay: 0.1, ..TrainConfig::default() };
             // A scale that never overflows on the first step: the gradient norm is then comparable.
@@ -283,7 +290,7 @@ fn first_step_gradients_follow_autocast_per_tensor() {
         let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
         let seqs: Vec<Vec<u32>> =
             json["token_ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect();
-        let model = CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap();
+        let model = eager(CausalLm::load_dir(&dir, &Device::Cpu, dtype).unwrap());
         let batch = crossfeed_model::Batch::right_padded(&seqs, json["pad_id"].as_u64().unwrap() as u32, 512, None, &Device::Cpu).unwrap();
         let ce = model.ce(&batch).unwrap();
         let loss = (ce.ce_sum.sum_all().unwrap() / ce.total_tokens() as f64).unwrap();
