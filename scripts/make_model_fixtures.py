@@ -15,6 +15,11 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
   opt350     post-LN OPT (do_layer_norm_before=false) with project_in/out; pytorch_model.bin, `decoder.*` names
   llama32    Llama 3.2 style: GQA, llama3 rope scaling, tied embeddings, tokenizer.json; sharded safetensors
   llama      plain Llama: no rope scaling, untied head, model.safetensors
+  qwen2      Qwen2.5 style: q/k/v biases, GQA, tied embeddings, rope_theta 1e6, sliding window keys off;
+             Qwen's tokenizer.json (regex Split + byte-level, no BOS)
+  qwen3      Qwen3 style: q/k norms, explicit head_dim != hidden/heads, GQA, untied head, Qwen tokenizer
+
+    python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
 Format fixtures (tests/fixtures/models/formats/tfN-*, `--formats`): checkpoints written by transformers N
 itself (`save_pretrained`: the config.json keys of that era, tokenizer files re-saved by it) with weights
@@ -23,7 +28,8 @@ golden is the f32 logits of transformers loading that same directory with dtype 
 
 Golden numbers: token ids of TEXTS, full f32 logits of a right-padded batch (eager attention), per-row
 CE sums and counts (full-sequence and completion-only), gradients of a few named tensors of the mean CE,
-greedy generations of a left-padded batch, and 5 AdamW steps (see `train_golden`).
+greedy generations of a left-padded batch, and 5 AdamW steps (see `train_golden`); variants made since
+the Qwen families also carry a second recipe (`train2`: cosine schedule, no weight decay, clipping active).
 """
 import argparse
 import json
@@ -111,6 +117,35 @@ def llama_tokenizer(d):
     return tok.get_vocab_size()
 
 
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def qwen_tokenizer(d):
+    """Qwen2/Qwen3 repos: tokenizer.json with an NFC normalizer, the regex Split pre-tokenizer then
+    byte-level without its own regex, no post-processor BOS (add_bos_token false, bos_token null)."""
+    from tokenizers import Regex, normalizers
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    added = {str(tok.token_to_id(t)): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                         "single_word": False, "special": True} for t in specials}
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": False, "add_prefix_space": False, "added_tokens_decoder": added, "bos_token": None,
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None, "errors": "replace",
+        "tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072})
+    return tok.get_vocab_size()
+
+
 VARIANTS = {
     "opt125": dict(kind="opt", config=dict(
         model_type="opt", architectures=["OPTForCausalLM"], vocab_size=328, hidden_size=32,
@@ -138,7 +173,20 @@ VARIANTS = {
         rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False,
         attention_bias=False, mlp_bias=False, hidden_act="silu", bos_token_id=0, eos_token_id=1,
         initializer_range=0.2)),
+    "qwen2": dict(kind="qwen", config=dict(
+        model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=324, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768, tie_word_embeddings=True,
+        hidden_act="silu", use_sliding_window=False, sliding_window=32768, max_window_layers=2,
+        attention_dropout=0.0, bos_token_id=0, eos_token_id=0, initializer_range=0.2)),
+    "qwen3": dict(kind="qwen", config=dict(
+        model_type="qwen3", architectures=["Qwen3ForCausalLM"], vocab_size=324, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=40960, tie_word_embeddings=False,
+        attention_bias=False, hidden_act="silu", use_sliding_window=False, sliding_window=None,
+        max_window_layers=2, attention_dropout=0.0, bos_token_id=0, eos_token_id=0, initializer_range=0.2)),
 }
+TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_tokenizer}
 
 
 def build_model(kind, config):
@@ -198,11 +246,22 @@ def golden_optimizer(model, steps):
     return opt, get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=steps), no_decay
 
 
-def train_golden(model, ids, mask, steps=5):
+def recipe2_optimizer(model, steps):
+    """The second recipe: AdamW lr 2e-2 without weight decay, cosine schedule without warmup."""
+    from transformers import get_cosine_schedule_with_warmup
+    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    return opt, get_cosine_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=steps), no_decay
+
+
+RECIPE2 = dict(lr=2e-2, schedule="cosine", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.5)
+
+
+def train_golden(model, ids, mask, steps=5, optimizer=golden_optimizer, clip=1.0):
     """5 full-batch AdamW steps (golden_optimizer, clipping at 1.0): per-step loss and grad norm, and
     final weights of a few tensors."""
     model = model.train()
-    opt, sched, no_decay = golden_optimizer(model, steps)
+    opt, sched, no_decay = optimizer(model, steps)
     losses, norms, lrs = [], [], []
     for _ in range(steps):
         opt.zero_grad()
@@ -210,7 +269,7 @@ def train_golden(model, ids, mask, steps=5):
         s, n = ce_rows(logits, ids, mask)
         loss = s.sum() / n.sum()
         loss.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)))
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
         lrs.append(sched.get_last_lr()[0])
         opt.step()
         sched.step()
@@ -247,7 +306,7 @@ def make_variant(name, variant):
     d = os.path.join(ROOT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    ntok = opt_tokenizer(d) if variant["kind"] == "opt" else llama_tokenizer(d)
+    ntok = TOKENIZERS[variant["kind"]](d)
     assert ntok <= variant["config"]["vocab_size"], (ntok, variant["config"]["vocab_size"])
     write_json(os.path.join(d, "config.json"), variant["config"])
     eos = variant["config"]["eos_token_id"]
@@ -299,6 +358,8 @@ def make_variant(name, variant):
                                  pad_token_id=pad, eos_token_id=eos_test)
     generated_eos = out_eos[:, gids.shape[1]:].tolist()
 
+    import copy
+    train2 = train_golden(copy.deepcopy(model), ids, mask, optimizer=recipe2_optimizer, clip=RECIPE2["max_grad_norm"])
     train = train_golden(model, ids, mask)
     final = {"final." + n: p.detach().clone() for n, p in model.named_parameters()
              if n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n or n.endswith("bias")}
@@ -313,7 +374,8 @@ def make_variant(name, variant):
         "ce_sum": ce_sum.tolist(), "ce_tokens": ce_n.tolist(), "label_starts": LABEL_STARTS,
         "ce_completion_sum": cm_sum.tolist(), "ce_completion_tokens": cm_n.tolist(), "loss": float(loss),
         "grad_norms": grad_norms, "prompts": PROMPTS, "prompt_ids": prompt_ids, "greedy": generated,
-        "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train, "tokenizer_size": len(tok),
+        "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train,
+        "train2": dict(train2, recipe=RECIPE2), "tokenizer_size": len(tok),
     })
     print(f"{name}: ok ({sum(p.numel() for p in model.parameters())} params)")
 
@@ -469,6 +531,7 @@ def check_formats():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-saved")
+    ap.add_argument("--only", help="comma-separated variants to (re)generate; default all")
     ap.add_argument("--variant", default="opt125")
     ap.add_argument("--formats", action="store_true", help="write the format fixtures of the installed transformers")
     ap.add_argument("--check-formats", action="store_true", help="compare every format fixture with this transformers")
@@ -487,8 +550,9 @@ def main():
     os.makedirs(ROOT, exist_ok=True)
     VARIANTS["opt350"]["bin"] = True
     VARIANTS["llama32"]["sharded"] = True
-    for name, v in VARIANTS.items():
-        make_variant(name, v)
+    only = args.only.split(",") if args.only else list(VARIANTS)
+    for name in only:
+        make_variant(name, VARIANTS[name])
 
 
 if __name__ == "__main__":

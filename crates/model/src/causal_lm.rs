@@ -17,6 +17,10 @@ use crate::hub::{self, HubOptions};
 use crate::llama::{self, Llama, LlamaConfig};
 use crate::opt::{self, Opt, OptConfig};
 use crate::ops;
+use crate::qwen;
+
+/// The `model_type`s crossfeed loads.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["opt", "llama", "qwen2", "qwen3"];
 
 /// The architecture behind a [`CausalLm`].
 #[derive(Debug, Clone)]
@@ -182,6 +186,7 @@ fn build_arch(config_json: &Value, model_type: &str, tensors: HashMap<String, Te
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device);
     let arch = match model_type {
         "opt" => Arch::Opt(Box::new(Opt::new(&OptConfig::from_json(config_json, &config_path)?, vb)?)),
+        "qwen2" | "qwen3" => Arch::Llama(Box::new(Llama::new(&qwen::config_from_json(config_json, &config_path)?, vb)?)),
         _ => Arch::Llama(Box::new(Llama::new(&LlamaConfig::from_json(config_json, &config_path)?, vb)?)),
     };
     let used = used.lock().map(|u| u.clone()).unwrap_or_default();
@@ -226,10 +231,7 @@ impl CausalLm {
             Ok(if self.dtype != DType::F32 && matrix { t.to_dtype(self.dtype)? } else { t })
         };
         let tensors: HashMap<String, Tensor> = self.params.iter().map(|(n, v)| Ok((n.clone(), detach(n, v.as_tensor())?))).collect::<Result<_>>()?;
-        let model_type = match self.arch {
-            Arch::Opt(_) => "opt",
-            Arch::Llama(_) => "llama",
-        };
+        let model_type = self.config_json.get("model_type").and_then(Value::as_str).unwrap_or_default();
         let (arch, _) = build_arch(&self.config_json, model_type, tensors, &self.source_dir.join("model.safetensors"))?;
         Ok(Self { arch, ..self.clone() })
     }
@@ -245,12 +247,13 @@ impl CausalLm {
         let config_json = read_config(dir)?;
         let config_path = dir.join("config.json");
         let model_type = config_json.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
-        if model_type != "opt" && model_type != "llama" {
+        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
             return Err(ModelError::UnsupportedModelType { path: config_path, found: model_type });
         }
         // The config is judged before any weight is read: a refused key costs no gigabytes.
         match model_type.as_str() {
             "opt" => drop(OptConfig::from_json(&config_json, &config_path)?),
+            "qwen2" | "qwen3" => drop(qwen::config_from_json(&config_json, &config_path)?),
             _ => drop(LlamaConfig::from_json(&config_json, &config_path)?),
         }
         let (tensors, weights_path) = read_weights(dir, &model_type)?;

@@ -19,6 +19,7 @@ pub mod llama;
 pub mod loss;
 pub mod ops;
 pub mod opt;
+pub mod qwen;
 mod simd;
 pub mod skinny;
 pub mod tokenizer;

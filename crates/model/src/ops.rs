@@ -143,6 +143,19 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     cast(&y, dtype)?.broadcast_mul(&cast(weight, dtype)?)
 }
 
+/// Qwen3's and Gemma 3's RMSNorm over each head of a projection `x: [.., head_dim]` (`q_norm`,
+/// `k_norm`). On a bf16/f16 projection transformers normalises in f32, rounds to the projection's dtype
+/// and multiplies by the f32 weight, so the result is f32 (the promotion of `f32 * bf16`).
+pub fn head_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return rms_norm(x, weight, eps);
+    }
+    let xf = cast(x, DType::F32)?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = cast(&xf.broadcast_div(&(ms + eps)?.sqrt()?)?, x.dtype())?;
+    cast(&y, DType::F32)?.broadcast_mul(weight)
+}
+
 /// Rotate-half RoPE (transformers' `apply_rotary_pos_emb`): `x: [B, H, T, D]`, tables `[B, 1, T, D]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if crate::fused::applies(x) {
