@@ -18,6 +18,8 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
   qwen2      Qwen2.5 style: q/k/v biases, GQA, tied embeddings, rope_theta 1e6, sliding window keys off;
              Qwen's tokenizer.json (regex Split + byte-level, no BOS)
   qwen3      Qwen3 style: q/k norms, explicit head_dim != hidden/heads, GQA, untied head, Qwen tokenizer
+  gpt2       GPT-2: Conv1D weights, learned positions, gelu_new, tied head; weights saved as the hub's gpt2
+             (bare `h.*`/`wte.*` names with the `attn.bias` mask buffers); vocab.json + merges.txt + tokenizer.json
 
     python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
@@ -185,8 +187,27 @@ VARIANTS = {
         rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=40960, tie_word_embeddings=False,
         attention_bias=False, hidden_act="silu", use_sliding_window=False, sliding_window=None,
         max_window_layers=2, attention_dropout=0.0, bos_token_id=0, eos_token_id=0, initializer_range=0.2)),
+    "gpt2": dict(kind="gpt2", hub_names=True, config=dict(
+        model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=322, n_positions=64, n_ctx=64, n_embd=32,
+        n_layer=2, n_head=4, n_inner=None, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, layer_norm_epsilon=1e-5, initializer_range=0.2, scale_attn_weights=True,
+        summary_activation=None, summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type="cls_index",
+        summary_use_proj=True, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)),
 }
-TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_tokenizer}
+def gpt2_tokenizer(d):
+    """GPT-2 repos: vocab.json + merges.txt and tokenizer.json, byte-level BPE, <|endoftext|> for bos, eos
+    and unk, no BOS prepended."""
+    tok = train_bpe(["<|endoftext|>"])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.model.save(d)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": False, "add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "tokenizer_class": "GPT2Tokenizer", "model_max_length": 64})
+    return tok.get_vocab_size()
+
+
+TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_tokenizer, "gpt2": gpt2_tokenizer}
 
 
 def build_model(kind, config):
@@ -232,12 +253,19 @@ def ce_rows(logits, ids, mask, label_mask=None):
     return (nll * w).sum(1), w.sum(1)
 
 
+def hf_no_decay(model):
+    """HF Trainer's no-decay names (by name pattern and by nn.LayerNorm type: GPT-2's `ln_*`)."""
+    from transformers import Trainer
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    return [n for n, _ in model.named_parameters() if n not in decay]
+
+
 def golden_optimizer(model, steps):
     """The goldens' optimizer: torch.optim.AdamW (lr 1e-2) over HF's no-decay groups (weight decay 0.1,
     none on biases and norms) and get_linear_schedule_with_warmup (2 warmup steps). Returns
     (optimizer, scheduler, no-decay names); make_dropout_fixtures.py uses it too."""
     from transformers import get_linear_schedule_with_warmup
-    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    no_decay = hf_no_decay(model)
     groups = [
         {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.1},
         {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
@@ -249,7 +277,7 @@ def golden_optimizer(model, steps):
 def recipe2_optimizer(model, steps):
     """The second recipe: AdamW lr 2e-2 without weight decay, cosine schedule without warmup."""
     from transformers import get_cosine_schedule_with_warmup
-    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    no_decay = hf_no_decay(model)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     return opt, get_cosine_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=steps), no_decay
 
@@ -283,7 +311,15 @@ def save_weights(model, d, variant):
     tied = variant["config"].get("tie_word_embeddings", True)
     if tied:
         sd.pop("lm_head.weight", None)
-    if variant.get("bin"):
+    if variant.get("hub_names"):
+        # The hub's gpt2 repo: names without the `transformer.` prefix, each layer's causal-mask buffer
+        # `h.N.attn.bias` included (old transformers saved it), no tied head.
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+        n = variant["config"]["n_positions"]
+        for i in range(variant["config"]["n_layer"]):
+            sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n, n, dtype=torch.uint8)).view(1, 1, n, n)
+        save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    elif variant.get("bin"):
         # Old OPT repos ship only pytorch_model.bin with bare `decoder.*` names (and the tied head).
         sd = {k.removeprefix("model."): v for k, v in model.state_dict().items()}
         sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}

@@ -264,7 +264,7 @@ impl LlamaConfig {
 
 
 /// cos/sin tables `[B, 1, T, Dh]` for per-sequence positions (so left-padded rows rotate correctly).
-fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+pub(crate) fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
     let b = positions.len();
     let t = positions.first().map_or(0, |r| r.len());
     let half = inv_freq.len();

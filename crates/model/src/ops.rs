@@ -194,6 +194,17 @@ fn relu_op(x: &Tensor) -> Result<Tensor> {
     x.relu()
 }
 
+/// GELU's tanh approximation (transformers' `gelu_new`, torch's `gelu(approximate="tanh")`): candle's
+/// `gelu` is this formula, with a backward, on every backend. A bf16/f16 input is widened, activated in
+/// f32 and rounded once.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    let low = x.dtype();
+    if low == DType::F32 || low == DType::F64 {
+        return x.gelu();
+    }
+    cast(&cast(x, DType::F32)?.gelu()?, low)
+}
+
 /// SwiGLU's `silu(gate) ∘ up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if crate::fused::applies(gate) {

@@ -177,3 +177,58 @@ fn the_config_is_judged_before_the_weights_are_read() {
     let e = load(tmp.path()).expect_err("refused").to_string();
     assert!(e.contains("key \"sliding_window\""), "{e}");
 }
+
+#[test]
+fn qwen_settings_that_change_the_computation_are_errors_naming_their_key() {
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        ("qwen2", "use_sliding_window", |c| {
+            c.insert("use_sliding_window".into(), json!(true));
+        }),
+        ("qwen3", "layer_types", |c| {
+            c.insert("layer_types".into(), json!(["full_attention", "sliding_attention"]));
+        }),
+        ("qwen2", "use_mrope", |c| {
+            c.insert("use_mrope".into(), json!(true));
+        }),
+        ("qwen2", "attention_bias", |c| {
+            c.insert("attention_bias".into(), json!(true));
+        }),
+        ("qwen3", "mlp_bias", |c| {
+            c.insert("mlp_bias".into(), json!(true));
+        }),
+        ("qwen3", "attn_logit_softcapping", |c| {
+            c.insert("attn_logit_softcapping".into(), json!(50.0));
+        }),
+        ("qwen2", "rope_scaling.rope_type", |c| {
+            c.insert("rope_scaling".into(), json!({"rope_type": "yarn", "factor": 4.0}));
+        }),
+    ];
+    for (variant, key, edit) in cases {
+        let tmp = edited(variant, edit);
+        let e = load(tmp.path()).expect_err(key).to_string();
+        assert!(e.contains(&format!("key {key:?}")) && e.contains("config.json"), "{variant} {key}: {e}");
+    }
+}
+
+#[test]
+fn qwen_hub_keys_load() {
+    // Keys Qwen2.5-0.5B's and Qwen3-0.6B's config.json carry besides the shape (sliding window off).
+    let cases: Vec<(&str, Edit)> = vec![
+        ("qwen2", |c| {
+            for (k, v) in [("use_mrope", json!(false)), ("sliding_window", json!(32768)), ("max_window_layers", json!(24)),
+                ("torch_dtype", json!("bfloat16")), ("use_cache", json!(true))]
+            {
+                c.insert(k.into(), v);
+            }
+        }),
+        ("qwen3", |c| {
+            for (k, v) in [("rope_scaling", Value::Null), ("sliding_window", Value::Null), ("layer_types", json!(["full_attention", "full_attention"]))] {
+                c.insert(k.into(), v);
+            }
+        }),
+    ];
+    for (variant, edit) in cases {
+        let tmp = edited(variant, edit);
+        load(tmp.path()).unwrap_or_else(|e| panic!("{variant}: {e}"));
+    }
+}
