@@ -7,7 +7,7 @@ own dropout does, applies `x * (keep / (1 - p))` and records `keep` in call orde
 weight decay 0.1, linear schedule with 2 warmup steps, clipping at 1.0).
 
     python3 scripts/make_dropout_fixtures.py   # writes tests/fixtures/train/dropout.{json,safetensors}
-    python3 scripts/make_dropout_fixtures.py --families   # Qwen2/Qwen3/GPT-2: dropout_families.{json,safetensors}
+    python3 scripts/make_dropout_fixtures.py --families   # dropout_families.* (Qwen2/Qwen3/GPT-2), dropout_gemma3.*
 
 crates/train/tests/lm_parity.rs feeds the masks to crossfeed (FineTune::inject_dropout_masks) and
 matches losses, gradient norms and weights.
@@ -24,10 +24,13 @@ from make_model_fixtures import ROOT as MODELS, TEXTS, ce_rows, golden_optimizer
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "train")
 VARIANTS = {"opt125": {"dropout": 0.1, "attention_dropout": 0.1}, "opt350": {"dropout": 0.1, "attention_dropout": 0.1},
             "llama32": {"attention_dropout": 0.1}, "llama": {"attention_dropout": 0.1}}
-# The families added later, in files of their own (GPT-2: embeddings, attention probabilities, and after
-# each block's output projection).
-FAMILIES = {"qwen2": {"attention_dropout": 0.1}, "qwen3": {"attention_dropout": 0.1},
-            "gpt2": {"embd_pdrop": 0.1, "attn_pdrop": 0.1, "resid_pdrop": 0.1}}
+# The families added later, in files of their own, each under 1 MB (Qwen, Gemma 3: attention probabilities;
+# GPT-2: embeddings, attention probabilities, and after each block's output projection).
+FAMILIES = {
+    "dropout_families": {"qwen2": {"attention_dropout": 0.1}, "qwen3": {"attention_dropout": 0.1},
+                         "gpt2": {"embd_pdrop": 0.1, "attn_pdrop": 0.1, "resid_pdrop": 0.1}},
+    "dropout_gemma3": {"gemma3": {"attention_dropout": 0.1}},
+}
 STEPS = 5
 
 masks = []
@@ -79,18 +82,18 @@ def main():
     import sys
     torch.set_num_threads(2)
     torch.nn.functional.dropout = recording_dropout
-    families = "--families" in sys.argv
-    all_tensors, golden = {}, {}
-    for name, rates in (FAMILIES if families else VARIANTS).items():
-        t, g = run(name, rates)
-        all_tensors.update(t)
-        golden[name] = g
-        print(name, g["sites_per_step"], [round(x, 5) for x in g["losses"]])
+    files = FAMILIES if "--families" in sys.argv else {"dropout": VARIANTS}
     os.makedirs(OUT, exist_ok=True)
-    stem = "dropout_families" if families else "dropout"
-    save_file(all_tensors, os.path.join(OUT, f"{stem}.safetensors"))
-    with open(os.path.join(OUT, f"{stem}.json"), "w") as f:
-        json.dump(golden, f, indent=1)
+    for stem, variants in files.items():
+        all_tensors, golden = {}, {}
+        for name, rates in variants.items():
+            t, g = run(name, rates)
+            all_tensors.update(t)
+            golden[name] = g
+            print(name, g["sites_per_step"], [round(x, 5) for x in g["losses"]])
+        save_file(all_tensors, os.path.join(OUT, f"{stem}.safetensors"))
+        with open(os.path.join(OUT, f"{stem}.json"), "w") as f:
+            json.dump(golden, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
   qwen3      Qwen3 style: q/k norms, explicit head_dim != hidden/heads, GQA, untied head, Qwen tokenizer
   gpt2       GPT-2: Conv1D weights, learned positions, gelu_new, tied head; weights saved as the hub's gpt2
              (bare `h.*`/`wte.*` names with the `attn.bias` mask buffers); vocab.json + merges.txt + tokenizer.json
+  gemma3     Gemma 3 text: sliding window (4) shorter than the sequences on local layers with their own RoPE
+             base, linear RoPE scaling on the global layer, final logit soft-capping, q/k norms,
+             query_pre_attn_scalar != head_dim, GQA, tied head; tokenizer.json with a <bos> post-processor.
+             Its greedy golden runs each prompt alone: in a left-padded batch transformers' window counts pad
+             slots, crossfeed's counts tokens (the same for an unpadded prompt)
 
     python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
@@ -193,6 +198,16 @@ VARIANTS = {
         attn_pdrop=0.0, layer_norm_epsilon=1e-5, initializer_range=0.2, scale_attn_weights=True,
         summary_activation=None, summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type="cls_index",
         summary_use_proj=True, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)),
+    "gemma3": dict(kind="gemma3", greedy_unpadded=True, config=dict(
+        model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], vocab_size=328, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=512, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, attention_dropout=0.0, query_pre_attn_scalar=24,
+        sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        final_logit_softcapping=5.0, attn_logit_softcapping=None, use_bidirectional_attention=False,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, initializer_range=0.2)),
 }
 def gpt2_tokenizer(d):
     """GPT-2 repos: vocab.json + merges.txt and tokenizer.json, byte-level BPE, <|endoftext|> for bos, eos
@@ -207,7 +222,20 @@ def gpt2_tokenizer(d):
     return tok.get_vocab_size()
 
 
-TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_tokenizer, "gpt2": gpt2_tokenizer}
+def gemma_tokenizer(d):
+    """Gemma repos: tokenizer.json whose post-processor prepends <bos>; pad 0, eos 1, bos 2, unk 3."""
+    tok = train_bpe(["<pad>", "<eos>", "<bos>", "<unk>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    tok.save(os.path.join(d, "tokenizer.json"))
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": True, "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1000000000000000019884624838656})
+    return tok.get_vocab_size()
+
+
+TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_tokenizer, "gpt2": gpt2_tokenizer,
+              "gemma3": gemma_tokenizer}
 
 
 def build_model(kind, config):
@@ -382,17 +410,24 @@ def make_variant(name, variant):
     gen_tok = AutoTokenizer.from_pretrained(d)
     prompt_ids = [gen_tok(p)["input_ids"] for p in PROMPTS]
     gids, gmask = padded(prompt_ids, pad, left=True)
-    with torch.no_grad():
-        out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
-                             min_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, eos_token_id=eos)
-    generated = out[:, gids.shape[1]:].tolist()
+    def greedy(**kw):
+        if variant.get("greedy_unpadded"):
+            rows = []
+            for p in prompt_ids:
+                with torch.no_grad():
+                    o = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                       do_sample=False, max_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, **kw)
+                rows.append(o[0, len(p):].tolist())
+            return rows
+        with torch.no_grad():
+            out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
+                                 pad_token_id=pad, **kw)
+        return out[:, gids.shape[1]:].tolist()
+    generated = greedy(min_new_tokens=GEN_NEW_TOKENS, eos_token_id=eos)
     # Random weights never emit the real EOS: call the third greedy token of row 0 the EOS, so that row
     # stops early while the others run on (transformers pads finished rows with pad_token_id).
     eos_test = generated[0][2]
-    with torch.no_grad():
-        out_eos = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
-                                 pad_token_id=pad, eos_token_id=eos_test)
-    generated_eos = out_eos[:, gids.shape[1]:].tolist()
+    generated_eos = greedy(eos_token_id=eos_test)
 
     import copy
     train2 = train_golden(copy.deepcopy(model), ids, mask, optimizer=recipe2_optimizer, clip=RECIPE2["max_grad_norm"])

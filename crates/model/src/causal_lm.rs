@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
+use crate::gemma3::{self, Gemma3, Gemma3Config};
 use crate::gpt2::{self, Gpt2, Gpt2Config};
 use crate::hub::{self, HubOptions};
 use crate::llama::{self, Llama, LlamaConfig};
@@ -21,6 +22,7 @@ use crate::ops;
 use crate::qwen;
 
 /// The `model_type`s crossfeed loads.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["opt", "llama", "qwen2", "qwen3", "gpt2", "gemma3_text"];
 
 /// The architecture behind a [`CausalLm`].
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ pub enum Arch {
     Opt(Box<Opt>),
     Llama(Box<Llama>),
     Gpt2(Box<Gpt2>),
+    Gemma3(Box<Gemma3>),
 }
 
 /// A causal LM whose parameters are f32 `Var`s named exactly as in the checkpoint.
@@ -197,6 +200,7 @@ fn build_arch(config_json: &Value, model_type: &str, tensors: HashMap<String, Te
         "opt" => Arch::Opt(Box::new(Opt::new(&OptConfig::from_json(config_json, &config_path)?, vb)?)),
         "qwen2" | "qwen3" => Arch::Llama(Box::new(Llama::new(&qwen::config_from_json(config_json, &config_path)?, vb)?)),
         "gpt2" => Arch::Gpt2(Box::new(Gpt2::new(&Gpt2Config::from_json(config_json, &config_path)?, vb)?)),
+        "gemma3_text" => Arch::Gemma3(Box::new(Gemma3::new(&Gemma3Config::from_json(config_json, &config_path)?, vb)?)),
         _ => Arch::Llama(Box::new(Llama::new(&LlamaConfig::from_json(config_json, &config_path)?, vb)?)),
     };
     let used = used.lock().map(|u| u.clone()).unwrap_or_default();
@@ -213,6 +217,8 @@ fn check_tied_head(arch: &Arch, tensors: &HashMap<String, Tensor>, path: &Path) 
         Arch::Llama(_) => return Ok(()),
         Arch::Gpt2(m) if m.config.tie_word_embeddings => "transformer.wte.weight",
         Arch::Gpt2(_) => return Ok(()),
+        Arch::Gemma3(m) if m.config.tie_word_embeddings => "model.embed_tokens.weight",
+        Arch::Gemma3(_) => return Ok(()),
     };
     if let (Some(head), Some(emb)) = (tensors.get("lm_head.weight"), tensors.get(embed)) {
         let same = head.dims() == emb.dims() && (head - emb)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0;
@@ -267,6 +273,7 @@ impl CausalLm {
             "opt" => drop(OptConfig::from_json(&config_json, &config_path)?),
             "qwen2" | "qwen3" => drop(qwen::config_from_json(&config_json, &config_path)?),
             "gpt2" => drop(Gpt2Config::from_json(&config_json, &config_path)?),
+            "gemma3_text" => drop(Gemma3Config::from_json(&config_json, &config_path)?),
             _ => drop(LlamaConfig::from_json(&config_json, &config_path)?),
         }
         let (tensors, weights_path) = read_weights(dir, &model_type)?;
@@ -302,7 +309,7 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(m) => crate::config_keys::nonzero(&m.config.other, opt::OPT_TRAINING_ONLY),
             Arch::Llama(m) => crate::config_keys::nonzero(&m.config.other, llama::LLAMA_TRAINING_ONLY),
-            Arch::Gpt2(_) => Vec::new(),
+            Arch::Gpt2(_) | Arch::Gemma3(_) => Vec::new(),
         }
     }
 
@@ -311,6 +318,7 @@ impl CausalLm {
             Arch::Opt(m) => m.config.vocab_size,
             Arch::Llama(m) => m.config.vocab_size,
             Arch::Gpt2(m) => m.config.vocab_size,
+            Arch::Gemma3(m) => m.config.vocab_size,
         }
     }
 
@@ -319,6 +327,7 @@ impl CausalLm {
             Arch::Opt(m) => m.num_layers(),
             Arch::Llama(m) => m.num_layers(),
             Arch::Gpt2(m) => m.num_layers(),
+            Arch::Gemma3(m) => m.num_layers(),
         }
     }
 
@@ -329,6 +338,7 @@ impl CausalLm {
             Arch::Opt(m) => Some(m.config.max_position_embeddings),
             Arch::Llama(_) => None,
             Arch::Gpt2(m) => Some(m.config.n_positions),
+            Arch::Gemma3(_) => None,
         }
     }
 
@@ -339,6 +349,7 @@ impl CausalLm {
             Arch::Opt(m) => m.config.max_position_embeddings,
             Arch::Llama(m) => m.config.max_position_embeddings,
             Arch::Gpt2(m) => m.config.n_positions,
+            Arch::Gemma3(m) => m.config.max_position_embeddings,
         }
     }
 
@@ -360,6 +371,7 @@ impl CausalLm {
             Arch::Opt(_) => opt::PAD_POSITION,
             Arch::Llama(_) => llama::PAD_POSITION,
             Arch::Gpt2(_) => gpt2::PAD_POSITION,
+            Arch::Gemma3(_) => gemma3::PAD_POSITION,
         }
     }
 
@@ -389,6 +401,7 @@ impl CausalLm {
             Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
             Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
             Arch::Gpt2(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
+            Arch::Gemma3(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
         })
     }
 
@@ -424,6 +437,7 @@ impl CausalLm {
             }
             Arch::Llama(m) => m.config.other.get("attention_dropout").and_then(Value::as_f64).unwrap_or(0.0) > 0.0,
             Arch::Gpt2(m) => m.has_dropout(),
+            Arch::Gemma3(m) => m.config.attention_dropout > 0.0,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod dropout;
 pub mod error;
 pub mod fastpath;
 pub mod fused;
+pub mod gemma3;
 pub mod gpt2;
 pub mod hub;
 mod linear;

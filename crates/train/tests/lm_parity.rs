@@ -10,7 +10,7 @@ use crossfeed_model::{CausalLm, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample, Schedule, TrainConfig};
 use serde_json::Value;
 
-const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2"];
+const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"];
 
 fn fixture(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(v)
@@ -29,6 +29,14 @@ fn examples(g: &Value) -> Vec<LmExample> {
 
 /// The protocol of the goldens (make_model_fixtures.py `train_golden`, make_dropout_fixtures.py): 5
 /// full-batch AdamW steps, lr 1e-2, linear schedule with 2 warmup steps, weight decay 0.1, clipping 1.0.
+/// Gemma 3's fixture is ill-conditioned under Adam: 5 steps of torch itself from weights moved by 1e-7
+/// (relative) end with embeddings 8.5e-4 apart element-wise and gradient norms 8.8e-6 apart (Llama 3.2's
+/// fixture: 1.5e-5 and 7.5e-7), so rounding-level differences show 10-60x larger there. Its gradient
+/// norms get a 5x wider tolerance and its final weights are compared against each tensor's scale.
+fn ill_conditioned(v: &str) -> bool {
+    v == "gemma3"
+}
+
 fn golden_train_config() -> TrainConfig {
     TrainConfig {
         lr: 1e-2,
@@ -60,7 +68,8 @@ fn five_adamw_steps_match_pytorch_on_every_model() {
             let s = ft.step().unwrap();
             let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
             assert!(rel(s.loss, want_loss[i]) < 1e-5, "{v} step {i}: loss {} vs {}", s.loss, want_loss[i]);
-            assert!(rel(s.grad_norm, want_norm[i]) < 1e-4, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
+            let norm_tol = if ill_conditioned(v) { 5e-4 } else { 1e-4 };
+            assert!(rel(s.grad_norm, want_norm[i]) < norm_tol, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
             assert!((s.lr - want_lr[i]).abs() < 1e-12, "{v} step {i}: lr {} vs {}", s.lr, want_lr[i]);
         }
         // k_proj.bias has a zero true gradient (it shifts every score of a query row equally), so Adam
@@ -76,7 +85,8 @@ fn five_adamw_steps_match_pytorch_on_every_model() {
                 got.drain(h..2 * h);
                 want.drain(h..2 * h);
             }
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-2)).fold(0f32, f32::max);
+            let scale = if ill_conditioned(v) { want.iter().fold(0f32, |m, x| m.max(x.abs())) } else { 0.0 };
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-2).max(scale)).fold(0f32, f32::max);
             assert!(worst < 1e-4, "{v}: final {name} differs (worst rel {worst})");
         }
     }
@@ -112,7 +122,8 @@ fn five_adamw_steps_of_a_second_recipe_match_pytorch() {
             let s = ft.step().unwrap();
             let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
             assert!(rel(s.loss, want_loss[i]) < 1e-5, "{v} step {i}: loss {} vs {}", s.loss, want_loss[i]);
-            assert!(rel(s.grad_norm, want_norm[i]) < 1e-4, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
+            let norm_tol = if ill_conditioned(v) { 5e-4 } else { 1e-4 };
+            assert!(rel(s.grad_norm, want_norm[i]) < norm_tol, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
             assert!((s.lr - want_lr[i]).abs() < 1e-12, "{v} step {i}: lr {} vs {}", s.lr, want_lr[i]);
         }
     }
@@ -216,9 +227,9 @@ fn with_dropout(v: &str, rates: &serde_json::Map<String, Value>) -> tempfile::Te
 #[test]
 fn five_adamw_steps_with_dropout_match_pytorch_given_its_masks() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/train");
-    // OPT and Llama in dropout.*, the families added later in dropout_families.* (make_dropout_fixtures.py).
+    // OPT and Llama in dropout.*, the families added later in dropout_families.* and dropout_gemma3.* (make_dropout_fixtures.py).
     let (mut drop_golden, mut masks) = (serde_json::Map::new(), std::collections::HashMap::new());
-    for stem in ["dropout", "dropout_families"] {
+    for stem in ["dropout", "dropout_families", "dropout_gemma3"] {
         let g: serde_json::Map<String, Value> = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap()).unwrap();
         drop_golden.extend(g);
         masks.extend(candle_core::safetensors::load(dir.join(format!("{stem}.safetensors")), &Device::Cpu).unwrap());
