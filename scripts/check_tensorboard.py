@@ -20,7 +20,7 @@ def main(run):
     want = {}
     for line in open(os.path.join(run, "metrics.jsonl")):
         m = json.loads(line)
-        tag = f"{m['metric']}/{m['eval_set']}" + (f"/entity{m['entity']}" if "entity" in m else "")
+        tag = f"{m['metric']}/{m['eval_set']}" + (f"/entity{m['entity']}" if "entity" in m else "") + (f"-{m['peer']}" if "peer" in m else "")
         want[(tag, m["generation"])] = m["value"]
     with open(os.path.join(run, "config.toml"), "rb") as f:
         steps = tomllib.load(f)["train"]["total_steps"]

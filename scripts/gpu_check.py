@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""The GPU checks of issue 15 in one run (scripts/gpu-check.sh calls this; see its header).
-
+"""The GPU checks of issues 15 and 35 in one run (scripts/gpu-check.sh calls this; see its header).
+In order:
+0. the driver (>= 580) and the CUDA 13 libraries the binary dlopens (libcuda, cuBLAS 13, cuBLASLt 13,
+   cuRAND 10), found on LD_LIBRARY_PATH or in the `nvidia-*` Python packages beside torch.
 1. parity: `crossfeed score` on every fixture model against transformers on the same device:
    f32 mean CE rel 1e-4 and per-sequence rel 1e-4; bf16 (crossfeed --dtype bf16 vs torch.autocast bf16)
    rel 2e-2; and `crossfeed train` (3 AdamW steps) on the device against the same binary on CPU:
-   loss rel 1e-4, grad norm rel 1e-3 in f32.
+   loss rel 1e-4, grad norm rel 1e-3 in f32; bf16 the same at rel 2e-2 (crossfeed's CPU bf16 is
+   checked against torch.autocast by the test suite).
+   Then planted argmax ties at V = 50,272 / 128,256 (`crossfeed bench argmax-ties`: the lowest tied
+   index, f32 and bf16; also how often candle's own argmax picked another), and greedy tokens of the
+   same 16 prompts at batch 1 and 16 (reported, not failed: cuBLAS picks kernels by shape).
 2. sampling at the real vocabularies (50,272 and 128,256): `crossfeed generate` in every transformers
    sampling mode runs on the device; top_k = 1 and a tiny top_p equal greedy; a sampled run and a
    `crossfeed train` run repeated give the same bytes (two-run determinism on the device).
 3. benchmarks at the paper's shapes (random-init OPT-350M and Llama-3.2-1B layouts, seq 512, bf16), side
    by side with PyTorch at its strongest plain setting (transformers with sdpa attention, the model's own
    `labels=` loss, AdamW(fused=True), under autocast) and transformers `generate`: tokens/s, ratio, peak
-   memory of each process, training MFU.
+   memory of each process, training MFU; an OPT-350M-shaped train step with dropout on and off, and a
+   Llama-3.2-1B-shaped decode step with top_p 1 / 0.9 and repetition penalty off / on, each beside torch.
    `--small` swaps in tiny shapes so the script runs anywhere (CPU) and is itself tested.
 Prints markdown rows for BENCHMARKS.md and writes bench-<model>.json for `crossfeed run --dry-run --bench`.
 """
@@ -99,6 +106,56 @@ def run_measured(cmd, device, env=None):
     return out, secs, peak[0]
 
 
+# --------------------------------------------------------------------------------- driver, libraries
+CUDA_LIBS = ["libcuda.so.1", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10"]
+
+
+def nvidia_lib_dirs():
+    """The lib folders of the `nvidia-*` wheels beside torch (where pip's CUDA libraries live)."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    dirs = []
+    for root in nvidia.__path__:
+        for sub in sorted(os.listdir(root)):
+            for lib in (os.path.join(root, sub, "lib"), os.path.join(root, sub, "lib64")):
+                if os.path.isdir(lib):
+                    dirs.append(lib)
+    return dirs
+
+
+def environment(a):
+    print(f"## driver and CUDA libraries ({a.device})")
+    if not a.device.startswith("cuda"):
+        print("  skip  not a CUDA device")
+        return
+    smi = shutil.which("nvidia-smi")
+    check(smi is not None, "nvidia-smi on PATH")
+    if smi:
+        out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], capture_output=True, text=True).stdout
+        first = out.strip().splitlines()[0] if out.strip() else ""
+        print(f"  {first}")
+        drv = first.split(",")[1].strip() if first.count(",") >= 1 else ""
+        major = int(drv.split(".")[0]) if drv[:1].isdigit() else 0
+        check(major >= 580, f"driver {drv or '?'} >= 580 (CUDA 13)")
+    import ctypes
+    import ctypes.util
+    missing = []
+    for lib in CUDA_LIBS:
+        try:
+            ctypes.CDLL(lib)
+            print(f"  ok    {lib} loads")
+        except OSError:
+            missing.append(lib)
+    if missing:
+        found = {lib: d for d in nvidia_lib_dirs() for lib in missing if os.path.exists(os.path.join(d, lib))}
+        for lib in missing:
+            check(False, f"{lib} loads" + (f" (present in {found[lib]}: add it to LD_LIBRARY_PATH)" if lib in found else " (not found)"))
+        if found:
+            print("  export LD_LIBRARY_PATH=" + ":".join(sorted(set(found.values()))) + ":$LD_LIBRARY_PATH")
+
+
 # ---------------------------------------------------------------------------------------------- parity
 def torch_ce(model, ids, mask, device, dtype):
     with torch.no_grad():
@@ -138,16 +195,48 @@ def parity(a, tmp):
             rows, mean = torch_ce(model, ids.to(a.device), mask.to(a.device), a.device, dtype)
             worst = max(abs(r["ce_mean"] - w) / abs(w) for r, w in zip(ours["per_sequence"], rows))
             check(worst <= tol, f"{v} score {dtype}: per-sequence CE rel diff {worst:.1e} <= {tol:g} (mean {ours['mean_ce']:.6f} vs torch {mean:.6f})")
-        logs = {}
-        for dev in (a.device, "cpu"):
-            outdir = os.path.join(tmp, f"train-{v}-{dev.replace(':', '')}")
-            run_measured([a.crossfeed, "train", "--model", d, "--data", data, "--out", outdir, "--device", dev, "--steps", "3",
-                          "--lr", "1e-3", "--batch-size", "2", "--grad-accum", "2"], dev)
-            logs[dev] = [json.loads(l) for l in open(os.path.join(outdir, "train_log.jsonl"))]
-        if a.device != "cpu":
+        if a.device == "cpu":
+            continue
+        for dtype, (tl, tn) in [("f32", (1e-4, 1e-3)), ("bf16", (2e-2, 2e-2))]:
+            logs = {}
+            for dev in (a.device, "cpu"):
+                outdir = os.path.join(tmp, f"train-{v}-{dtype}-{dev.replace(':', '')}")
+                run_measured([a.crossfeed, "train", "--model", d, "--data", data, "--out", outdir, "--device", dev, "--dtype", dtype,
+                              "--steps", "3", "--lr", "1e-3", "--batch-size", "2", "--grad-accum", "2"], dev)
+                logs[dev] = [json.loads(l) for l in open(os.path.join(outdir, "train_log.jsonl"))]
             wl = max(abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(logs[a.device], logs["cpu"]))
             wn = max(abs(x["grad_norm"] - y["grad_norm"]) / abs(y["grad_norm"]) for x, y in zip(logs[a.device], logs["cpu"]))
-            check(wl <= 1e-4 and wn <= 1e-3, f"{v} train f32 on {a.device} vs cpu: loss rel {wl:.1e} <= 1e-4, grad norm rel {wn:.1e} <= 1e-3")
+            check(wl <= tl and wn <= tn, f"{v} train {dtype} on {a.device} vs cpu: loss rel {wl:.1e} <= {tl:g}, grad norm rel {wn:.1e} <= {tn:g}")
+
+
+def argmax_ties(a):
+    print(f"## planted argmax ties on {a.device}")
+    # On the CPU the generic path (what CUDA runs) is forced, so the check is not the CPU kernel's.
+    env = {**os.environ, "CROSSFEED_GENERIC_KERNELS": "1"} if a.device == "cpu" else None
+    r = subprocess.run([a.crossfeed, "bench", "argmax-ties", "--device", a.device], capture_output=True, text=True, env=env)
+    for line in r.stdout.splitlines():
+        c = json.loads(line)
+        check(c["wrong_rows"] == 0, f"V={c['vocab']} {c['dtype']}: lowest tied index in {c['rows'] - c['wrong_rows']}/{c['rows']} rows "
+              f"(candle's own argmax picked another in {c['candle_argmax_other_index_rows']})")
+    check(r.returncode == 0, "crossfeed bench argmax-ties exits 0" + ("" if r.returncode == 0 else f": {r.stderr.strip()[-300:]}"))
+
+
+def greedy_batches(a, tmp, d, name):
+    """Greedy tokens of the same prompts at batch 1 and 16: reported, since a GPU's kernels may change
+    with the batch shape (cuBLAS split-K) and move a near-tie."""
+    prompts = os.path.join(tmp, "greedy-prompts.jsonl")
+    with open(prompts, "w") as f:
+        for i in range(16):
+            f.write(json.dumps({"prompt": f"Story {i}: once upon a time there was a"}) + "\n")
+    outs = {}
+    for bs in (1, 16):
+        out = os.path.join(tmp, f"greedy-{name}-{bs}.jsonl")
+        run_measured([a.crossfeed, "generate", "--model", d, "--prompts", prompts, "--out", out, "--device", a.device,
+                      "--max-new-tokens", "16", "--temperature", "0", "--batch-size", str(bs)], a.device)
+        outs[bs] = [json.loads(l)["token_ids"] for l in open(out)]
+    rows = sum(x != y for x, y in zip(outs[1], outs[16]))
+    first = [next((j for j, (p, q) in enumerate(zip(x, y)) if p != q), None) for x, y in zip(outs[1], outs[16])]
+    print(f"  info  {name} greedy batch 1 vs 16: {rows}/16 rows differ" + (f" (first differing step per row: {first})" if rows else ""))
 
 
 # ------------------------------------------------------------------------------ sampling, determinism
@@ -191,6 +280,7 @@ def sampling_and_determinism(a, tmp):
             check(ok, f"{arch} V={vocab} {name}: runs" + ("" if ok else f" ({r.stderr.strip().splitlines()[-1:]})"))
             if ok:
                 outs[name] = [json.loads(l)["token_ids"] for l in open(out)]
+        greedy_batches(a, tmp, d, f"{arch} V={vocab}")
         for name in ["top_k 1", "top_p 1e-6"]:
             if name in outs and "greedy" in outs:
                 check(outs[name] == outs["greedy"], f"{arch} V={vocab} {name} equals greedy token for token")
@@ -273,7 +363,9 @@ def sync():
 if a["what"] == "train":
     # PyTorch's strongest plain setting: transformers' default attention (sdpa), the model's own loss
     # (labels=, no sliced copy of the logits) and the fused AdamW.
-    m = AutoModelForCausalLM.from_pretrained(a["dir"], attn_implementation="sdpa").float().to(dev).train()
+    m = AutoModelForCausalLM.from_pretrained(a["dir"], attn_implementation="sdpa").float().to(dev)
+    # eval() only switches dropout off; gradients flow the same.
+    m.train(a.get("dropout", True))
     v = m.config.vocab_size
     ids = toks(a["batch"], a["seq"], v)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
@@ -302,6 +394,7 @@ else:
         for s in range(0, a["prompts"], b):
             x = p[s:s + b]
             m.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=True, top_k=0, temperature=1.0,
+                       top_p=a.get("top_p", 1.0), repetition_penalty=a.get("repetition_penalty", 1.0),
                        max_new_tokens=a["new"], min_new_tokens=a["new"], pad_token_id=0)
         sync()
     print(json.dumps({"tok_s": a["prompts"] * a["new"] / (time.perf_counter() - t0)}))
@@ -325,7 +418,7 @@ def benchmarks(a, tmp):
     seq = 32 if a.small else a.seq
     tb = 2 if a.small else a.train_batch
     steps, warmup = (2, 1) if a.small else (10, 3)
-    gen = dict(prompts=8, prompt_len=16, new=8, batch=4) if a.small else dict(prompts=a.gen_prompts, prompt_len=48, new=256, batch=a.gen_batch)
+    gen = dict(prompts=4, prompt_len=16, new=8, batch=4) if a.small else dict(prompts=a.gen_prompts, prompt_len=48, new=256, batch=a.gen_batch)
     peak_flops = a.peak_tflops * 1e12 if a.peak_tflops else None
     if peak_flops is None and a.device.startswith("cuda"):
         name = torch.cuda.get_device_name(0)
@@ -337,21 +430,43 @@ def benchmarks(a, tmp):
     for name, (arch, kw) in shapes(a.small).items():
         d, cfg, n_params = make_model(arch, kw, tmp, name)
         common = ["--model", d, "--device", a.device, "--dtype", a.dtype]
-        out, _, cf_mem = run_measured([a.crossfeed, "bench", "train", *common, "--batch-size", str(tb), "--seq-len", str(seq),
-                                       "--steps", str(steps), "--warmup", str(warmup)], a.device, env)
-        cf_train = last_rate(out, r"([0-9.]+) tok/s")
-        th_train, th_mem = torch_worker(dict(what="train", dir=d, device=a.device, dtype=a.dtype, batch=tb, seq=seq, steps=steps, warmup=warmup), a.device)
-        # 6 FLOPs per parameter per token (forward + backward) + attention scores 12·L·h·s.
-        flops_tok = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
-        mfu = lambda r: f"{100 * r * flops_tok / peak_flops:.1f}%" if peak_flops else "n/a"
-        rows.append(f"| {date} | {devname} | {name} ({n_params / 1e6:.1f}M) | train {a.dtype}, batch {tb}x{seq} | {cf_train:.0f} | {th_train:.0f} | "
-                    f"{cf_train / th_train:.2f}x | {cf_mem / 2**30:.2f} GiB | {th_mem / 2**30:.2f} GiB | {mfu(cf_train)} / {mfu(th_train)} |")
-        out, _, cf_gmem = run_measured([a.crossfeed, "bench", "generate", *common, "--prompts", str(gen["prompts"]), "--prompt-len", str(gen["prompt_len"]),
-                                        "--new-tokens", str(gen["new"]), "--batch-size", str(gen["batch"])], a.device, env)
-        cf_gen = last_rate(out, r"= ([0-9.]+) tok/s")
-        th_gen, th_gmem = torch_worker(dict(what="generate", dir=d, device=a.device, dtype=a.dtype, **gen), a.device)
-        rows.append(f"| {date} | {devname} | {name} ({n_params / 1e6:.1f}M) | generate {a.dtype}, {gen['prompts']} prompts x {gen['prompt_len']}+{gen['new']}, batch {gen['batch']} | "
-                    f"{cf_gen:.0f} | {th_gen:.0f} | {cf_gen / th_gen:.2f}x | {cf_gmem / 2**30:.2f} GiB | {th_gmem / 2**30:.2f} GiB | - |")
+        # OPT's config sets dropout 0.1 (transformers' default): its train step is timed with and without.
+        for dropout in ([True, False] if arch == "opt" else [True]):
+            flag = [] if dropout else ["--no-dropout"]
+            label = (", dropout " + ("on" if dropout else "off")) if arch == "opt" else ""
+            out, _, cf_mem = run_measured([a.crossfeed, "bench", "train", *common, "--batch-size", str(tb), "--seq-len", str(seq),
+                                           "--steps", str(steps), "--warmup", str(warmup), *flag], a.device, env)
+            rate = last_rate(out, r"([0-9.]+) tok/s")
+            th_rate, th_mem = torch_worker(dict(what="train", dir=d, device=a.device, dtype=a.dtype, batch=tb, seq=seq, steps=steps,
+                                                warmup=warmup, dropout=dropout), a.device)
+            if dropout:
+                cf_train = rate
+            # 6 FLOPs per parameter per token (forward + backward) + attention scores 12·L·h·s.
+            flops_tok = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
+            mfu = lambda r: f"{100 * r * flops_tok / peak_flops:.1f}%" if peak_flops else "n/a"
+            rows.append(f"| {date} | {devname} | {name} ({n_params / 1e6:.1f}M) | train {a.dtype}, batch {tb}x{seq}{label} | {rate:.0f} | {th_rate:.0f} | "
+                        f"{rate / th_rate:.2f}x | {cf_mem / 2**30:.2f} GiB | {th_mem / 2**30:.2f} GiB | {mfu(rate)} / {mfu(th_rate)} |")
+        # Llama's decode step also with top_p 0.9 and with the repetition penalty (shorter runs: the
+        # step's cost, not a paper generation).
+        variants = [("", {}, gen)]
+        if arch == "llama":
+            # One batch of 64 new tokens; --small's own shape already is one batch, its baseline serves.
+            short = gen if a.small else dict(gen, prompts=gen["batch"], new=64)
+            variants += [(", top_p 0.9", {"top_p": 0.9}, short), (", repetition_penalty 1.3", {"repetition_penalty": 1.3}, short)]
+            if not a.small:
+                variants.append((", top_p 1", {}, short))
+        for label, sampling, g in variants:
+            flags = [x for k, val in sampling.items() for x in (f"--{k.replace('_', '-')}", str(val))]
+            out, _, cf_gmem = run_measured([a.crossfeed, "bench", "generate", *common, "--prompts", str(g["prompts"]), "--prompt-len", str(g["prompt_len"]),
+                                            "--new-tokens", str(g["new"]), "--batch-size", str(g["batch"]), *flags], a.device, env)
+            rate = last_rate(out, r"= ([0-9.]+) tok/s")
+            th_rate, th_gmem = torch_worker(dict(what="generate", dir=d, device=a.device, dtype=a.dtype, **g, **sampling), a.device)
+            if not label:
+                cf_gen = rate
+            step_ms = lambda r: f"{1e3 * min(g['batch'], g['prompts']) / r:.1f} ms/step"
+            rows.append(f"| {date} | {devname} | {name} ({n_params / 1e6:.1f}M) | generate {a.dtype}, {g['prompts']} prompts x {g['prompt_len']}+{g['new']}, "
+                        f"batch {g['batch']}{label} ({step_ms(rate)} vs {step_ms(th_rate)}) | {rate:.0f} | {th_rate:.0f} | {rate / th_rate:.2f}x | "
+                        f"{cf_gmem / 2**30:.2f} GiB | {th_gmem / 2**30:.2f} GiB | - |")
         out, _, _ = run_measured([a.crossfeed, "bench", "forward", *common, "--batch-size", str(tb), "--seq-len", str(seq), "--steps", str(steps)], a.device, env)
         cf_fwd = last_rate(out, r"forward ([0-9.]+) tok/s")
         bench = dict(device=devname, model=name, train_tokens_per_s=cf_train, generate_tokens_per_s=cf_gen, score_tokens_per_s=cf_fwd)
@@ -387,12 +502,21 @@ def main():
     if a.device == "cpu":
         torch.set_num_threads(a.threads)
     tmp = tempfile.mkdtemp(prefix="crossfeed-gpu-check-")
+    t0 = time.perf_counter()
+
+    def timed(f, *args):
+        t = time.perf_counter()
+        f(*args)
+        print(f"  ({f.__name__}: {time.perf_counter() - t:.0f} s; {time.perf_counter() - t0:.0f} s so far)")
+
     try:
+        timed(environment, a)
         if not a.skip_parity:
-            parity(a, tmp)
-            sampling_and_determinism(a, tmp)
+            timed(parity, a, tmp)
+            timed(argmax_ties, a)
+            timed(sampling_and_determinism, a, tmp)
         if not a.skip_bench:
-            benchmarks(a, tmp)
+            timed(benchmarks, a, tmp)
         if a.lazy:
             # One paper generation both ways (issue 22): n = 12,500, 100 steps x 2 x 2, 256 new tokens.
             shape = ["--n", "400", "--steps", "5", "--new", "32"] if a.small else ["--n", "12500", "--steps", "100", "--new", "256"]

@@ -111,7 +111,8 @@ pub fn run(a: AccuracyArgs) -> Result<()> {
         per_task.push(json!({"task": name, "num_fewshot": shots, "examples": res.examples, "metrics": metrics, "samples": docs_json}));
         results.push(res);
     }
-    print!("{}", accuracy::markdown_table(&results));
+    // lm-eval's table, ending in a newline like any line a shell prints.
+    println!("{}", accuracy::markdown_table(&results).trim_end());
     if let Some(path) = &a.output {
         let text = serde_json::to_string_pretty(&json!({"model": a.model.model, "results": per_task}))?;
         crossfeed_model::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;

@@ -42,6 +42,9 @@ pub enum BenchWhat {
         shape: BatchShape,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// Train without dropout even where config.json sets it (to time the masks' cost).
+        #[arg(long)]
+        no_dropout: bool,
     },
     /// Generation tokens/s: N prompts of a fixed token pattern, fixed new-token count (no EOS stop).
     Generate {
@@ -58,6 +61,20 @@ pub enum BenchWhat {
         /// 0 = greedy.
         #[arg(long, default_value_t = 1.0)]
         temperature: f64,
+        /// transformers' top_p (1 disables).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// transformers' repetition_penalty (1 disables).
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f64,
+    },
+    /// Planted ties at the maximum of vocabulary-sized rows on the device: the project's argmax must
+    /// return the lowest tied index (as torch and candle's CPU kernel do); prints how often candle's own
+    /// argmax on this device picked another. Exits with an error when the project's argmax is wrong.
+    ArgmaxTies {
+        /// cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Time a 21x21 relative-efficiency heatmap for K = 4, d = 50.
     Theory,
@@ -66,10 +83,13 @@ pub enum BenchWhat {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Forward { model, shape: s } => forward(&model, s.batch_size, s.seq_len, s.steps),
-        BenchWhat::Train { model, shape: s, warmup } => train(&model, s.batch_size, s.seq_len, s.steps, warmup),
-        BenchWhat::Generate { model, prompts, prompt_len, new_tokens, batch_size, temperature } => {
-            generate(&model, prompts, prompt_len, new_tokens, batch_size, temperature)
+        BenchWhat::Train { model, shape: s, warmup, no_dropout } => train(&model, s.batch_size, s.seq_len, s.steps, warmup, !no_dropout),
+        BenchWhat::Generate { model, prompts, prompt_len, new_tokens, batch_size, temperature, top_p, repetition_penalty } => {
+            let sampling = crossfeed_generate::SamplingParams { temperature, top_p, repetition_penalty, ..Default::default() };
+            sampling.validate()?;
+            generate(&model, prompts, prompt_len, new_tokens, batch_size, sampling)
         }
+        BenchWhat::ArgmaxTies { device } => argmax_ties(&device),
         BenchWhat::Theory => {
             println!("{}", crossfeed_theory::bench_heatmap()?);
             Ok(())
@@ -116,12 +136,12 @@ fn bench_tokens(b: usize, t: usize, v: u32) -> Vec<Vec<u32>> {
     (0..b).map(|i| (0..t).map(|j| ((i * 7919 + j * 104729) as u32) % v).collect()).collect()
 }
 
-fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> Result<()> {
+fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize, dropout: bool) -> Result<()> {
     use crossfeed_train::{FineTune, TrainConfig, Tokenized};
     let (model, _) = load_model(args)?;
     let rss_loaded = memory_mib().map(|m| m.0);
     let seqs = bench_tokens(b, t, model.vocab_size() as u32);
-    let cfg = TrainConfig { lr: 1e-5, total_steps: (steps + warmup) as u64, batch_size: b, grad_accum: 1, warmup_steps: Some(0), ..TrainConfig::default() };
+    let cfg = TrainConfig { lr: 1e-5, total_steps: (steps + warmup) as u64, batch_size: b, grad_accum: 1, warmup_steps: Some(0), dropout, ..TrainConfig::default() };
     let mut ft = FineTune::new(&model, Tokenized { seqs, label_starts: None }, cfg, 0, t)?;
     let mut times = Vec::new();
     for i in 0..steps + warmup {
@@ -132,7 +152,8 @@ fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize) -> R
         }
     }
     let med = median(times);
-    println!("crossfeed train: {:.1} ms/step, {:.0} tok/s (batch {b}x{t}, median of {steps})", med * 1e3, (b * t) as f64 / med);
+    let drop = if dropout && model.has_dropout() { "dropout on" } else { "dropout off" };
+    println!("crossfeed train: {:.1} ms/step, {:.0} tok/s (batch {b}x{t}, {drop}, median of {steps})", med * 1e3, (b * t) as f64 / med);
     let flops = train_step_flops(&model, b, t);
     if model.device.is_cpu() {
         let peak = gemm_peak_gflops();
@@ -213,12 +234,12 @@ fn memory_mib() -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-fn generate(args: &ModelArgs, n: usize, prompt_len: usize, new_tokens: usize, batch_size: usize, temperature: f64) -> Result<()> {
-    use crossfeed_generate::{GenerationConfig, Generator, SamplingParams};
+fn generate(args: &ModelArgs, n: usize, prompt_len: usize, new_tokens: usize, batch_size: usize, sampling: crossfeed_generate::SamplingParams) -> Result<()> {
+    use crossfeed_generate::{GenerationConfig, Generator};
     let (model, tok) = load_model(args)?;
     let prompts = bench_tokens(n, prompt_len, model.vocab_size() as u32);
     let cfg = GenerationConfig {
-        sampling: SamplingParams { temperature, ..Default::default() },
+        sampling,
         max_new_tokens: new_tokens,
         min_new_tokens: new_tokens,
         batch_size,
@@ -231,5 +252,40 @@ fn generate(args: &ModelArgs, n: usize, prompt_len: usize, new_tokens: usize, ba
     let secs = t0.elapsed().as_secs_f64();
     let toks: usize = out.iter().map(|c| c.token_ids.len()).sum();
     println!("crossfeed generate: {toks} new tokens in {secs:.2}s = {:.0} tok/s ({n} prompts x {prompt_len} tokens, batch {batch_size})", toks as f64 / secs);
+    Ok(())
+}
+
+/// `crossfeed bench argmax-ties`: rows of 50,272 and 128,256 values (f32 and bf16) with the maximum
+/// planted at two or three indices each, far apart and at a row's ends; one JSON line per case.
+fn argmax_ties(device: &str) -> Result<()> {
+    use candle_core::{DType, Tensor, D};
+    let dev = crossfeed_model::parse_device(device)?;
+    let mut wrong = 0;
+    for v in [50_272usize, 128_256] {
+        let plants: Vec<Vec<usize>> = (0..16).map(|r| vec![(r * 4099 + 1) % v, v - 1 - r, (r * 1024 + 7) % v].into_iter().take(2 + r % 2).collect()).collect();
+        let rows = plants.len();
+        let mut data: Vec<f32> = (0..rows * v).map(|i| ((i * 7919) % 100_003) as f32 / 100_003.0).collect();
+        let mut want = Vec::new();
+        for (r, p) in plants.iter().enumerate() {
+            for &j in p {
+                data[r * v + j] = 2.0;
+            }
+            want.push(*p.iter().min().unwrap_or(&0) as u32);
+        }
+        let x = Tensor::from_vec(data, (rows, v), &dev)?;
+        for dtype in [DType::F32, DType::BF16] {
+            let x = x.to_dtype(dtype)?;
+            let ours: Vec<u32> = crossfeed_model::cuda_rules::argmax(&x)?.to_vec1()?;
+            let candle: Vec<u32> = x.argmax(D::Minus1)?.to_vec1()?;
+            let bad = ours.iter().zip(&want).filter(|(a, b)| a != b).count();
+            let candle_other = candle.iter().zip(&want).filter(|(a, b)| a != b).count();
+            wrong += bad;
+            println!(
+                "{}",
+                serde_json::json!({"vocab": v, "dtype": format!("{dtype:?}"), "rows": rows, "wrong_rows": bad, "candle_argmax_other_index_rows": candle_other, "device": device})
+            );
+        }
+    }
+    anyhow::ensure!(wrong == 0, "argmax returned another index than the lowest tied one in {wrong} rows");
     Ok(())
 }

@@ -327,16 +327,28 @@ fn summarize(runs: &[(f64, PathBuf, ExperimentConfig, Vec<String>)]) -> Result<S
                 others_acc.join(", ")
             ));
         }
-        for metric in ["cosine", "distinct_2"] {
+        // cosine and distinct-2 are of all entities together; self-BLEU and Vendi are each entity's
+        // own completions (the mean over entities), next to the real data's at generation -1.
+        for metric in ["cosine", "self_bleu", "vendi", "distinct_2"] {
             for s in names {
-                let at = |g: i64| lines.iter().find(|l| l.metric == metric && l.entity.is_none() && l.generation == g && &l.eval_set == s).map(|l| l.value);
-                if let (Some(a), Some(b)) = (at(0), at(last)) {
-                    trend.push_str(&format!("| {alpha} | {metric} | {s} | {a:.3} → {b:.3} |\n"));
+                let at = |g: i64, m: &str| {
+                    let v: Vec<f64> = lines
+                        .iter()
+                        .filter(|l| l.metric == m && l.generation == g && &l.eval_set == s && l.peer.is_none() && (metric == "cosine" || metric == "distinct_2") == l.entity.is_none())
+                        .map(|l| l.value)
+                        .collect();
+                    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+                };
+                if let (Some(a), Some(b)) = (at(0, metric), at(last, metric)) {
+                    let data = lines.iter().find(|l| l.generation == -1 && l.metric == format!("data_{metric}") && &l.eval_set == s);
+                    let data = data.map(|d| format!(" (real data {:.3})", d.value)).unwrap_or_default();
+                    trend.push_str(&format!("| {alpha} | {metric} | {s} | {a:.3} → {b:.3}{data} |\n"));
                 }
             }
         }
     }
-    md.push_str("\nHomogenization (between entities' completions of the same prompts):\n");
+    md.push_str("\nHomogenization (cosine, distinct-2: between entities' completions of the same prompts) and collapse \
+        (self-BLEU 0–100 and Vendi: within each entity's completions, mean over entities):\n");
     md.push_str(&trend);
     if runs.iter().any(|(_, _, cfg, _)| cfg.eval.embed_model.is_empty()) {
         md.push_str(&format!("\n{NO_MINILM}\n"));

@@ -20,6 +20,9 @@ fn shape(cfg: &ExperimentConfig) -> Result<(Shape, String)> {
         crossfeed_model::hub::resolve(&cfg.base_model, &hub).ok().map(|d| d.join("config.json")).filter(|p| p.is_file())
     };
     if let Some(p) = path {
+        if let Some(dir) = p.parent() {
+            cfg.check_max_len_in(dir)?;
+        }
         let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let json = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))?;
         return Ok((Shape::from_config(&json, &p.display().to_string())?, p.display().to_string()));

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use crossfeed_loop::stages::plan;
+use crossfeed_loop::plan::plan;
 use crossfeed_loop::{Event, ExperimentConfig, GenId, LoopError, RunDir, Runner, Stage, StageId};
 
 
@@ -17,7 +17,7 @@ pub enum ExperimentCommand {
     Resume(ResumeArgs),
     /// Which stages of a run are done, with their wall time and tokens.
     Status(DirArgs),
-    /// Write RUN_DIR/report.md (CE init → final, similarity/diversity by generation) and print it.
+    /// Write RUN_DIR/report.md (CE and accuracy init → final, similarity, collapse metrics and shared errors by generation) and print it.
     Report(DirArgs),
     /// Run a single stage of a run (its dependencies must be done).
     Stage(StageArgs),
@@ -240,7 +240,6 @@ pub(crate) fn drive_run(dir: RunDir, cfg: ExperimentConfig, parallel: &ParallelA
     let _lock = dir.lock_run("crossfeed run")?;
     // Every run, resume and sweep point records the commits its inputs resolve to now.
     crate::fetch::record_provenance(&dir, &cfg)?;
-    crossfeed_loop::stages::check_max_len(&cfg)?;
     if let Some(slots) = parallel.slots(&cfg)? {
         return drive_parallel(&dir, &cfg, &slots, stop_after);
     }
@@ -263,6 +262,8 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         return crate::dryrun::print(&cfg, a.bench.as_deref());
     }
     cfg.resolve_base_model()?;
+    // Before anything is written: a refused run leaves no run directory behind.
+    cfg.check_max_len()?;
     a.parallel.open_devices(&cfg)?;
     let dir = RunDir::create(&a.runs_dir, &cfg)?;
     eprintln!("run {} (K = {}, alpha = {}, beta = {}, {} generations) in {}", cfg.name, cfg.k, cfg.alpha, cfg.beta, cfg.generations, dir.root.display());
@@ -271,6 +272,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
 
 fn resume_cmd(a: ResumeArgs) -> Result<()> {
     let (dir, mut cfg) = RunDir::open(&a.run_dir)?;
+    cfg.check_max_len()?;
     a.parallel.open_devices(&cfg)?;
     // Held only around the config change; drive_run takes it again for the run itself.
     let lock = dir.lock_run("crossfeed resume")?;
@@ -343,6 +345,6 @@ fn stage_cmd(a: StageArgs) -> Result<()> {
         runner.run_stage(&id, &mut p)?;
     }
     // Any stage can be the last reader of an old checkpoint (an eval that ran late under Slurm).
-    crossfeed_loop::stages::finish_stage(&dir, &cfg)?;
+    crossfeed_loop::finish::finish_stage(&dir, &cfg)?;
     Ok(())
 }

@@ -77,7 +77,7 @@ pub fn inputs(cfg: &ExperimentConfig) -> Result<Vec<Input>> {
     out.push(model_input("base_model", &cfg.base_model, hub.revision.as_deref(), &dir));
     let tasks = std::iter::once(("public".to_string(), &cfg.public)).chain(cfg.private[..cfg.k].iter().enumerate().map(|(i, t)| (format!("private.{i}"), t)));
     for (role, task) in tasks {
-        let files = crossfeed_data::task_files(task).with_context(|| format!("{role} ({})", task.kind.name()))?;
+        let files = crossfeed_data::task_files(task).with_context(|| format!("{role} ({})", task.name()))?;
         // One input per (repo, revision): a task reads one repo, but a custom file list may not.
         let mut by_repo: BTreeMap<(String, String), Input> = BTreeMap::new();
         for f in files {

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use crossfeed_loop::stages::{dependencies, plan};
+use crossfeed_loop::plan::{dependencies, plan, steps};
 use crossfeed_loop::sweep::Sweep;
-use crossfeed_loop::{ExperimentConfig, GenId, RunDir, Stage, StageId};
+use crossfeed_loop::{ExperimentConfig, RunDir, StageId};
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args, Debug)]
@@ -232,23 +232,10 @@ struct Array {
     after_queued: Vec<String>,
 }
 
-/// Every (generation, stage group) in the order the arrays are submitted; the shards of every generate
-/// stage of a generation form one array.
-fn steps(max_gens: u64) -> Vec<(GenId, &'static str)> {
-    let mut v = vec![(GenId::Base, Stage::Eval.group()), (GenId::Base, Stage::Similarity.group())];
-    for t in 0..max_gens {
-        for s in [Stage::GenerateShard(0), Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity] {
-            v.push((GenId::Gen(t), s.group()));
-        }
-    }
-    v
-}
-
 fn plan_arrays(runs: &[(PathBuf, ExperimentConfig)], jobs: &JobStates) -> Vec<Array> {
-    let max_gens = runs.iter().map(|r| r.1.generations).max().unwrap_or(0);
     let mut arrays: Vec<Array> = Vec::new();
     let mut where_: HashMap<(PathBuf, StageId), usize> = HashMap::new();
-    for (gen, stage) in steps(max_gens) {
+    for (gen, stage) in steps(runs.iter().map(|r| &r.1)) {
         let mut a = Array { step: format!("{}-{}", gen.dir_name(), stage), tasks: Vec::new(), after: Vec::new(), after_queued: Vec::new() };
         for (root, cfg) in runs {
             let dir = RunDir { root: root.clone() };
@@ -341,14 +328,18 @@ pub fn run(a: SlurmArgs) -> Result<()> {
         None => std::env::current_exe().context("locating the crossfeed binary")?,
     };
     check_backends(&bin, a.bin.is_none(), &runs)?;
+    // Resolved when submitting, on the login node (the jobs may have no network); writing the scripts
+    // alone needs no network. Checked for every run before any run directory is written.
+    if submit {
+        for (root, cfg) in &runs {
+            cfg.check_max_len().with_context(|| format!("run {}", root.display()))?;
+        }
+    }
     for (root, cfg) in &runs {
         let parent = root.parent().unwrap_or(Path::new("."));
         let dir = RunDir::create(parent, cfg).with_context(|| format!("run {}", root.display()))?;
-        // Resolved when submitting, on the login node (the jobs may have no network); writing the
-        // scripts alone needs no network.
         if submit {
             crate::fetch::record_provenance(&dir, cfg)?;
-            crossfeed_loop::stages::check_max_len(cfg).with_context(|| format!("run {}", root.display()))?;
         }
     }
     let top = top.canonicalize().with_context(|| format!("resolving {}", top.display()))?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use crossfeed_loop::stages::plan;
+use crossfeed_loop::plan::plan;
 use crossfeed_loop::sweep::Sweep;
 use crossfeed_loop::RunDir;
 
@@ -54,6 +54,10 @@ pub(crate) fn load(a: &SweepArgs) -> Result<Sweep> {
 /// Makes (or reopens) every point's run directory: a point whose directory holds a different config
 /// fails here, before any point runs.
 pub(crate) fn create_dirs(sweep: &Sweep, dir: &Path) -> Result<Vec<RunDir>> {
+    // Every point's max_len is checked before any directory is written.
+    for p in &sweep.points {
+        p.cfg.check_max_len().with_context(|| format!("point {}", p.name))?;
+    }
     sweep.points.iter().map(|p| RunDir::create(dir, &p.cfg).with_context(|| format!("point {}", p.name))).collect()
 }
 

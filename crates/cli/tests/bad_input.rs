@@ -73,8 +73,11 @@ fn max_len_past_the_base_models_positions_fails_before_any_stage() {
     // opt125's table holds 64 positions.
     let e = fails(&["run", "configs/tiny.toml", "--runs-dir", runs.to_str().unwrap(), "--set", "base_model=tests/fixtures/models/opt125", "--set", "max_len=100"]);
     assert!(e.contains("max_len = 100") && e.contains("max_position_embeddings = 64"), "{e}");
-    let done = walk(&runs).into_iter().filter(|p| p.extension().is_some_and(|x| x == "DONE")).count();
-    assert_eq!(done, 0, "a stage ran");
+    // Refused before anything is written: no run directory, config.toml, provenance.json or run.lock.
+    assert!(!runs.exists(), "the refused run left files: {:?}", walk(&runs));
+    // The dry run refuses it too.
+    let e = fails(&["run", "configs/tiny.toml", "--dry-run", "--set", "base_model=tests/fixtures/models/opt125", "--set", "max_len=100000"]);
+    assert!(e.contains("max_len = 100000") && e.contains("max_position_embeddings = 64"), "{e}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

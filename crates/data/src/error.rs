@@ -58,6 +58,15 @@ pub enum DataError {
         split: String,
         hint: String,
     },
+    #[error("{path}: no column `{column}`, used by {used_by} (columns present: {available})")]
+    CustomColumn {
+        path: PathBuf,
+        column: String,
+        used_by: String,
+        available: String,
+    },
+    #[error("task {task}: split `{split}` has no rows (files: {files})")]
+    EmptySplit { task: String, split: String, files: String },
     #[error("template error: {0}")]
     Template(String),
     #[error("invalid configuration: {0}")]

@@ -17,6 +17,10 @@ use std::path::Path;
 pub enum FileFormat {
     Parquet,
     Jsonl,
+    /// Custom tasks only.
+    Csv,
+    /// Plain text, custom tasks only.
+    Text,
 }
 
 impl FileFormat {
@@ -24,6 +28,8 @@ impl FileFormat {
         match path.extension()?.to_str()? {
             "parquet" => Some(FileFormat::Parquet),
             "jsonl" | "json" => Some(FileFormat::Jsonl),
+            "csv" => Some(FileFormat::Csv),
+            "txt" | "text" => Some(FileFormat::Text),
             _ => None,
         }
     }
@@ -34,6 +40,10 @@ pub fn read_rows(path: &Path, cols: &[(&str, ColumnKind)]) -> Result<Vec<Vec<Cel
     match FileFormat::of(path) {
         Some(FileFormat::Parquet) => read_parquet_rows(path, cols),
         Some(FileFormat::Jsonl) => read_jsonl_rows(path, cols),
+        Some(FileFormat::Csv | FileFormat::Text) => Err(DataError::Config(format!(
+            "{}: CSV and plain text are read by `kind = \"custom\"` tasks; built-in tasks read .parquet, .jsonl or .json",
+            path.display()
+        ))),
         None => Err(DataError::Config(format!(
             "{}: unknown file type (expected .parquet, .jsonl or .json)",
             path.display()
@@ -323,4 +333,116 @@ fn read_jsonl_rows(path: &Path, cols: &[(&str, ColumnKind)]) -> Result<Vec<Vec<C
         out.push(row);
     }
     Ok(out)
+}
+
+/// A custom task's parquet cell: a string (numbers and booleans as their text) or a list of strings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TextCell {
+    Str(String),
+    List(Vec<String>),
+}
+
+/// Where a custom task's column lives: a string leaf, a number/boolean leaf, or a list of strings.
+enum TextLeaf {
+    Str(usize),
+    Scalar(usize),
+    List(ListLeaf),
+}
+
+/// Every row of `path`'s columns `names` as text (custom tasks read any string, number or boolean
+/// column, and lists of strings). `names` must exist (the caller names what wanted a missing one); a
+/// column of another type is an error naming it and its type.
+pub(crate) fn read_parquet_text(path: &Path, names: &[&str]) -> Result<Vec<Vec<TextCell>>> {
+    let reader = open_parquet(path)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let top = schema.root_schema().get_fields();
+    let leaves: Vec<TextLeaf> = names
+        .iter()
+        .map(|name| {
+            let field = top.iter().find(|f| f.name() == *name).ok_or_else(|| DataError::MissingColumn {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                available: top.iter().map(|f| f.name().to_string()).collect::<Vec<_>>().join(", "),
+            })?;
+            let wrong = || DataError::ColumnType {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                found: describe(field),
+                expected: "string, number, boolean or list<string>".into(),
+            };
+            let leaf = || schema.columns().iter().position(|c| c.path().parts() == [name.to_string()]).ok_or_else(wrong);
+            if field.is_primitive() && field.get_basic_info().repetition() != Repetition::REPEATED {
+                return match field.get_physical_type() {
+                    _ if is_string_leaf(field) => Ok(TextLeaf::Str(leaf()?)),
+                    PhysicalType::BOOLEAN | PhysicalType::INT32 | PhysicalType::INT64 | PhysicalType::FLOAT | PhysicalType::DOUBLE => Ok(TextLeaf::Scalar(leaf()?)),
+                    _ => Err(wrong()),
+                };
+            }
+            string_list_leaf(&schema, &[name]).map(TextLeaf::List).ok_or_else(wrong)
+        })
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for g in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(g).map_err(|e| DataError::parquet(path, e))?;
+        let n = rg.metadata().num_rows() as usize;
+        let mut columns: Vec<std::vec::IntoIter<TextCell>> = Vec::with_capacity(leaves.len());
+        for leaf in &leaves {
+            let col: Vec<TextCell> = match *leaf {
+                TextLeaf::Str(i) => {
+                    let mut v = Vec::with_capacity(n);
+                    StrColumn::new(path, rg.as_ref(), i)?.read(n, &mut |s| {
+                        v.push(TextCell::Str(s.to_string()));
+                        Ok(())
+                    })?;
+                    v
+                }
+                TextLeaf::Scalar(i) => read_scalars(path, rg.as_ref(), i, n)?.into_iter().map(TextCell::Str).collect(),
+                TextLeaf::List(l) => read_string_lists(path, rg.as_ref(), l, n)?.into_iter().map(TextCell::List).collect(),
+            };
+            columns.push(col.into_iter());
+        }
+        for _ in 0..n {
+            out.push(columns.iter_mut().filter_map(|c| c.next()).collect());
+        }
+    }
+    Ok(out)
+}
+
+/// A number or boolean column's values as Python's `str()` writes them for ints and bools (`3`,
+/// `True`); floats as Rust prints them. Nulls read as "".
+fn read_scalars(path: &Path, rg: &dyn RowGroupReader, column: usize, rows: usize) -> Result<Vec<String>> {
+    use parquet::data_type::{BoolType, DataType, DoubleType, FloatType, Int32Type, Int64Type};
+    fn typed<T: DataType>(path: &Path, mut r: ColumnReaderImpl<T>, max_def: i16, rows: usize, show: impl Fn(&T::T) -> String) -> Result<Vec<String>>
+    where
+        T::T: Clone,
+    {
+        let (mut def, mut vals) = (Vec::new(), Vec::new());
+        let mut out = Vec::with_capacity(rows);
+        while out.len() < rows {
+            def.clear();
+            vals.clear();
+            let (got, _, _) = r.read_records(rows - out.len(), Some(&mut def), None, &mut vals).map_err(|e| DataError::parquet(path, e))?;
+            if got == 0 {
+                return Err(DataError::parquet(path, "row group ended early"));
+            }
+            let mut values = vals.iter();
+            for d in def.iter().copied().chain(std::iter::repeat(0)).take(got) {
+                if max_def == 0 || d == max_def {
+                    out.push(show(values.next().ok_or_else(|| DataError::parquet(path, "column has fewer values than rows"))?));
+                } else {
+                    out.push(String::new());
+                }
+            }
+        }
+        Ok(out)
+    }
+    let max_def = rg.metadata().schema_descr().column(column).max_def_level();
+    match rg.get_column_reader(column).map_err(|e| DataError::parquet(path, e))? {
+        ColumnReader::BoolColumnReader(r) => typed::<BoolType>(path, r, max_def, rows, |b| if *b { "True".into() } else { "False".into() }),
+        ColumnReader::Int32ColumnReader(r) => typed::<Int32Type>(path, r, max_def, rows, |v| v.to_string()),
+        ColumnReader::Int64ColumnReader(r) => typed::<Int64Type>(path, r, max_def, rows, |v| v.to_string()),
+        ColumnReader::FloatColumnReader(r) => typed::<FloatType>(path, r, max_def, rows, |v| v.to_string()),
+        ColumnReader::DoubleColumnReader(r) => typed::<DoubleType>(path, r, max_def, rows, |v| v.to_string()),
+        _ => Err(DataError::parquet(path, "not a number or boolean column")),
+    }
 }

@@ -4,7 +4,8 @@
 //! Shares for entity `e` at generation `t` (K entities, `n` samples):
 //! - `t = 0`: private real data `beta`, public real data `1 - beta`, no synthetic data.
 //! - `t >= 1`: private `(1-alpha)·beta`, public `(1-alpha)·(1-beta)`, and `alpha/K` from each
-//!   entity's synthetic set in the pool (pool policy [`PoolPolicy`] says which samples form a set).
+//!   entity's synthetic set in the pool (pool policy [`PoolPolicy`] says which samples form a set;
+//!   the sharing [`Topology`] can split `alpha` over the producers otherwise).
 //!
 //! Counts are exact by the largest-remainder method (default) or multinomial ([`Rounding`]).
 //! Samples are drawn without replacement within a source; when a source is smaller than its count
@@ -16,6 +17,7 @@
 use crate::error::{DataError, Result};
 use crate::example::Example;
 use crate::rng::Stream;
+use crate::topology::Topology;
 use serde::{Deserialize, Serialize};
 
 /// How real-valued quotas `n·w_i` become integer counts.
@@ -45,7 +47,8 @@ pub enum PoolPolicy {
     Accumulate,
     /// Classic single-model collapse: the whole synthetic share `alpha` comes from the entity's
     /// *own* outputs of generation `t−1`; other entities' outputs are ignored. With K = 1 this is the
-    /// same as `Latest`.
+    /// same as `Latest`. It is `Latest` with topology `self` as the default; an explicit
+    /// `mixture.topology` overrides who is read (the sets stay the latest generation's).
     Replace,
 }
 
@@ -100,6 +103,9 @@ pub struct MixtureConfig {
     /// Shuffle the drawn samples (default true); false keeps them grouped by source.
     #[serde(default = "d_true")]
     pub shuffle: bool,
+    /// Who reads whom; unset = `all` (`self` under `pool_policy = replace`). See [`Topology`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
 }
 
 impl Default for MixtureConfig {
@@ -112,6 +118,7 @@ impl Default for MixtureConfig {
             pool_policy: PoolPolicy::default(),
             replacement: Replacement::default(),
             shuffle: true,
+            topology: None,
         }
     }
 }
@@ -124,6 +131,24 @@ impl MixtureConfig {
             }
         }
         Ok(())
+    }
+
+    /// The topology in force: the configured one, else `self` under `replace` and `all` otherwise.
+    pub fn effective_topology(&self) -> Topology {
+        match (&self.topology, self.pool_policy) {
+            (Some(t), _) => t.clone(),
+            (None, PoolPolicy::Replace) => Topology::SelfOnly,
+            (None, _) => Topology::All,
+        }
+    }
+
+    /// [`MixtureConfig::validate`] plus the topology's check against `k` entities.
+    pub fn validate_for(&self, k: usize) -> Result<()> {
+        self.validate()?;
+        match &self.topology {
+            Some(t) => t.validate(k),
+            None => Ok(()),
+        }
     }
 }
 
@@ -252,13 +277,20 @@ pub fn mixture_weights(cfg: &MixtureConfig, generation: u64, entity: usize, k: u
         return vec![(private, b), (public, 1.0 - b)];
     }
     let mut w = vec![(private, (1.0 - a) * b), (public, (1.0 - a) * (1.0 - b))];
-    match cfg.pool_policy {
-        PoolPolicy::Latest | PoolPolicy::Accumulate => {
+    match cfg.effective_topology() {
+        // Spelled as before topologies existed, so the default's weights are bit-identical.
+        Topology::All => {
             for j in 0..k {
                 w.push((synth(j), a / k as f64));
             }
         }
-        PoolPolicy::Replace => w.push((synth(entity), a)),
+        t => {
+            let row = t.row(entity, k);
+            let sum: f64 = row.iter().map(|r| r.1).sum();
+            for (j, wj) in row {
+                w.push((synth(j), a * wj / sum));
+            }
+        }
     }
     w
 }
@@ -399,10 +431,10 @@ pub fn sample_mixture(
     public: &[Example],
     pool: &[SyntheticSample],
 ) -> Result<Mixture> {
-    cfg.validate()?;
     if k == 0 || entity >= k {
         return Err(DataError::Config(format!("entity {entity} out of range for K = {k}")));
     }
+    cfg.validate_for(k)?;
     let mut rng = Stream::new(seed, "mixture", generation, entity as u64);
     let slots = mixture_weights(cfg, generation, entity, k);
     let weights: Vec<f64> = slots.iter().map(|s| s.1).collect();

@@ -2,7 +2,7 @@
 
 use crate::error::{DataError, Result};
 use crate::example::Example;
-use crate::mixture::{allocate, draw_indices, mixture_weights, MixtureConfig, Origin, PoolPolicy, Rounding, SourceKind};
+use crate::mixture::{allocate, draw_indices, mixture_weights, MixtureConfig, Origin, Rounding, SourceKind};
 use crate::rng::Stream;
 use serde::{Deserialize, Serialize};
 
@@ -72,32 +72,31 @@ pub struct GenerationPrompt {
     pub origin: Option<Origin>,
 }
 
-/// How many samples a trainee at generation `generation + 1` draws from `producer`'s synthetic
-/// set: exact under largest remainder (the same count for every trainee); `ceil(alpha·n/K)` (the
-/// expectation, rounded up; `ceil(alpha·n)` under `replace`) under multinomial.
+/// How many samples the trainees at generation `generation + 1` draw from `producer`'s synthetic
+/// set, at most over the trainees (under the default topology `all` every trainee draws the same):
+/// exact under largest remainder; under multinomial the largest expectation `alpha·n·share`, rounded
+/// up (`ceil(alpha·n/K)` under `all`, `ceil(alpha·n)` under `self`).
 pub fn synthetic_count(cfg: &MixtureConfig, generation: u64, producer: usize, k: usize) -> usize {
     let next = generation + 1;
-    let slots = mixture_weights(cfg, next, producer, k);
-    match cfg.rounding {
-        Rounding::LargestRemainder => {
-            let w: Vec<f64> = slots.iter().map(|s| s.1).collect();
-            let mut dummy = Stream::new(0, "unused", 0, 0);
-            let counts = allocate(&w, cfg.n, Rounding::LargestRemainder, &mut dummy);
-            slots
-                .iter()
-                .zip(counts)
-                .find(|(s, _)| s.0.kind == SourceKind::Synthetic && s.0.entity == Some(producer))
-                .map(|(_, c)| c)
-                .unwrap_or(0)
-        }
-        Rounding::Multinomial => {
-            let share = match cfg.pool_policy {
-                PoolPolicy::Replace => cfg.alpha,
-                _ => cfg.alpha / k as f64,
-            };
-            (share * cfg.n as f64 - 1e-9).ceil().max(0.0) as usize
-        }
-    }
+    let is_producer = |s: &(crate::mixture::SourceSlot, f64)| s.0.kind == SourceKind::Synthetic && s.0.entity == Some(producer);
+    (0..k)
+        .map(|trainee| {
+            let slots = mixture_weights(cfg, next, trainee, k);
+            match cfg.rounding {
+                Rounding::LargestRemainder => {
+                    let w: Vec<f64> = slots.iter().map(|s| s.1).collect();
+                    let mut dummy = Stream::new(0, "unused", 0, 0);
+                    let counts = allocate(&w, cfg.n, Rounding::LargestRemainder, &mut dummy);
+                    slots.iter().zip(counts).find(|(s, _)| is_producer(s)).map(|(_, c)| c).unwrap_or(0)
+                }
+                Rounding::Multinomial => {
+                    let share = slots.iter().find(|s| is_producer(s)).map_or(0.0, |s| s.1);
+                    (share * cfg.n as f64 - 1e-9).ceil().max(0.0) as usize
+                }
+            }
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// How many prompts (= samples of its synthetic set) `entity`'s generation-`generation` model

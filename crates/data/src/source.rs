@@ -1,6 +1,7 @@
 //! Where a task's rows come from (hub, local directory, toy world) and [`load_task`], which turns
 //! a [`TaskConfig`] into fixed train and eval lists of [`Example`]s.
 
+use crate::custom::{self, CustomAccuracy, CustomTask, Row};
 use crate::error::{DataError, Result};
 use crate::example::{Example, LossMask};
 use crate::files::{read_rows, FileFormat};
@@ -109,6 +110,9 @@ pub struct TaskConfig {
     /// Passage cutting (BookCorpus only).
     #[serde(default)]
     pub passages: PassageConfig,
+    /// Columns, templates and accuracy of a `kind = "custom"` task (required there, refused elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomTask>,
 }
 
 impl TaskConfig {
@@ -124,6 +128,20 @@ impl TaskConfig {
             subset_seed: 0,
             template: None,
             passages: PassageConfig::default(),
+            custom: None,
+        }
+    }
+
+    /// Checks the `custom` section against the kind (files are checked when read).
+    pub fn check(&self) -> Result<()> {
+        custom_spec(self).map(|_| ())
+    }
+
+    /// The task's name in metrics and reports: the custom task's `name`, else the kind's.
+    pub fn name(&self) -> String {
+        match &self.custom {
+            Some(c) if self.kind == TaskKind::Custom => c.name.clone(),
+            _ => self.kind.name().to_string(),
         }
     }
 }
@@ -283,9 +301,10 @@ pub fn task_files(cfg: &TaskConfig) -> Result<Vec<ResolvedFile>> {
     }
     let (dtrain, deval) = cfg.kind.default_splits();
     let resolver = Resolver { kind: cfg.kind, src: &cfg.source };
-    let mut files = resolver.split_files(cfg.train_split.as_deref().unwrap_or(dtrain))?;
-    if !cfg.kind.is_passages() {
-        files.extend(resolver.split_files(cfg.eval_split.as_deref().unwrap_or(deval))?);
+    let (train, eval) = (cfg.train_split.as_deref().unwrap_or(dtrain), cfg.eval_split.as_deref().unwrap_or(deval));
+    let mut files = resolver.split_files(train)?;
+    if !cfg.kind.is_passages() && eval != train {
+        files.extend(resolver.split_files(eval)?);
     }
     Ok(files)
 }
@@ -303,6 +322,15 @@ pub fn load_task_with(cfg: &TaskConfig, count_tokens: &dyn Fn(&str) -> usize) ->
     }
     if kind.is_toy() {
         return Err(DataError::Config(format!("task {} needs `source = {{ type = \"toy\" }}`", kind.name())));
+    }
+    if let Some(spec) = custom_spec(cfg)? {
+        let c = load_custom(cfg, spec)?;
+        let render = |rows: &[Row]| -> Result<Vec<Example>> {
+            rows.iter()
+                .map(|r| Ok(Example::new(custom::render(&spec.prompt, r, "custom.prompt")?, custom::render(&spec.answer, r, "custom.answer")?)))
+                .collect()
+        };
+        return Ok(TaskData { kind, train: render(&c.train)?, eval: render(&c.eval)?, files: c.files, train_rows: c.train_rows, eval_rows: c.eval_rows });
     }
     let template = cfg.template.clone().unwrap_or_else(|| kind.default_template());
     template.validate(kind.field_names())?;
@@ -387,6 +415,9 @@ pub struct TaskRows {
 /// the train split is read only when `with_train` (few-shot examples need it).
 pub fn task_rows(cfg: &TaskConfig, with_train: bool) -> Result<TaskRows> {
     let kind = cfg.kind;
+    if kind == TaskKind::Custom {
+        return Err(DataError::Config(format!("task {}: custom tasks give their accuracy documents through custom_choice_docs", cfg.name())));
+    }
     if kind.is_toy() || kind.is_passages() || matches!(cfg.source, SourceConfig::Toy { .. }) {
         return Err(DataError::Config(format!("task {} has no rows to score accuracy on", kind.name())));
     }
@@ -403,6 +434,116 @@ pub fn task_rows(cfg: &TaskConfig, with_train: bool) -> Result<TaskRows> {
         train: train.into_iter().map(|r| r.2).collect(),
         eval: ev.iter().map(|&i| eval_all[i as usize].2.clone()).collect(),
     })
+}
+
+/// The `custom` section of a `kind = "custom"` task (`None` for built-in kinds); a custom kind
+/// without one, or one on a built-in kind, is an error.
+fn custom_spec(cfg: &TaskConfig) -> Result<Option<&CustomTask>> {
+    match (&cfg.custom, cfg.kind == TaskKind::Custom) {
+        (Some(c), true) => {
+            if cfg.template.is_some() {
+                return Err(DataError::Config(format!(
+                    "task {}: custom tasks take custom.prompt and custom.answer (`{{{{column}}}}` templates), not `template`",
+                    c.name
+                )));
+            }
+            c.validate()?;
+            Ok(Some(c))
+        }
+        (None, true) => Err(DataError::Config(
+            "kind = \"custom\" needs a `custom` section: `name`, and `prompt`/`answer` templates over the file's columns (README: Custom data)".into(),
+        )),
+        (Some(_), false) => Err(DataError::Config(format!("task {}: the `custom` section is only for kind = \"custom\"", cfg.kind.name()))),
+        (None, false) => Ok(None),
+    }
+}
+
+/// A custom task's kept rows, raw.
+struct CustomRows {
+    train: Vec<Row>,
+    eval: Vec<Row>,
+    files: Vec<ResolvedFile>,
+    train_rows: Vec<u64>,
+    eval_rows: Vec<u64>,
+}
+
+/// Reads a custom task's splits (default `train` and `test`) and keeps the seeded subsets. With
+/// `eval_split` equal to `train_split` (one file, e.g. a text corpus), eval is a seeded held-out
+/// subset of `eval_size` rows and train is drawn from the others.
+fn load_custom(cfg: &TaskConfig, spec: &CustomTask) -> Result<CustomRows> {
+    let resolver = Resolver { kind: cfg.kind, src: &cfg.source };
+    let wanted = spec.columns()?;
+    let train_split = cfg.train_split.as_deref().unwrap_or("train");
+    let eval_split = cfg.eval_split.as_deref().unwrap_or("test");
+    let read = |split: &str| -> Result<(Vec<ResolvedFile>, Vec<Row>)> {
+        let files = resolver.split_files(split)?;
+        let mut rows = Vec::new();
+        for f in &files {
+            rows.extend(custom::read_custom(&f.path, spec, &wanted)?);
+        }
+        if rows.is_empty() {
+            let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+            return Err(DataError::EmptySplit { task: spec.name.clone(), split: split.to_string(), files: names.join(", ") });
+        }
+        Ok((files, rows))
+    };
+    let what = |split: &str| format!("{} {split} split", spec.name);
+    let (mut files, train_all) = read(train_split)?;
+    let pick = |all: &[Row], idx: &[u64]| -> Vec<Row> { idx.iter().map(|&i| all[i as usize].clone()).collect() };
+    if eval_split == train_split {
+        let n = train_all.len();
+        let ev = subset(n, Some(cfg.eval_size.unwrap_or(500).min(n.saturating_sub(1))), cfg.subset_seed, "subset-eval", &what(eval_split))?;
+        let rest: Vec<u64> = (0..n as u64).filter(|i| ev.binary_search(i).is_err()).collect();
+        let tr: Vec<u64> = subset(rest.len(), cfg.train_size, cfg.subset_seed, "subset-train", &what(train_split))?.iter().map(|&p| rest[p as usize]).collect();
+        return Ok(CustomRows { train: pick(&train_all, &tr), eval: pick(&train_all, &ev), files, train_rows: tr, eval_rows: ev });
+    }
+    let (eval_files, eval_all) = read(eval_split)?;
+    let tr = subset(train_all.len(), cfg.train_size, cfg.subset_seed, "subset-train", &what(train_split))?;
+    let ev = subset(eval_all.len(), cfg.eval_size.map(|e| e.min(eval_all.len())), cfg.subset_seed, "subset-eval", &what(eval_split))?;
+    files.extend(eval_files);
+    Ok(CustomRows { train: pick(&train_all, &tr), eval: pick(&eval_all, &ev), files, train_rows: tr, eval_rows: ev })
+}
+
+/// One exact-match document: the context (the prompt template) and the target.
+pub type MatchRow = (String, String);
+
+/// A custom task's generation documents for exact-match accuracy: (context, target) for the eval
+/// rows in `TaskData::eval` order and for the train rows (few-shot examples); `None` when the task's
+/// accuracy is not `exact_match`. The rule itself is the task's `custom.accuracy`.
+pub fn custom_match_docs(cfg: &TaskConfig) -> Result<Option<(Vec<MatchRow>, Vec<MatchRow>)>> {
+    let Some(spec) = custom_spec(cfg)? else { return Ok(None) };
+    let Some(CustomAccuracy::ExactMatch { target, .. }) = &spec.accuracy else { return Ok(None) };
+    let c = load_custom(cfg, spec)?;
+    let docs = |rows: &[Row]| -> Result<Vec<(String, String)>> {
+        rows.iter().map(|r| Ok((custom::render(&spec.prompt, r, "custom.prompt")?, custom::render(target, r, "custom.accuracy.target")?))).collect()
+    };
+    Ok(Some((docs(&c.eval)?, docs(&c.train)?)))
+}
+
+/// One multiple-choice document: the context (the prompt template), the options, the gold index.
+pub type ChoiceRow = (String, Vec<String>, usize);
+
+/// A custom task's multiple-choice documents for task accuracy: (eval docs in `TaskData::eval`
+/// order, train docs for few-shot examples); `None` when the task has no `custom.accuracy`.
+pub fn custom_choice_docs(cfg: &TaskConfig) -> Result<Option<(Vec<ChoiceRow>, Vec<ChoiceRow>)>> {
+    let Some(spec) = custom_spec(cfg)? else { return Ok(None) };
+    let Some(CustomAccuracy::MultipleChoice { options, label }) = &spec.accuracy else { return Ok(None) };
+    let c = load_custom(cfg, spec)?;
+    let docs = |rows: &[Row], split: &str| -> Result<Vec<ChoiceRow>> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let opts = custom::row_options(r, options);
+                let bad = |m: String| DataError::Config(format!("task {} {split} row {i} (of those kept): {m}", spec.name));
+                if opts.len() < 2 {
+                    return Err(bad(format!("custom.accuracy.options gives {} option(s)", opts.len())));
+                }
+                let gold = custom::label_index(&r.get(label).map(custom::Value::text).unwrap_or_default(), opts.len()).map_err(|m| bad(format!("custom.accuracy.label: {m}")))?;
+                Ok((custom::render(&spec.prompt, r, "custom.prompt")?, opts, gold))
+            })
+            .collect()
+    };
+    Ok(Some((docs(&c.eval, "eval")?, docs(&c.train, "train")?)))
 }
 
 fn load_toy(cfg: &TaskConfig, seed: u64) -> Result<TaskData> {

@@ -45,6 +45,8 @@ pub enum TaskKind {
     ToyChoice,
     /// Toy world: public passages (BookCorpus stand-in).
     ToyPublic,
+    /// Any table or text file, with templates over its columns ([`crate::custom`]).
+    Custom,
 }
 
 /// Arrow shape of a column this crate reads.
@@ -90,7 +92,7 @@ const ARC_COLS: &[(&str, ColumnKind)] = &[
 const BOOK_COLS: &[(&str, ColumnKind)] = &[("text", ColumnKind::Str)];
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 9] = [
+    pub const ALL: [TaskKind; 10] = [
         TaskKind::Sciq,
         TaskKind::Gsm8k,
         TaskKind::ArcChallenge,
@@ -100,6 +102,7 @@ impl TaskKind {
         TaskKind::ToyFacts,
         TaskKind::ToyChoice,
         TaskKind::ToyPublic,
+        TaskKind::Custom,
     ];
 
     /// snake_case name (as in config files).
@@ -114,6 +117,7 @@ impl TaskKind {
             TaskKind::ToyFacts => "toy_facts",
             TaskKind::ToyChoice => "toy_choice",
             TaskKind::ToyPublic => "toy_public",
+            TaskKind::Custom => "custom",
         }
     }
 

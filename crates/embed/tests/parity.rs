@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use crossfeed_embed::{cosine, EmbedError, Embedder, Pooling};
+use crossfeed_embed::{EmbedError, Embedder, Pooling};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/embed")
@@ -39,6 +39,11 @@ fn golden() -> Golden {
             })
             .collect(),
     }
+}
+
+/// Cosine of two unit vectors (both sides' embeddings are L2-normalised; the norms are checked).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {

@@ -12,7 +12,7 @@ fn main() -> candle_core::Result<()> {
     for (name, f) in [
         ("warp", Box::new(|| sampling::warp(&logits, &p).map(|_| ())) as Box<dyn Fn() -> candle_core::Result<()>>),
         ("next_tokens", Box::new(|| sampling::next_tokens(&logits, &p, &u).map(|_| ()))),
-        ("argmax", Box::new(|| logits.argmax(1).map(|_| ()))),
+        ("argmax", Box::new(|| crossfeed_model::cuda_rules::argmax(&logits).map(|_| ()))),
     ] {
         f()?;
         let t0 = Instant::now();

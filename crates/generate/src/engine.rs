@@ -65,9 +65,9 @@ pub struct Completion {
 /// One running sequence.
 struct Slot {
     index: usize,
-    /// Prompt + generated ids (for the repetition penalty).
-    seen: Vec<u32>,
     generated: Vec<u32>,
+    /// The generated text so far, decoded a few tokens at a time (stop strings).
+    text: StopScan,
     /// Real tokens so far = position of the next token.
     len: usize,
     rng: ChaCha8Rng,
@@ -128,6 +128,9 @@ impl<'a> Generator<'a> {
         let mut slots: Vec<Slot> = Vec::new();
         let mut cache = model.new_cache();
         let mut mask: Vec<Vec<u32>> = Vec::new();
+        // The repetition penalty's seen tokens, `[B, V]` on the device: uploaded per admitted batch,
+        // each step's tokens marked on the device, rows dropped with the cache's.
+        let mut seen: Option<Tensor> = None;
         let bs = self.cfg.batch_size.max(1);
         while !queue.is_empty() || !slots.is_empty() {
             // Refill from the queue.
@@ -140,10 +143,21 @@ impl<'a> Generator<'a> {
             }
             if !admitted.is_empty() {
                 let (new_slots, new_cache, new_mask, logits) = self.prefill(&model, prompts, streams, &admitted, &dev)?;
+                let new_seen = match self.penalised() {
+                    true => {
+                        let rows: Vec<&[u32]> = admitted.iter().map(|&i| &prompts[i][prompts[i].len().saturating_sub(self.cfg.max_prompt_len)..]).collect();
+                        Some(sampling::seen_mask(&rows, logits.dim(1)?, &dev)?)
+                    }
+                    false => None,
+                };
                 merge(&mut cache, &mut mask, new_cache, new_mask)?;
                 slots.extend(new_slots);
                 let first = slots.len() - admitted.len();
-                self.sample_into(&mut slots[first..], &logits)?;
+                self.sample_into(&mut slots[first..], &logits, new_seen.as_ref())?;
+                seen = match (seen, new_seen) {
+                    (Some(old), Some(new)) => Some(Tensor::cat(&[&old, &new], 0)?),
+                    (old, new) => old.or(new),
+                };
             } else {
                 // One decode step for every running row.
                 let b = slots.len();
@@ -159,14 +173,16 @@ impl<'a> Generator<'a> {
                 }
                 let logits = model.forward(&input, &key_mask, &positions, Some(&mut cache))?;
                 let logits = logits.squeeze(1)?;
-                self.sample_into(&mut slots, &logits)?;
+                // The tokens fed this step were sampled last step: marked from the uploaded input.
+                seen = seen.map(|s| sampling::mark_seen(&s, &input)).transpose()?;
+                self.sample_into(&mut slots, &logits, seen.as_ref())?;
             }
             on_step(slots.len(), results.iter().filter(|r| r.is_some()).count());
             // Retire finished rows.
             let mut keep = Vec::new();
             let mut kept_slots = Vec::new();
-            for (row, slot) in slots.drain(..).enumerate() {
-                match self.finished(&slot)? {
+            for (row, mut slot) in slots.drain(..).enumerate() {
+                match self.finished(&mut slot)? {
                     Some(done) => results[slot.index] = Some(done),
                     None => {
                         keep.push(row as u32);
@@ -178,8 +194,11 @@ impl<'a> Generator<'a> {
                 if keep.is_empty() {
                     cache = model.new_cache();
                     mask.clear();
+                    seen = None;
                 } else {
-                    cache.select_rows(&transfer::upload(keep.clone(), keep.len(), &dev)?)?;
+                    let rows = transfer::upload(keep.clone(), keep.len(), &dev)?;
+                    cache.select_rows(&rows)?;
+                    seen = seen.map(|s| crossfeed_model::cuda_rules::index_select(&s, &rows, 0)).transpose()?;
                     mask = keep.iter().map(|&r| mask[r as usize].clone()).collect();
                     trim(&mut cache, &mut mask)?;
                 }
@@ -224,8 +243,8 @@ impl<'a> Generator<'a> {
             .zip(&rows)
             .map(|(&index, r)| Slot {
                 index,
-                seen: r.to_vec(),
                 generated: Vec::new(),
+                text: StopScan::default(),
                 len: r.len(),
                 rng: sequence_rng(self.cfg.seed, streams[index]),
                 pending: 0,
@@ -234,12 +253,16 @@ impl<'a> Generator<'a> {
         Ok((slots, cache, mask, last))
     }
 
-    fn sample_into(&self, slots: &mut [Slot], logits: &candle_core::Tensor) -> Result<(), GenerateError> {
+    fn penalised(&self) -> bool {
+        self.cfg.sampling.repetition_penalty != 1.0
+    }
+
+    /// Samples each row's next token; `seen` is the rows' repetition-penalty mask (when penalised).
+    fn sample_into(&self, slots: &mut [Slot], logits: &candle_core::Tensor, seen: Option<&Tensor>) -> Result<(), GenerateError> {
         let p = &self.cfg.sampling;
         let mut logits = logits.clone();
-        if p.repetition_penalty != 1.0 {
-            let seen: Vec<Vec<u32>> = slots.iter().map(|s| s.seen.clone()).collect();
-            logits = sampling::repetition_penalty(&logits, &seen, p.repetition_penalty)?;
+        if let Some(seen) = seen.filter(|_| self.penalised()) {
+            logits = sampling::apply_repetition_penalty(&logits, seen, p.repetition_penalty)?;
         }
         let young: Vec<bool> = slots.iter().map(|s| s.generated.len() < self.cfg.min_new_tokens).collect();
         logits = sampling::forbid(&logits, &young, &self.eos)?;
@@ -248,13 +271,12 @@ impl<'a> Generator<'a> {
         let next = sampling::next_tokens(&logits, p, &u)?;
         for (s, t) in slots.iter_mut().zip(next) {
             s.generated.push(t);
-            s.seen.push(t);
             s.pending = t;
         }
         Ok(())
     }
 
-    fn finished(&self, s: &Slot) -> Result<Option<Completion>, GenerateError> {
+    fn finished(&self, s: &mut Slot) -> Result<Option<Completion>, GenerateError> {
         let last = *s.generated.last().unwrap_or(&u32::MAX);
         let reason = if self.eos.contains(&last) {
             Some(FinishReason::Eos)
@@ -264,16 +286,58 @@ impl<'a> Generator<'a> {
             None
         };
         let text_of = |ids: &[u32]| self.tok.decode(ids, true).map_err(GenerateError::from);
-        if !self.cfg.stop.is_empty() {
-            let text = text_of(&s.generated)?;
-            if let Some(cut) = self.cfg.stop.iter().filter_map(|st| text.find(st.as_str())).min() {
-                return Ok(Some(Completion { token_ids: s.generated.clone(), text: text[..cut].to_string(), finish_reason: FinishReason::Stop }));
-            }
+        // A stop string is looked for in the new tokens' text (a step decodes a few tokens, not the
+        // whole completion); the cut is then found in the whole text, as before.
+        let stop_seen = !self.cfg.stop.is_empty() && s.text.advance(&s.generated, &self.cfg.stop, text_of)?;
+        if !stop_seen && reason.is_none() {
+            return Ok(None);
         }
-        match reason {
-            Some(r) => Ok(Some(Completion { token_ids: s.generated.clone(), text: text_of(&s.generated)?, finish_reason: r })),
-            None => Ok(None),
+        let text = text_of(&s.generated)?;
+        if let Some(cut) = self.cfg.stop.iter().filter_map(|st| text.find(st.as_str())).min() {
+            return Ok(Some(Completion { token_ids: s.generated.clone(), text: text[..cut].to_string(), finish_reason: FinishReason::Stop }));
         }
+        Ok(reason.map(|r| Completion { token_ids: s.generated.clone(), text, finish_reason: r }))
+    }
+}
+
+/// The text of a sequence's generated tokens, decoded incrementally: each step decodes the new tokens
+/// with a few settled ones before them (byte-level and SentencePiece decoders join tokens depending on
+/// their neighbours) and keeps only the text past theirs; a token that ends inside a UTF-8 character
+/// waits for the next. Only the tail where a new stop string can end is searched.
+#[derive(Debug, Default)]
+struct StopScan {
+    text: String,
+    /// Tokens whose text is in `text`.
+    read: usize,
+}
+
+/// Settled tokens decoded again in front of the new ones.
+const CONTEXT_TOKENS: usize = 5;
+
+impl StopScan {
+    /// Decodes the tokens of `ids` past `read`; true when a stop string now ends in the new text.
+    fn advance(&mut self, ids: &[u32], stop: &[String], mut decode: impl FnMut(&[u32]) -> Result<String, GenerateError>) -> Result<bool, GenerateError> {
+        let from = self.read.saturating_sub(CONTEXT_TOKENS);
+        let before = decode(&ids[from..self.read])?;
+        let now = decode(&ids[from..])?;
+        let Some(new) = now.strip_prefix(before.as_str()) else {
+            // A decoder that rewrites its context: take the whole text once.
+            self.text = decode(ids)?;
+            self.read = ids.len();
+            return Ok(stop.iter().any(|s| self.text.contains(s.as_str())));
+        };
+        if new.ends_with('\u{FFFD}') {
+            return Ok(false);
+        }
+        let longest = stop.iter().map(String::len).max().unwrap_or(0);
+        let mut start = self.text.len().saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        self.text.push_str(new);
+        self.read = ids.len();
+        let tail = &self.text[start..];
+        Ok(stop.iter().any(|s| tail.contains(s.as_str())))
     }
 }
 
@@ -309,4 +373,41 @@ fn trim(cache: &mut KvCache, mask: &mut [Vec<u32>]) -> Result<(), GenerateError>
         row.drain(..dead);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GenerateError, StopScan, CONTEXT_TOKENS};
+
+    /// Byte tokens decoded as UTF-8 (a character split over tokens decodes to U+FFFD until complete).
+    fn run(bytes: &[u8], stop: &[&str]) -> (Option<usize>, usize) {
+        let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
+        let ids: Vec<u32> = bytes.iter().map(|&b| b as u32).collect();
+        let mut scan = StopScan::default();
+        let mut widest = 0;
+        for n in 1..=ids.len() {
+            let decode = |ids: &[u32]| -> Result<String, GenerateError> {
+                widest = widest.max(ids.len());
+                Ok(String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into_owned())
+            };
+            if scan.advance(&ids[..n], &stop, decode).unwrap() {
+                return (Some(n), widest);
+            }
+        }
+        (None, widest)
+    }
+
+    #[test]
+    fn stop_strings_are_found_in_the_new_text_with_bounded_decoding() {
+        let long = "x".repeat(200) + "the end. STOP here";
+        let (at, widest) = run(long.as_bytes(), &["STOP", "never"]);
+        assert_eq!(at, Some(long.find("STOP").unwrap() + 4), "found when its last token arrives");
+        assert!(widest <= CONTEXT_TOKENS + 1, "a step decoded {widest} tokens");
+        // A stop string ending in a character split across tokens is found once the character is whole.
+        let text = "caf\u{e9}!";
+        assert_eq!(run(text.as_bytes(), &["\u{e9}!"]).0, Some(text.len()));
+        assert_eq!(run(text.as_bytes(), &["\u{e9}"]).0, Some(text.len() - 1));
+        assert_eq!(run(b"abcabc", &["cab", "zz"]).0, Some(5));
+        assert_eq!(run(b"abcabc", &["zz"]).0, None);
+    }
 }

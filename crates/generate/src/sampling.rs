@@ -107,7 +107,8 @@ pub fn warp(logits: &Tensor, p: &SamplingParams) -> Result<Tensor> {
 /// (candle's `x / s` multiplies by `1 / s`, which differs in the last bit and can move a token across a
 /// top-p or min-p boundary).
 fn div_scalar(x: &Tensor, s: f64) -> Result<Tensor> {
-    x.broadcast_div(&Tensor::new(s as f32, x.device())?.to_dtype(x.dtype())?)
+    // `full` fills on the device; `Tensor::new` would upload the scalar.
+    x.broadcast_div(&Tensor::full(s as f32, (), x.device())?.to_dtype(x.dtype())?)
 }
 
 /// Rows longer than this are sorted in chunks (candle's CUDA sort takes at most 8,192 columns).
@@ -233,18 +234,34 @@ pub fn draw(probs: &Tensor, uniforms: &[f32]) -> Result<Vec<u32>> {
 /// transformers' RepetitionPenaltyLogitsProcessor: every token already in the row (prompt included)
 /// has its logit divided by the penalty when positive, multiplied when negative.
 pub fn repetition_penalty(logits: &Tensor, seen: &[Vec<u32>], penalty: f64) -> Result<Tensor> {
-    let (b, v) = logits.dims2()?;
-    let mut mask = vec![0u8; b * v];
-    for (i, row) in seen.iter().enumerate() {
-        for &t in row {
-            if (t as usize) < v {
-                mask[i * v + t as usize] = 1;
-            }
+    let rows: Vec<&[u32]> = seen.iter().map(Vec::as_slice).collect();
+    apply_repetition_penalty(logits, &seen_mask(&rows, logits.dim(D::Minus1)?, logits.device())?, penalty)
+}
+
+/// The `[B, V]` u8 mask of the tokens each row has seen, uploaded once (a generator keeps it on the
+/// device and adds each step's tokens with [`mark_seen`]). Ids past V are ignored, as torch's gather
+/// would refuse them before any logit changed.
+pub fn seen_mask(rows: &[&[u32]], v: usize, dev: &Device) -> Result<Tensor> {
+    let mut mask = vec![0u8; rows.len() * v];
+    for (i, row) in rows.iter().enumerate() {
+        for &t in row.iter().filter(|&&t| (t as usize) < v) {
+            mask[i * v + t as usize] = 1;
         }
     }
-    let mask = transfer::upload(mask, (b, v), logits.device())?;
-    let penalised = logits.lt(0.0)?.where_cond(&(logits * penalty)?, &div_scalar(logits, penalty)?)?;
-    mask.where_cond(&penalised, logits)
+    transfer::upload(mask, (rows.len(), v), dev)
+}
+
+/// `seen` `[B, V]` with each row's token of `ids: [B, 1]` (u32, on the device) marked: no upload.
+pub fn mark_seen(seen: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let v = seen.dim(1)?;
+    let hit = transfer::arange_u32(v, seen.device())?.unsqueeze(0)?.broadcast_eq(ids)?;
+    seen.maximum(&hit)
+}
+
+/// [`repetition_penalty`] with the seen tokens as a device mask from [`seen_mask`] / [`mark_seen`].
+pub fn apply_repetition_penalty(logits: &Tensor, seen: &Tensor, penalty: f64) -> Result<Tensor> {
+    let penalised = logits.lt(&logits.zeros_like()?)?.where_cond(&(logits * penalty)?, &div_scalar(logits, penalty)?)?;
+    seen.where_cond(&penalised, logits)
 }
 
 /// Forbids `ids` in the rows flagged by `rows` (min_new_tokens not yet reached) by setting their
@@ -270,7 +287,7 @@ pub fn forbid(logits: &Tensor, rows: &[bool], ids: &[u32]) -> Result<Tensor> {
 /// Next token per row from `logits: [B, V]` (f32).
 pub fn next_tokens(logits: &Tensor, p: &SamplingParams, uniforms: &[f32]) -> Result<Vec<u32>> {
     if p.is_greedy() {
-        return transfer::vec1::<u32>(&logits.argmax(D::Minus1)?);
+        return transfer::vec1::<u32>(&crossfeed_model::cuda_rules::argmax(logits)?);
     }
     draw(&warp(logits, p)?, uniforms)
 }

@@ -78,7 +78,8 @@ fn generation_is_the_same_on_the_generic_path() {
 /// Host syncs and uploads of one decode step on the generic path, pinned (a steady step: every row
 /// running, none admitted or retired). Syncs: the `[B]` next-token ids, nothing else. Uploads: input
 /// ids, key mask, OPT's position ids or Llama's RoPE cos/sin, the causal mask, the flag of rows still
-/// under min_new_tokens; sampling adds the uniforms and the repetition-penalty mask.
+/// under min_new_tokens; sampling adds the uniforms (the repetition penalty's seen tokens stay on the
+/// device, marked from the input ids; greedy's tie-safe argmax reuses a cached index vector).
 #[test]
 fn host_syncs_and_uploads_per_decode_step_are_pinned() {
     let sampled = SamplingParams { temperature: 0.9, top_k: 50, top_p: 0.95, repetition_penalty: 1.1, min_p: 0.02 };
@@ -86,7 +87,7 @@ fn host_syncs_and_uploads_per_decode_step_are_pinned() {
         let m = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
         let t = TextTokenizer::from_dir(&fixture(v)).unwrap();
         let p = prompts(v);
-        for (sampling, uploads) in [(SamplingParams::greedy(), greedy_uploads), (sampled.clone(), greedy_uploads + 2)] {
+        for (sampling, uploads) in [(SamplingParams::greedy(), greedy_uploads), (sampled.clone(), greedy_uploads + 1)] {
             let cfg = GenerationConfig { sampling, max_new_tokens: 8, min_new_tokens: 8, batch_size: p.len(), seed: 7, ..Default::default() };
             let mut at_step = Vec::new();
             with_generic(|| Generator::new(&m, &t, cfg.clone()).run(&p, |_, _| at_step.push(crossfeed_model::transfer::counts())).unwrap());
@@ -96,5 +97,35 @@ fn host_syncs_and_uploads_per_decode_step_are_pinned() {
                 assert_eq!(step, (1, uploads), "{v} {:?}: (syncs, uploads) per decode step", cfg.sampling);
             }
         }
+    }
+}
+
+/// A frozen bf16 model casts no weight in a decode step on the generic path: the linears and the tied
+/// head (OPT's, Llama 3.2's, Qwen2's and Gemma 3's `embed_tokens`, GPT-2's `wte`) were cast once by
+/// `frozen()`. Its logits are the bits of
+/// the trainable model, which casts every weight at every forward.
+#[test]
+fn a_frozen_low_precision_model_casts_no_weight_per_decode_step() {
+    let dev = Device::Cpu;
+    for v in ["opt125", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"] {
+        let m = CausalLm::load_dir(&fixture(v), &dev, DType::BF16).unwrap();
+        with_generic(|| {
+            let f = m.frozen().unwrap();
+            let ids: Vec<u32> = (0..7).map(|i| (i * 37 + 5) % 300).collect();
+            let mut cache = f.new_cache();
+            let x = Tensor::new(&ids[..6], &dev).unwrap().unsqueeze(0).unwrap();
+            f.forward(&x, &Tensor::ones((1, 6), DType::U32, &dev).unwrap(), &[(0..6).collect()], Some(&mut cache)).unwrap();
+            let before = crossfeed_model::ops::weight_casts();
+            let step = f.forward(&Tensor::new(&[[ids[6]]], &dev).unwrap(), &Tensor::ones((1, 7), DType::U32, &dev).unwrap(), &[vec![6]], Some(&mut cache)).unwrap();
+            assert_eq!(crossfeed_model::ops::weight_casts() - before, 0, "{v}: weight casts in a decode step");
+            let x = Tensor::new(&ids[..], &dev).unwrap().unsqueeze(0).unwrap();
+            let mask = Tensor::ones((1, 7), DType::U32, &dev).unwrap();
+            let pos = [(0..7).collect::<Vec<i64>>()];
+            let frozen: Vec<f32> = f.forward(&x, &mask, &pos, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let trainable: Vec<f32> = m.forward(&x, &mask, &pos, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert!(frozen == trainable, "{v}: frozen logits differ from the trainable model's");
+            let last: Vec<f32> = step.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(last.len(), frozen.len() / 7);
+        });
     }
 }

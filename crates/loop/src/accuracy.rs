@@ -19,10 +19,10 @@
 
 use std::collections::HashSet;
 
-use candle_core::{IndexOp, D};
+use candle_core::{DType, Tensor};
 use crossfeed_data::{Cell, TaskKind, TaskRows};
 use crossfeed_generate::{GenerationConfig, Generator, SamplingParams};
-use crossfeed_model::{Batch, CausalLm, TextTokenizer};
+use crossfeed_model::{cuda_rules, transfer, Batch, CausalLm, TextTokenizer};
 use regex::Regex;
 
 use crate::error::{LoopError, Result};
@@ -61,6 +61,30 @@ pub struct GenDoc {
 pub enum AccuracyDocs {
     Choice { docs: Vec<ChoiceDoc>, fewshot: Vec<ChoiceDoc> },
     Gen { docs: Vec<GenDoc>, fewshot: Vec<GenDoc> },
+    /// A custom task's `generate_until` + regex filter + `exact_match` (`rule`).
+    Match { docs: Vec<GenDoc>, fewshot: Vec<GenDoc>, rule: MatchRule },
+}
+
+/// How a custom exact-match task stops, extracts and compares (`custom.accuracy`, type `exact_match`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchRule {
+    pub until: Vec<String>,
+    pub regex: Option<String>,
+    pub group_select: isize,
+    pub ignore_case: bool,
+    pub ignore_punctuation: bool,
+}
+
+impl MatchRule {
+    /// HF `evaluate`'s `exact_match` with this rule's options (punctuation: Python's
+    /// `string.punctuation`, ASCII).
+    pub fn exact_match(&self, prediction: &str, reference: &str) -> bool {
+        let norm = |s: &str| -> String {
+            let s = if self.ignore_case { s.to_lowercase() } else { s.to_string() };
+            if self.ignore_punctuation { s.chars().filter(|c| !c.is_ascii_punctuation()).collect() } else { s }
+        };
+        norm(prediction) == norm(reference)
+    }
 }
 
 impl AccuracyDocs {
@@ -68,6 +92,7 @@ impl AccuracyDocs {
         match self {
             AccuracyDocs::Choice { docs, .. } => docs.len(),
             AccuracyDocs::Gen { docs, .. } => docs.len(),
+            AccuracyDocs::Match { docs, .. } => docs.len(),
         }
     }
 
@@ -83,6 +108,7 @@ impl AccuracyDocs {
         match self {
             AccuracyDocs::Choice { docs, .. } => docs.truncate(n),
             AccuracyDocs::Gen { docs, .. } => docs.truncate(n),
+            AccuracyDocs::Match { docs, .. } => docs.truncate(n),
         }
     }
 }
@@ -344,16 +370,51 @@ pub fn loglikelihoods(model: &CausalLm, tok: &TextTokenizer, requests: &[(String
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|r| r.0.clone()).collect();
         let batch = Batch::right_padded(&seqs, pad, max_len, None, &model.device)?;
         let logits = model.forward_batch(&batch)?;
-        for (i, (inp, cont)) in chunk.iter().enumerate() {
-            let rows = logits.i(i)?.narrow(0, inp.len() - cont.len(), cont.len())?;
-            let logp = crossfeed_model::loss::log_softmax_last(&rows)?;
-            let greedy: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
-            let lp: Vec<Vec<f32>> = logp.to_vec2()?;
-            let ll: f64 = cont.iter().zip(&lp).map(|(&t, row)| row[t as usize] as f64).sum();
-            out.push(Scored { loglikelihood: ll, is_greedy: greedy == *cont });
-        }
+        out.extend(score_batch(&logits, chunk, tok.len())?);
     }
     Ok(out)
+}
+
+/// The [`Scored`] of each `(input ids, continuation)` row from the batch's `logits: [B, T, V]`, read
+/// with one host sync: the continuation positions of every row are gathered on the device, their
+/// log-probabilities and greedy tokens ([`cuda_rules::argmax`], tie-safe) come back in one vector.
+fn score_batch(logits: &Tensor, chunk: &[(Vec<u32>, Vec<u32>)], tokenizer_len: usize) -> Result<Vec<Scored>> {
+    let (b, t, v) = logits.dims3()?;
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (i, (inp, cont)) in chunk.iter().enumerate() {
+        for (j, &id) in cont.iter().enumerate() {
+            if id as usize >= v {
+                return Err(LoopError::Config(format!(
+                    "continuation token id {id} is past the model's {v} logits: the tokenizer ({tokenizer_len} ids) is larger than the model's embedding table ({v} rows)"
+                )));
+            }
+            positions.push((i * t + inp.len() - cont.len() + j) as u32);
+            targets.push(id);
+        }
+    }
+    let n = positions.len();
+    positions.extend(targets);
+    let ids = transfer::upload(positions, 2 * n, logits.device())?;
+    let rows = cuda_rules::index_select(&logits.reshape((b * t, v))?, &ids.narrow(0, 0, n)?, 0)?;
+    let logp = crossfeed_model::loss::log_softmax_last(&rows)?;
+    let ll = cuda_rules::gather(&logp, &ids.narrow(0, n, n)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+    // Token ids are exact in f32 (below 2^24), so both halves travel in one f32 vector.
+    let greedy = cuda_rules::argmax(&logp)?.to_dtype(DType::F32)?;
+    let host: Vec<f32> = transfer::vec1(&Tensor::cat(&[&ll.to_dtype(DType::F32)?, &greedy], 0)?)?;
+    let (ll, greedy) = host.split_at(n);
+    let mut at = 0;
+    Ok(chunk
+        .iter()
+        .map(|(_, cont)| {
+            let span = at..at + cont.len();
+            at += cont.len();
+            Scored {
+                loglikelihood: ll[span.clone()].iter().map(|&x| x as f64).sum(),
+                is_greedy: greedy[span].iter().zip(cont).all(|(&g, &c)| g as u32 == c),
+            }
+        })
+        .collect())
 }
 
 /// `HFLM.generate_until` with greedy decoding: completions of `contexts`, each cut before the first
@@ -515,6 +576,37 @@ pub fn evaluate(model: &CausalLm, tok: &TextTokenizer, task: &str, version: &str
                 version: version.into(),
                 num_fewshot: opts.num_fewshot,
                 metrics: vec![metric("acc", "acc", "none", &acc), metric("acc_norm", "acc_norm", "none", &acc_norm)],
+                examples: docs.len(),
+                per_doc,
+            })
+        }
+        AccuracyDocs::Match { docs, fewshot, rule } => {
+            let shots: Vec<String> = fewshot.iter().map(|d| format!("{} {}", d.context, d.target)).collect();
+            let contexts: Vec<String> = docs.iter().map(|d| d.context.clone()).collect();
+            let contexts = fewshot_contexts(&contexts, &shots, opts.num_fewshot, opts.fewshot_seed)?;
+            let until: Vec<&str> = rule.until.iter().map(String::as_str).collect();
+            let generations = generate_until(model, tok, &contexts, &until, opts.max_gen_toks, opts.batch_size)?;
+            let re = rule.regex.as_deref().map(Regex::new).transpose().map_err(|e| LoopError::Config(format!("custom.accuracy.regex: {e}")))?;
+            let per_doc: Vec<DocResult> = docs
+                .iter()
+                .zip(contexts)
+                .zip(generations)
+                .map(|((d, context), generation)| {
+                    let extracted = match &re {
+                        Some(re) => regex_filter(re, rule.group_select, &generation),
+                        None => generation.clone(),
+                    };
+                    let em = rule.exact_match(&extracted, &d.target);
+                    DocResult::Gen { strict_em: em, flexible_em: em, context, generation, strict: extracted.clone(), flexible: extracted }
+                })
+                .collect();
+            let em: Vec<f64> = per_doc.iter().map(|d| f64::from(u8::from(matches!(d, DocResult::Gen { strict_em: true, .. })))).collect();
+            let filter = if rule.regex.is_some() { "regex" } else { "none" };
+            Ok(AccuracyResult {
+                task: task.into(),
+                version: version.into(),
+                num_fewshot: opts.num_fewshot,
+                metrics: vec![metric("exact_match", "exact_match", filter, &em)],
                 examples: docs.len(),
                 per_doc,
             })

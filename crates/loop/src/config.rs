@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crossfeed_data::{LossMask, MixtureConfig, PoolPolicy, PromptConfig, Replacement, Rounding, TaskConfig};
+use crossfeed_data::{LossMask, MixtureConfig, PoolPolicy, PromptConfig, Replacement, Rounding, TaskConfig, Topology};
 use crossfeed_generate::GenerationConfig;
 use crossfeed_train::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,11 @@ pub struct MixtureSection {
     /// Default true.
     #[serde(default = "d_true")]
     pub shuffle: bool,
+    /// Who reads whom: `"all"`, `"self"`, `"ring"` or a K×K weight matrix (row k: how trainee k's
+    /// synthetic share splits over the producers). Unset: `all` (`self` under `pool_policy = replace`);
+    /// left out of the resolved config then, so run directories made before topologies still match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
 }
 
 impl Default for MixtureSection {
@@ -69,6 +74,7 @@ impl Default for MixtureSection {
             pool_policy: PoolPolicy::default(),
             replacement: Replacement::default(),
             shuffle: true,
+            topology: None,
         }
     }
 }
@@ -148,6 +154,15 @@ pub struct EvalConfig {
     /// New tokens per generated answer (lm-evaluation-harness's `max_gen_toks`). Default 256.
     #[serde(default = "d_acc_tokens")]
     pub accuracy_max_new_tokens: usize,
+    /// Self-BLEU of an entity's completions of one eval set uses the first this many (each against
+    /// the others); 0 (default) = all `prompts_per_set`. Its cost grows with the n-grams, not their square.
+    #[serde(default)]
+    pub self_bleu_samples: usize,
+    /// Perplexity of every entity's completions under the base model (the generation-0 starting
+    /// point: collapse shows as text the base finds ever more likely). The similarity stage then
+    /// loads the base model. Default true.
+    #[serde(default = "d_true")]
+    pub perplexity: bool,
 }
 
 impl Default for EvalConfig {
@@ -163,6 +178,8 @@ impl Default for EvalConfig {
             accuracy_examples: 0,
             accuracy_fewshot: None,
             accuracy_max_new_tokens: d_acc_tokens(),
+            self_bleu_samples: 0,
+            perplexity: true,
         }
     }
 }
@@ -311,6 +328,9 @@ impl ExperimentConfig {
         if self.eval.batch_size == 0 {
             return bad("eval.batch_size must be at least 1".into());
         }
+        if self.eval.self_bleu_samples == 1 {
+            return bad("eval.self_bleu_samples = 1: self-BLEU scores each sample against the others; use 0 (all) or at least 2".into());
+        }
         if self.eval.accuracy && self.eval.accuracy_max_new_tokens == 0 {
             return bad("eval.accuracy_max_new_tokens = 0: generated answers need at least one token (or set eval.accuracy = false)".into());
         }
@@ -329,7 +349,19 @@ impl ExperimentConfig {
                 old sample, after its model is pruned; use generation.pool = \"auto\" or \"full\" (both generate every sample there)"
                 .into());
         }
-        self.mixture().validate()?;
+        self.mixture().validate_for(self.k)?;
+        for (role, t) in std::iter::once(("public", &self.public)).chain(self.private.iter().take(self.k).map(|t| ("private", t))) {
+            t.check().map_err(|e| LoopError::Config(format!("{role} task {}: {e}", t.name())))?;
+            if role == "private" && t.custom.is_some() && t.name() == "public" {
+                return bad("private task custom.name = \"public\": the public eval set has that name; pick another".into());
+            }
+            if role == "public" && t.custom.as_ref().is_some_and(|c| c.accuracy.is_some()) {
+                return bad(format!("public task {}: custom.accuracy is measured on private tasks only; remove it", t.name()));
+            }
+            if let Some(crossfeed_data::CustomAccuracy::ExactMatch { regex: Some(re), .. }) = t.custom.as_ref().and_then(|c| c.accuracy.as_ref()) {
+                regex::Regex::new(re).map_err(|e| LoopError::Config(format!("{role} task {}: custom.accuracy.regex = {re:?}: {e}", t.name())))?;
+            }
+        }
         Ok(())
     }
 
@@ -352,6 +384,7 @@ impl ExperimentConfig {
             pool_policy: self.mixture.pool_policy,
             replacement: self.mixture.replacement,
             shuffle: self.mixture.shuffle,
+            topology: self.mixture.topology.clone(),
         }
     }
 
@@ -370,6 +403,25 @@ impl ExperimentConfig {
                 "base_model: directory {} does not exist (relative paths are relative to the working directory {})",
                 self.base_model,
                 std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a `max_len` longer than the base model's position table. Callers run it before anything
+    /// is written (run directory, config, provenance) and in the dry run; else a train stage would fail
+    /// mid-run on an embedding index.
+    pub fn check_max_len(&self) -> Result<()> {
+        self.check_max_len_in(&crossfeed_model::hub::resolve(&self.base_model, &crossfeed_model::HubOptions::from_env())?)
+    }
+
+    /// `check_max_len` against the base model's resolved directory (the dry run's, which never downloads).
+    pub fn check_max_len_in(&self, dir: &Path) -> Result<()> {
+        if let Some(limit) = crossfeed_model::CausalLm::max_positions_of_dir(dir)?.filter(|&l| self.max_len > l) {
+            return Err(LoopError::Config(format!(
+                "max_len = {} is longer than base_model's max_position_embeddings = {limit} ({}); use max_len <= {limit}",
+                self.max_len,
+                dir.join("config.json").display()
             )));
         }
         Ok(())
@@ -414,7 +466,8 @@ fn reference_value() -> Result<toml::Value> {
         keep_last: 0,
         public: private.clone(),
         private: vec![private],
-        mixture: MixtureSection::default(),
+        // Set, so that error messages list it among the valid keys.
+        mixture: MixtureSection { topology: Some(Topology::All), ..MixtureSection::default() },
         train: TrainConfig { warmup_steps: Some(0), ..TrainConfig::default() },
         generation: GenerationSection::default(),
         prompts: PromptConfig { count: Some(0), ..PromptConfig::default() },

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
-use crate::stages::{plan, GenId, Stage};
+use crate::plan::{plan, shard_range, GenId, Stage};
 
 /// The shape numbers the estimate needs, from the base model's config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,7 +244,7 @@ pub fn estimate(cfg: &ExperimentConfig, sh: &Shape, bench: Option<&Throughput>) 
             (Stage::GenerateShard(i), GenId::Gen(t)) => {
                 let e = id.entity.unwrap_or(0);
                 let all = if cfg.lazy_generation() { lazy_count(cfg, t, e)? } else { crossfeed_data::prompt_count(&cfg.prompts, &mix, t - 1, e, cfg.k) as u64 };
-                let n = crate::stages::shard_range(all as usize, cfg.generation.shards, i).len() as u64;
+                let n = shard_range(all as usize, cfg.generation.shards, i).len() as u64;
                 let b = (cfg.generation.engine.batch_size as u64).min(n.max(1));
                 (n, n * gen_new, generate_memory(sh, &cfg.dtype, b, prompt, gen_new), bench.map(|x| x.generate_tokens_per_s))
             }
@@ -290,6 +290,29 @@ fn hms(s: f64) -> String {
     format!("{}h{:02}m{:02}s", s / 3600, s % 3600 / 60, s % 60)
 }
 
+/// Who reads whom: the topology's K×K shares of each trainee's synthetic budget alpha·n.
+pub fn topology_table(cfg: &ExperimentConfig) -> String {
+    let mix = cfg.mixture();
+    let t = mix.effective_topology();
+    let mut s = String::new();
+    let how = if mix.topology.is_none() { " (the default for this pool_policy)" } else { "" };
+    let policy = serde_json::to_value(mix.pool_policy).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let _ = writeln!(s, "topology {}{how}, pool_policy {policy}: share of trainee k's synthetic budget alpha·n from producer j", t.describe());
+    let _ = write!(s, "  {:>10}", "k \\ j");
+    for j in 0..cfg.k {
+        let _ = write!(s, " {:>7}", j);
+    }
+    s.push('\n');
+    for (k, row) in t.shares(cfg.k).iter().enumerate() {
+        let _ = write!(s, "  {:>10}", k);
+        for w in row {
+            let _ = write!(s, " {:>7.3}", w);
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// The report `crossfeed run CONFIG --dry-run` prints.
 pub fn render(cfg: &ExperimentConfig, sh: &Shape, shape_from: &str, bench: Option<(&Throughput, &Path)>, stages: &[StageEstimate]) -> String {
     let mut s = String::new();
@@ -310,6 +333,7 @@ pub fn render(cfg: &ExperimentConfig, sh: &Shape, shape_from: &str, bench: Optio
         "train: {} steps x {} x {} samples of <= {} tokens per entity and generation",
         cfg.train.total_steps, cfg.train.batch_size, cfg.train.grad_accum, cfg.max_len
     );
+    let _ = write!(s, "{}", topology_table(cfg));
     match bench {
         Some((b, p)) => {
             let _ = writeln!(s, "throughput from {} ({} {}): train {:.0}, generate {:.0}, score {:.0} tok/s", p.display(), b.model, b.device, b.train_tokens_per_s, b.generate_tokens_per_s, b.score_tokens_per_s);

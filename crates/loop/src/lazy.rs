@@ -30,6 +30,14 @@ pub fn pool_sets(cfg: &ExperimentConfig, t: u64) -> Vec<(usize, u64, usize)> {
         .collect()
 }
 
+/// Which sets of `pool_sets(cfg, t)` train(t, e) may draw from: those of the producers its topology
+/// row reads (every set under `all`). The others still hold their places in the pool (the draw reads
+/// only set sizes) but are never read, so train(t, e) neither waits for nor opens them.
+pub fn read_by(cfg: &ExperimentConfig, t: u64, e: usize) -> Vec<bool> {
+    let producers: Vec<usize> = cfg.mixture().effective_topology().row(e, cfg.k).into_iter().map(|(j, _)| j).collect();
+    pool_sets(cfg, t).iter().map(|(j, _, _)| producers.contains(j)).collect()
+}
+
 /// Per position of train(t, e)'s mixture (length `n`): whether its optimizer steps read it.
 pub fn read_positions(cfg: &ExperimentConfig, t: u64, e: usize) -> Vec<bool> {
     let tr = &cfg.train;

@@ -10,7 +10,10 @@
 //! - [`stages`]: the stages (generate, train, eval, similarity) and the driver that runs them in order.
 //! - [`parallel`]: the driver that runs independent stages at once, one worker process per slot.
 //! - [`lazy`]: which synthetic samples training reads, so generate stages produce only those.
-//! - [`eval`]: token-level CE, eval prompts, distinct-n, the optional embedding similarity.
+//! - [`eval`]: token-level CE, eval prompts, the embedder seam.
+//! - [`collapse`]: every diversity/homogenization/collapse metric (distinct-n, cosine, self-BLEU, Vendi,
+//!   type-token ratio, perplexity, error consensus) as pure functions, checked against their references.
+//! - [`similarity`]: the similarity stage's collapse lines (per entity, the real-data baseline, error consensus).
 //! - [`metrics`]: `metrics.jsonl` / `metrics.csv`, rebuilt from stage outputs so they never depend on
 //!   how often the run was interrupted.
 //! - [`report`]: the markdown report in the paper's form.
@@ -20,18 +23,22 @@
 
 pub mod accuracy;
 pub mod accuracy_docs;
+pub mod collapse;
 pub mod config;
 pub mod dryrun;
 pub mod error;
 pub mod eval;
+pub mod finish;
 pub mod lazy;
 pub mod lock;
 pub mod metrics;
 pub mod parallel;
+pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod rundir;
 pub mod seeds;
+pub mod similarity;
 pub mod stages;
 pub mod sweep;
 pub mod sweep_report;
@@ -39,8 +46,10 @@ pub mod tensorboard;
 
 pub use config::{apply_overrides, EvalConfig, ExperimentConfig, GenerationSection, MixtureSection, SyntheticPool};
 pub use error::{LoopError, Result};
-pub use eval::{distinct_n, TextEmbedder};
+pub use collapse::distinct_n;
+pub use eval::TextEmbedder;
 pub use metrics::MetricLine;
 pub use report::{write_report, Report};
 pub use rundir::{RunDir, StageMarker};
-pub use stages::{Event, GenId, Runner, Stage, StageId, StopAfter};
+pub use plan::{GenId, Stage, StageId};
+pub use stages::{Event, Runner, StopAfter};

@@ -118,6 +118,20 @@ pub fn try_lock(path: &Path, what: &str) -> Result<TryLock> {
         Err(TryLockError::WouldBlock) => return Ok(TryLock::Busy(read_holder(&mut file))),
         Err(TryLockError::Error(e)) => return Err(LoopError::io(path, e)),
     }
+    Ok(TryLock::Acquired(held(file, path, what)?))
+}
+
+/// Takes the lock at `path`, waiting while another process holds it: for short sections every
+/// process passes through in turn (rebuilding a run's records, pruning).
+pub fn lock_wait(path: &Path, what: &str) -> Result<Lock> {
+    let file = open(path)?;
+    file.lock().map_err(|e| LoopError::io(path, e))?;
+    held(file, path, what)
+}
+
+/// A freshly locked file becomes a `Lock`: the previous holder line (a killed process) is kept as
+/// `took_over` and replaced by this process's.
+fn held(mut file: File, path: &Path, what: &str) -> Result<Lock> {
     let took_over = read_holder(&mut file);
     let line = serde_json::to_string(&Holder::me(what)).map_err(|e| LoopError::Json { path: path.to_path_buf(), message: e.to_string() })?;
     let write = |f: &mut File| -> std::io::Result<()> {
@@ -128,7 +142,7 @@ pub fn try_lock(path: &Path, what: &str) -> Result<TryLock> {
         f.sync_data()
     };
     write(&mut file).map_err(|e| LoopError::io(path, e))?;
-    Ok(TryLock::Acquired(Lock { file, path: path.to_path_buf(), took_over }))
+    Ok(Lock { file, path: path.to_path_buf(), took_over })
 }
 
 /// Who holds the lock at `path` right now, without taking it (a stale holder line is left alone).

@@ -8,19 +8,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LoopError, Result};
 use crate::rundir::{write_atomic, RunDir};
-use crate::stages::{plan, Stage};
+use crate::plan::{plan, Stage};
 use crate::ExperimentConfig;
 
 /// One measurement. `metric` is `ce` (token-mean cross entropy, with `tokens` the predicted-token
 /// count), one of [`ACCURACY_METRICS`] (with `examples` the examples scored), `distinct_1` /
 /// `distinct_2` (diversity of completions of the shared eval prompts; no entity = all entities
-/// pooled) or `cosine` (mean pairwise embedding similarity between entities).
+/// pooled), `cosine` (mean pairwise embedding similarity between entities), or one of
+/// [`COLLAPSE_METRICS`] (per entity; at generation -1 also on the real data as `data_<metric>`) or
+/// [`CONSENSUS_METRICS`] (per private task and pair of entities: `entity` and `peer`).
 /// `generation` -1 is the base model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricLine {
     pub generation: i64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub entity: Option<usize>,
+    /// The second entity of a pair metric ([`CONSENSUS_METRICS`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub peer: Option<usize>,
     pub eval_set: String,
     pub metric: String,
     pub value: f64,
@@ -34,6 +39,16 @@ pub struct MetricLine {
 /// log-likelihood), `exact_match` (its gsm8k `strict-match` filter) and `exact_match_flexible` (its
 /// `flexible-extract` filter), each a fraction of the line's `examples`.
 pub const ACCURACY_METRICS: [&str; 4] = ["acc", "acc_norm", "exact_match", "exact_match_flexible"];
+
+/// The collapse metrics of each entity's completions of the shared eval prompts (`crate::collapse`):
+/// self-BLEU (sacrebleu's, 0–100, over `eval.self_bleu_samples`), Vendi score of the sentence
+/// embeddings (with `eval.embed_model`), type-token ratio, perplexity under the base model
+/// (`eval.perplexity`).
+pub const COLLAPSE_METRICS: [&str; 4] = ["self_bleu", "vendi", "ttr", "perplexity"];
+
+/// Shared errors of two entities on one private task, fractions of its accuracy documents: both wrong,
+/// and (multiple choice) both wrong with the same option; each with its value under independent errors.
+pub const CONSENSUS_METRICS: [&str; 4] = ["both_wrong", "both_wrong_chance", "same_wrong", "same_wrong_chance"];
 
 /// The accuracy a table shows for `set`: `exact_match` for generated answers, else `acc`.
 pub fn headline_accuracy(lines: &[MetricLine], set: &str) -> Option<&'static str> {
@@ -78,12 +93,13 @@ pub fn rebuild(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> 
         }
     }
     write_atomic(&dir.root.join("metrics.jsonl"), to_jsonl(&all).as_bytes())?;
-    let mut csv = String::from("generation,entity,eval_set,metric,value,tokens,examples\n");
+    let mut csv = String::from("generation,entity,peer,eval_set,metric,value,tokens,examples\n");
     for l in &all {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{}\n",
             l.generation,
             l.entity.map(|e| e.to_string()).unwrap_or_default(),
+            l.peer.map(|e| e.to_string()).unwrap_or_default(),
             l.eval_set,
             l.metric,
             l.value,
@@ -92,6 +108,5 @@ pub fn rebuild(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> 
         ));
     }
     write_atomic(&dir.root.join("metrics.csv"), csv.as_bytes())?;
-    crate::tensorboard::write_run(dir, cfg, &all)?;
     Ok(all)
 }

@@ -1,4 +1,4 @@
-//! Independent stages at once: a run's stages form a graph (`stages::dependencies`); this driver
+//! Independent stages at once: a run's stages form a graph (`plan::dependencies`); this driver
 //! keeps one worker process per slot busy with any stage whose dependencies are done, in plan order.
 //! Each worker is a separate process (the CLI spawns `crossfeed stage --if-needed …`) that takes the
 //! stage's lock and writes its log to the stage's own file, so the metrics are those of the serial
@@ -13,7 +13,9 @@ use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::metrics::MetricLine;
 use crate::rundir::RunDir;
-use crate::stages::{dependencies, plan, prune, rebuild_metrics, Event, StageId};
+use crate::finish;
+use crate::plan::{dependencies, plan, StageId};
+use crate::stages::Event;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -79,7 +81,7 @@ pub fn run_parallel(dir: &RunDir, cfg: &ExperimentConfig, slots: &[String], spaw
                     state.insert(id, State::Done);
                     report(&Event::Done { id, wall_s: start.elapsed().as_secs_f64(), tokens: m.tokens, note: format!("on {} (log {})", slots[slot], log.display()) });
                     // The worker rebuilt the metrics; an old checkpoint may have lost its last reader.
-                    prune(dir, cfg)?;
+                    finish::prune(dir, cfg)?;
                 }
                 _ => {
                     state.insert(id, State::Failed);
@@ -91,8 +93,7 @@ pub fn run_parallel(dir: &RunDir, cfg: &ExperimentConfig, slots: &[String], spaw
         }
     }
     // Also what stages finished before this run started left.
-    prune(dir, cfg)?;
-    let lines = rebuild_metrics(dir, cfg)?;
+    let lines = finish::finish_stage(dir, cfg)?;
     if failed.is_empty() {
         return Ok(lines);
     }

@@ -133,8 +133,8 @@ fn draw(dir: &Path, stem: &str, panels: &[(String, String, Vec<Series>)]) -> Res
     Ok(())
 }
 
-/// Writes `ce.{svg,png}`, `similarity.{svg,png}` and, where the run measured task accuracy,
-/// `accuracy.{svg,png}` into the run directory; returns whether it wrote the accuracy figure.
+/// Writes `ce.{svg,png}`, `similarity.{svg,png}`, `collapse.{svg,png}` (when measured) and, where the
+/// run measured task accuracy, `accuracy.{svg,png}` into the run directory; returns whether it wrote the accuracy figure.
 pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[String]) -> Result<bool> {
     let ce_panels: Vec<(String, String, Vec<Series>)> = set_names
         .iter()
@@ -199,7 +199,41 @@ pub fn write_plots(dir: &Path, lines: &[MetricLine], k: usize, set_names: &[Stri
         })
         .collect();
     draw(dir, "similarity", &sim_panels)?;
+    let collapse = collapse_panels(lines, k);
+    if !collapse.is_empty() {
+        draw(dir, "collapse", &collapse)?;
+    }
     Ok(!acc_panels.is_empty())
+}
+
+/// One panel per collapse metric measured (self-BLEU, Vendi, perplexity): each entity's value, the
+/// mean over eval sets, against generation (starting from the base model's), and the real data's as
+/// a flat line across the generations.
+fn collapse_panels(lines: &[MetricLine], k: usize) -> Vec<(String, String, Vec<Series>)> {
+    let mean_at = |g: i64, e: Option<usize>, m: &str| {
+        let v: Vec<f64> = lines.iter().filter(|l| l.generation == g && l.entity == e && l.peer.is_none() && l.metric == m).map(|l| l.value).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let mut gens: Vec<i64> = lines.iter().map(|l| l.generation).collect();
+    gens.sort_unstable();
+    gens.dedup();
+    [("self_bleu", "self-BLEU within each entity", "BLEU (0-100)"), ("vendi", "Vendi score (sentence embeddings)", "effective samples"), ("perplexity", "perplexity under the base model", "perplexity")]
+        .into_iter()
+        .filter(|(m, _, _)| lines.iter().any(|l| l.metric == *m))
+        .map(|(m, title, y)| {
+            let mut series: Vec<Series> = (0..k)
+                .map(|e| {
+                    let pts = gens.iter().filter_map(|&g| mean_at(g, if g < 0 { None } else { Some(e) }, m).map(|v| (g as f64, v))).collect();
+                    (format!("M{}", e + 1), pts)
+                })
+                .collect();
+            if let (Some(v), Some(lo), Some(hi)) = (mean_at(-1, None, &format!("data_{m}")), gens.first(), gens.last()) {
+                series.push(("real data".to_string(), vec![(*lo as f64, v), (*hi as f64, v)]));
+            }
+            series.retain(|s| !s.1.is_empty());
+            (title.to_string(), y.to_string(), series)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -219,7 +253,7 @@ mod tests {
     #[test]
     fn svg_axis_reads_base_and_integers() {
         let dir = tempfile::tempdir().unwrap();
-        let line = |generation, entity, value| MetricLine { generation, entity, eval_set: "sciq".into(), metric: "ce".into(), value, tokens: None, examples: None };
+        let line = |generation, entity, value| MetricLine { generation, entity, peer: None, eval_set: "sciq".into(), metric: "ce".into(), value, tokens: None, examples: None };
         let lines = vec![line(-1, None, 3.0), line(0, Some(0), 2.5), line(1, Some(0), 2.2), line(2, Some(0), 2.1)];
         write_plots(dir.path(), &lines, 1, &["sciq".to_string()]).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("ce.svg")).unwrap();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::metrics::{headline_accuracy, read_jsonl, MetricLine, ACCURACY_METRICS};
+use crate::metrics::{headline_accuracy, read_jsonl, MetricLine, ACCURACY_METRICS, COLLAPSE_METRICS};
 use crate::rundir::{write_atomic, RunDir};
 use crate::ExperimentConfig;
 
@@ -115,8 +115,9 @@ pub fn write_report(dir: &RunDir, cfg: &ExperimentConfig, set_names: &[String]) 
     if !metrics.contains(&"cosine") {
         md.push_str("\n(cosine similarity not computed: `eval.embed_model` is empty)\n");
     }
+    collapse_tables(&mut md, &lines, &gens, cfg.k, set_names);
     let accuracy = crate::plot::write_plots(&dir.root, &lines, cfg.k, set_names)?;
-    md.push_str("\nFigures: `ce.svg`/`ce.png` (CE of every entity on every eval set against generation), `similarity.svg`/`similarity.png`");
+    md.push_str("\nFigures: `ce.svg`/`ce.png` (CE of every entity on every eval set against generation), `similarity.svg`/`similarity.png`, `collapse.svg`/`collapse.png` (self-BLEU, Vendi, perplexity of every entity against generation, with the real data's)");
     md.push_str(if accuracy { ", `accuracy.svg`/`accuracy.png` (each task's accuracy against generation).\n" } else { ".\n" });
     write_atomic(&dir.root.join("report.md"), md.as_bytes())?;
     Ok(Report { markdown: md })
@@ -181,6 +182,65 @@ fn accuracy_tables(md: &mut String, lines: &[MetricLine], gens: &[i64], k: usize
                 md.push_str(&format!(" {} |", fmt(get(Some(g), e, s, m))));
             }
             md.push('\n');
+        }
+    }
+}
+
+/// The collapse metrics of every entity's completions (rows: the real data, the base model, then each
+/// generation and entity; one column per eval set and metric measured), and the shared errors of each
+/// pair of entities on each private task against chance. Nothing for a run that measured none.
+fn collapse_tables(md: &mut String, lines: &[MetricLine], gens: &[i64], k: usize, set_names: &[String]) {
+    let get = |g: i64, e: Option<usize>, peer: Option<usize>, s: &str, m: &str| {
+        lines.iter().find(|l| l.generation == g && l.entity == e && l.peer == peer && l.eval_set == s && l.metric == m).map(|l| l.value)
+    };
+    let present = |m: &str| lines.iter().any(|l| l.metric == m || l.metric.strip_prefix("data_") == Some(m));
+    let metrics: Vec<&str> = COLLAPSE_METRICS.into_iter().filter(|m| present(m)).collect();
+    if !metrics.is_empty() {
+        md.push_str("\n## Collapse metrics by generation (each entity's completions of the eval prompts)\n\n");
+        md.push_str("self_bleu: sacrebleu's BLEU of each completion against the entity's others (0–100, higher = more repetitive); vendi: effective number of distinct completions (sentence embeddings); ttr: type-token ratio within a completion; perplexity: under the base model. Row `data`: the eval sets' real continuations of the same prompts.\n\n");
+        let cols: Vec<(&String, &str)> = set_names.iter().flat_map(|s| metrics.iter().map(move |m| (s, *m))).collect();
+        task_metric_header(md, &["generation", "entity"], &cols);
+        let mut row = |label: &str, ent: &str, value: &dyn Fn(&str, &str) -> Option<f64>| {
+            md.push_str(&format!("| {label} | {ent} |"));
+            for (s, m) in &cols {
+                md.push_str(&format!(" {} |", fmt(value(s, m))));
+            }
+            md.push('\n');
+        };
+        if lines.iter().any(|l| l.metric.starts_with("data_")) {
+            row("data", "–", &|s, m| get(-1, None, None, s, &format!("data_{m}")));
+        }
+        for &g in gens {
+            let ents: Vec<Option<usize>> = if g < 0 { vec![None] } else { (0..k).map(Some).collect() };
+            for e in ents {
+                let label = if g < 0 { "base".to_string() } else { g.to_string() };
+                row(&label, &e.map(|x| format!("M{}", x + 1)).unwrap_or("–".into()), &|s, m| get(g, e, None, s, m));
+            }
+        }
+    }
+    let tasks: Vec<&String> = set_names.iter().filter(|s| lines.iter().any(|l| l.metric == "both_wrong" && &l.eval_set == *s)).collect();
+    if tasks.is_empty() {
+        return;
+    }
+    md.push_str("\n## Shared errors (fraction of a task's accuracy documents; in brackets: if the two erred independently)\n\n");
+    let cols: Vec<(&String, &str)> = tasks.iter().flat_map(|s| [(*s, "both wrong"), (*s, "same wrong option")]).collect();
+    task_metric_header(md, &["generation", "pair"], &cols);
+    for &g in gens.iter().filter(|&&g| g >= 0) {
+        for i in 0..k {
+            for j in i + 1..k {
+                md.push_str(&format!("| {g} | M{}–M{} |", i + 1, j + 1));
+                for t in &tasks {
+                    for m in ["both_wrong", "same_wrong"] {
+                        let v = get(g, Some(i), Some(j), t, m);
+                        let c = get(g, Some(i), Some(j), t, &format!("{m}_chance"));
+                        md.push_str(&match v {
+                            Some(v) => format!(" {} ({}) |", fmt(Some(v)), fmt(c)),
+                            None => " – |".to_string(),
+                        });
+                    }
+                }
+                md.push('\n');
+            }
         }
     }
 }

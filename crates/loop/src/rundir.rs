@@ -12,7 +12,7 @@ use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::lock::{self, Holder, Lock, TryLock};
 use crate::seeds::fnv64_hex;
-use crate::stages::{GenId, StageId};
+use crate::plan::{GenId, StageId};
 
 pub const CONFIG_FILE: &str = "config.toml";
 

@@ -1,4 +1,5 @@
-//! The stages of the loop and the driver that runs them in order, skipping finished ones.
+//! The executor: how each stage of the plan (`plan.rs`) runs, and the serial driver that runs them in
+//! plan order, skipping finished ones.
 //!
 //! Per generation t: `generate` (t >= 1: entity e's generation t-1 model completes its prompts;
 //! the outputs go to `gen-t/entity-e/synthetic.jsonl`), `train` (pool every entity's synthetic set,
@@ -8,7 +9,6 @@
 //! a fresh process after an interruption gives the same bytes.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -22,106 +22,19 @@ use crossfeed_model::{CausalLm, HubOptions, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{self, AccuracyDocs, AccuracyOptions, DocResult};
+use crate::accuracy::{self, AccuracyDocs, AccuracyOptions};
+use crate::accuracy_docs::{self, ACCURACY_FILE};
 use crate::config::ExperimentConfig;
 use crate::error::{LoopError, Result};
 use crate::lazy;
-use crate::eval::{distinct_n, eval_prompts, mean_pairwise_cosine, token_ce, TextEmbedder};
-use crate::metrics::{self, to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
+use crate::collapse::{distinct_n, mean_pairwise_cosine};
+use crate::eval::{eval_prompts, token_ce, MemoEmbedder, TextEmbedder};
+use crate::finish;
+use crate::metrics::{to_jsonl, MetricLine, EVAL_FILE, SIMILARITY_FILE};
+use crate::plan::{dependencies, plan, shard_range, GenId, Stage, StageId};
 use crate::rundir::{write_atomic, RunDir, StageMarker};
 use crate::seeds::derive;
-
-/// A generation: the base model, or generation t of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GenId {
-    Base,
-    Gen(u64),
-}
-
-impl GenId {
-    pub fn as_i64(self) -> i64 {
-        match self {
-            GenId::Base => -1,
-            GenId::Gen(t) => t as i64,
-        }
-    }
-    pub fn dir_name(self) -> String {
-        match self {
-            GenId::Base => "gen-base".into(),
-            GenId::Gen(t) => format!("gen-{t:03}"),
-        }
-    }
-    /// `base`, `-1` or a generation number.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "base" | "-1" => Some(GenId::Base),
-            _ => s.parse().ok().map(GenId::Gen),
-        }
-    }
-}
-
-impl fmt::Display for GenId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GenId::Base => write!(f, "base"),
-            GenId::Gen(t) => write!(f, "{t}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// One shard of a generate stage (`generation.shards` > 1): a contiguous slice of the prompts to
-    /// complete, run by any worker; `Generate` then merges the shards in order.
-    GenerateShard(u32),
-    Generate,
-    Train,
-    Eval,
-    Similarity,
-}
-
-impl Stage {
-    /// The name in markers, logs, `--stage` and Slurm: `generate-shard-N`, `generate`, `train`, …
-    pub fn name(self) -> String {
-        match self {
-            Stage::GenerateShard(i) => format!("generate-shard-{i}"),
-            other => other.group().into(),
-        }
-    }
-    /// The name without a shard number: what a Slurm array groups by.
-    pub fn group(self) -> &'static str {
-        match self {
-            Stage::GenerateShard(_) => "generate-shard",
-            Stage::Generate => "generate",
-            Stage::Train => "train",
-            Stage::Eval => "eval",
-            Stage::Similarity => "similarity",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        if let Some(i) = s.strip_prefix("generate-shard-") {
-            return i.parse().ok().map(Stage::GenerateShard);
-        }
-        [Stage::Generate, Stage::Train, Stage::Eval, Stage::Similarity].into_iter().find(|x| x.group() == s)
-    }
-}
-
-/// One unit of work; `entity` is `None` for whole-generation stages and the base model's eval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StageId {
-    pub gen: GenId,
-    pub entity: Option<usize>,
-    pub stage: Stage,
-}
-
-impl fmt::Display for StageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.entity {
-            Some(e) => write!(f, "generation {} entity {} {}", self.gen, e, self.stage.name()),
-            None => write!(f, "generation {} {}", self.gen, self.stage.name()),
-        }
-    }
-}
+use crate::similarity::{collapse_lines, read_decisions, CollapseInput};
 
 /// Test/debug hook: stop the driver right after this stage (simulates an interruption).
 pub type StopAfter = Option<StageId>;
@@ -134,73 +47,6 @@ pub enum Event {
     Done { id: StageId, wall_s: f64, tokens: u64, note: String },
     Warning(String),
     GenerationDone { gen: GenId, wall_s: f64, tokens: u64 },
-}
-
-/// Every stage of a config, in the order the driver runs them.
-pub fn plan(cfg: &ExperimentConfig) -> Vec<StageId> {
-    let mut out = Vec::new();
-    let id = |gen, entity, stage| StageId { gen, entity, stage };
-    if cfg.eval.base {
-        out.push(id(GenId::Base, None, Stage::Eval));
-        out.push(id(GenId::Base, None, Stage::Similarity));
-    }
-    for t in 0..cfg.generations {
-        let g = GenId::Gen(t);
-        if t >= 1 {
-            let shards = cfg.generation.shards;
-            if shards > 1 {
-                out.extend((0..cfg.k).flat_map(|e| (0..shards).map(move |i| id(g, Some(e), Stage::GenerateShard(i)))));
-            }
-            out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Generate)));
-        }
-        out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Train)));
-        out.extend((0..cfg.k).map(|e| id(g, Some(e), Stage::Eval)));
-        out.push(id(g, None, Stage::Similarity));
-    }
-    out
-}
-
-/// The stages that must be done before `id` can run.
-pub fn dependencies(cfg: &ExperimentConfig, id: &StageId) -> Vec<StageId> {
-    let mk = |gen, entity, stage| StageId { gen, entity, stage };
-    let all = |g: GenId, s: Stage| (0..cfg.k).map(move |e| mk(g, Some(e), s));
-    match (id.gen, id.stage, id.entity) {
-        (GenId::Base, Stage::Similarity, _) => vec![mk(GenId::Base, None, Stage::Eval)],
-        (GenId::Base, _, _) => vec![],
-        (GenId::Gen(t), Stage::GenerateShard(_), Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
-        (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 && cfg.generation.shards > 1 => {
-            (0..cfg.generation.shards).map(|i| mk(GenId::Gen(t), Some(e), Stage::GenerateShard(i))).collect()
-        }
-        (GenId::Gen(t), Stage::Generate, Some(e)) if t >= 1 => vec![mk(GenId::Gen(t - 1), Some(e), Stage::Train)],
-        (GenId::Gen(t), Stage::Train, Some(e)) => {
-            let mut v = Vec::new();
-            if t >= 1 {
-                // The generate stage (generation g + 1) of every set the pool holds.
-                v.extend(lazy::pool_sets(cfg, t).into_iter().map(|(j, g, _)| mk(GenId::Gen(g + 1), Some(j), Stage::Generate)));
-                if cfg.warm_start {
-                    v.push(mk(GenId::Gen(t - 1), Some(e), Stage::Train));
-                }
-            }
-            v
-        }
-        (g, Stage::Eval, Some(e)) => vec![mk(g, Some(e), Stage::Train)],
-        (g, Stage::Similarity, None) => all(g, Stage::Eval).collect(),
-        _ => vec![],
-    }
-}
-
-/// Refuses a `max_len` longer than the base model's position table, before any stage runs (else a
-/// train stage fails mid-run on an embedding index).
-pub fn check_max_len(cfg: &ExperimentConfig) -> Result<()> {
-    let dir = crossfeed_model::hub::resolve(&cfg.base_model, &HubOptions::from_env())?;
-    if let Some(limit) = CausalLm::max_positions_of_dir(&dir)?.filter(|&l| cfg.max_len > l) {
-        return Err(LoopError::Config(format!(
-            "max_len = {} is longer than base_model's max_position_embeddings = {limit} ({}); use max_len <= {limit}",
-            cfg.max_len,
-            dir.join("config.json").display()
-        )));
-    }
-    Ok(())
 }
 
 /// A synthetic sample as stored in `synthetic.jsonl` (its origin kept).
@@ -281,12 +127,11 @@ impl<'a> Runner<'a> {
                 v[..n].to_vec()
             };
             let mut sets = Vec::new();
+            let names = crate::sweep_report::set_names(&self.cfg);
             for (i, t) in private.iter().enumerate() {
-                let base = t.kind.name().to_string();
-                let dup = private[..i].iter().any(|p| p.kind == t.kind);
-                let name = if dup { format!("{base}#{i}") } else { base };
+                let name = names[i].clone();
                 let examples = cap(&t.eval);
-                let accuracy = if self.cfg.eval.accuracy { accuracy_docs(&self.cfg, i, t, &examples)? } else { None };
+                let accuracy = if self.cfg.eval.accuracy { accuracy_docs::private_task_docs(&self.cfg, i, t, &examples)? } else { None };
                 sets.push(EvalSet { name, examples, accuracy });
             }
             sets.push(EvalSet { name: "public".into(), examples: cap(&public.eval), accuracy: None });
@@ -326,17 +171,17 @@ impl<'a> Runner<'a> {
                 gen_tokens += m.tokens;
             }
             if id.stage == Stage::Similarity {
-                finish_stage(&self.dir, &self.cfg)?;
+                finish::finish_stage(&self.dir, &self.cfg)?;
                 report(&Event::GenerationDone { gen: id.gen, wall_s: secs(gen_start), tokens: gen_tokens });
                 gen_start = Instant::now();
                 gen_tokens = 0;
             }
             if stop_after == Some(id) {
-                rebuild_metrics(&self.dir, &self.cfg)?;
+                finish::record(&self.dir, &self.cfg)?;
                 return Err(LoopError::Stopped(id.to_string()));
             }
         }
-        rebuild_metrics(&self.dir, &self.cfg)
+        finish::record(&self.dir, &self.cfg)
     }
 
     /// Runs one stage (again, if it was done), after checking its dependencies are done.
@@ -508,12 +353,16 @@ impl<'a> Runner<'a> {
     /// The pool train(t, ·) draws from: every set at its full size (from the config), texts filled in
     /// from `synthetic.jsonl` where generated, empty stand-ins elsewhere (lazy sets). The draw reads
     /// only sizes, so it is the same whether a set was generated whole or lazily.
-    fn synthetic_pool(&self, t: u64) -> Result<SyntheticPoolData> {
+    fn synthetic_pool(&self, t: u64, e: usize) -> Result<SyntheticPoolData> {
         let sets = lazy::pool_sets(&self.cfg, t);
         let mut samples = placeholder_pool(&sets);
         let mut generated = HashSet::new();
         let mut offset = 0;
-        for &(j, g, size) in &sets {
+        for (&(j, g, size), read) in sets.iter().zip(lazy::read_by(&self.cfg, t, e)) {
+            if !read {
+                offset += size;
+                continue;
+            }
             let p = self.dir.gen_dir(GenId::Gen(g + 1)).join(format!("entity-{j}")).join("synthetic.jsonl");
             let text = std::fs::read_to_string(&p).map_err(|er| LoopError::io(&p, er))?;
             for l in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -538,7 +387,7 @@ impl<'a> Runner<'a> {
     fn train(&mut self, t: u64, e: usize, report: &mut dyn FnMut(&Event)) -> Result<(u64, Vec<String>, u64, String)> {
         let seed = derive(self.cfg.seed, "train", t as i64, e as u64);
         let cfg = self.cfg.clone();
-        let pool = self.synthetic_pool(t)?;
+        let pool = self.synthetic_pool(t, e)?;
         let completion_only = self.completion_only();
         let tasks = self.tasks()?;
         let mix = sample_mixture(&cfg.mixture(), cfg.seed, t, e, cfg.k, &tasks.private[e].train, &tasks.public.train, &pool.samples)?;
@@ -634,6 +483,7 @@ impl<'a> Runner<'a> {
             lines.push(MetricLine {
                 generation: g.as_i64(),
                 entity: e,
+                peer: None,
                 eval_set: set.name.clone(),
                 metric: "ce".into(),
                 value: if ce.is_finite() { ce } else { 0.0 },
@@ -653,6 +503,7 @@ impl<'a> Runner<'a> {
                     lines.push(MetricLine {
                         generation: g.as_i64(),
                         entity: e,
+                        peer: None,
                         eval_set: set.name.clone(),
                         metric: m.name.clone(),
                         value: m.value,
@@ -661,7 +512,7 @@ impl<'a> Runner<'a> {
                     });
                 }
                 for (i, d) in res.per_doc.iter().enumerate() {
-                    acc_log.push_str(&accuracy_line(&set.name, i, d).to_string());
+                    acc_log.push_str(&accuracy_docs::record(&set.name, i, d).to_string());
                     acc_log.push('\n');
                 }
             }
@@ -702,6 +553,9 @@ impl<'a> Runner<'a> {
         if !self.cfg.eval.embed_model.is_empty() && self.embedder.is_none() {
             return Err(LoopError::NoEmbedder(self.cfg.eval.embed_model.clone()));
         }
+        // The cosine and the Vendi score read the same completions' embeddings: embed them once.
+        let memo = self.embedder.map(MemoEmbedder::new);
+        let embedder = memo.as_ref().map(|m| m as &dyn TextEmbedder);
         let entities: Vec<Option<usize>> = match g {
             GenId::Base => vec![None],
             GenId::Gen(_) => (0..self.cfg.k).map(Some).collect(),
@@ -712,6 +566,7 @@ impl<'a> Runner<'a> {
         let line = |entity, set: &str, metric: &str, value| MetricLine {
             generation: g.as_i64(),
             entity,
+            peer: None,
             eval_set: set.to_string(),
             metric: metric.to_string(),
             value,
@@ -732,7 +587,7 @@ impl<'a> Runner<'a> {
                 let pooled: Vec<String> = per.concat();
                 lines.push(line(None, set, "distinct_1", distinct_n(&pooled, 1)));
                 lines.push(line(None, set, "distinct_2", distinct_n(&pooled, 2)));
-                if let Some(emb) = self.embedder {
+                if let Some(emb) = embedder {
                     let vecs: Vec<Vec<Vec<f32>>> = per.iter().map(|t| emb.embed(t)).collect::<std::result::Result<_, _>>().map_err(LoopError::Embed)?;
                     if let Some(c) = mean_pairwise_cosine(&vecs) {
                         lines.push(line(None, set, "cosine", c));
@@ -740,104 +595,64 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        let (collapse, scored) = self.collapse(g, &entities, &outputs, &names, embedder)?;
+        lines.extend(collapse);
         let dir = self.dir.stage_dir(&StageId { gen: g, entity: None, stage: Stage::Similarity });
         write_atomic(&dir.join(SIMILARITY_FILE), to_jsonl(&lines).as_bytes())?;
-        Ok((0, vec![SIMILARITY_FILE.into()], 0, format!("{} lines", lines.len())))
+        Ok((0, vec![SIMILARITY_FILE.into()], scored, format!("{} lines", lines.len())))
     }
 
-}
-
-/// Per-document accuracy records of an eval stage (lm-eval's `log_samples`, abridged).
-pub const ACCURACY_FILE: &str = "accuracy.jsonl";
-
-fn accuracy_line(set: &str, index: usize, d: &DocResult) -> serde_json::Value {
-    match d {
-        DocResult::Choice { loglikelihoods, is_greedy, acc, acc_norm } => serde_json::json!({
-            "eval_set": set, "index": index, "loglikelihoods": loglikelihoods, "is_greedy": is_greedy, "acc": acc, "acc_norm": acc_norm,
-        }),
-        DocResult::Gen { generation, strict, flexible, strict_em, flexible_em, .. } => serde_json::json!({
-            "eval_set": set, "index": index, "generation": generation, "strict_match": strict, "flexible_extract": flexible,
-            "exact_match": strict_em, "exact_match_flexible": flexible_em,
-        }),
-    }
-}
-
-/// Private task `i`'s accuracy documents: lm-evaluation-harness's for a real task (the very rows the
-/// CE set scores, capped as it is), the toy task's own form otherwise; `None` for a task without one.
-fn accuracy_docs(cfg: &ExperimentConfig, i: usize, t: &TaskData, examples: &[Example]) -> Result<Option<(AccuracyDocs, usize)>> {
-    let kind = t.kind;
-    let (mut docs, shots) = if accuracy::lm_eval_task(kind).is_some() {
-        let shots = cfg.eval.accuracy_fewshot.unwrap_or_else(|| accuracy::default_fewshot(kind));
-        let rows = crossfeed_data::task_rows(&cfg.private[i], shots > 0)?;
-        (accuracy::docs_from_rows(&rows)?, shots)
-    } else {
-        match crate::accuracy_docs::toy_docs(kind, examples, &t.train) {
-            Some(d) => (d, cfg.eval.accuracy_fewshot.unwrap_or(0)),
-            None => return Ok(None),
+    /// The similarity stage's collapse lines (`similarity::collapse_lines`): its inputs read from the
+    /// eval stages' files, the real continuations of the eval prompts at generation -1, and the base
+    /// model loaded once when `eval.perplexity` asks for it; with the tokens it scored.
+    fn collapse(
+        &mut self,
+        g: GenId,
+        entities: &[Option<usize>],
+        outputs: &[Vec<OutputLine>],
+        names: &[String],
+        embedder: Option<&dyn TextEmbedder>,
+    ) -> Result<(Vec<MetricLine>, u64)> {
+        let pairs = |o: &[OutputLine], set: &str| o.iter().filter(|l| l.eval_set == set).map(|l| (l.prompt.clone(), l.completion.clone())).collect::<Vec<_>>();
+        let sets = names.iter().map(|s| (s.clone(), outputs.iter().map(|o| pairs(o, s)).collect())).collect();
+        let real = if g == GenId::Base {
+            let (count, prefix) = (self.cfg.eval.prompts_per_set, self.cfg.prompts.prefix);
+            self.tasks()?
+                .sets
+                .iter()
+                .map(|set| {
+                    let prompts = eval_prompts(&set.examples, count, prefix);
+                    // A passage's prompt is its own first words: the real continuation is the rest.
+                    let real = set.examples.iter().zip(prompts).map(|(e, p)| {
+                        let cont = if e.prompt.is_empty() { e.completion.strip_prefix(p.as_str()).unwrap_or(&e.completion) } else { &e.completion };
+                        (p.clone(), cont.to_string())
+                    });
+                    (set.name.clone(), real.collect())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let decisions = entities
+            .iter()
+            .map(|&e| read_decisions(&self.dir.stage_dir(&StageId { gen: g, entity: e, stage: Stage::Eval }).join(ACCURACY_FILE)))
+            .collect::<Result<_>>()?;
+        let input = CollapseInput { generation: g.as_i64(), entities, sets, real, decisions };
+        let cfg = self.cfg.clone();
+        if !cfg.eval.perplexity {
+            return Ok((collapse_lines(&input, &cfg.eval, embedder, None)?, 0));
         }
-    };
-    docs.truncate(examples.len());
-    docs.truncate(cfg.eval.accuracy_examples);
-    Ok(Some((docs, shots)))
-}
-
-/// Rebuilds `metrics.jsonl`/`metrics.csv` under the run's metrics lock: concurrent stage processes
-/// rebuild one after another, so the last rebuild sees every marker written before it started.
-pub fn rebuild_metrics(dir: &RunDir, cfg: &ExperimentConfig) -> Result<Vec<MetricLine>> {
-    let path = dir.root.join("metrics.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| LoopError::io(&path, e))?;
-    file.lock().map_err(|e| LoopError::io(&path, e))?;
-    let r = metrics::rebuild(dir, cfg);
-    let _ = file.unlock();
-    r
-}
-
-/// What follows a stage, whoever ran it: metrics, then pruning.
-pub fn finish_stage(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
-    rebuild_metrics(dir, cfg)?;
-    prune(dir, cfg)
-}
-
-/// With `keep_last = k`, deletes the checkpoint of (generation g, entity e) once g is older than the
-/// last k generations whose similarity is done AND every stage that reads it is done. The readers come
-/// from the dependency graph (every stage depending on train(g, e): its eval, the next generation's
-/// generate and warm-started train), not from generation arithmetic: under workers or Slurm an old
-/// eval can still be pending or failed after later generations finish, and deleting its model then
-/// would leave a run no resume can finish.
-pub fn prune(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
-    let k = cfg.keep_last;
-    if k == 0 {
-        return Ok(());
+        let (model, tok, pad) = self.load_model(GenId::Base, None)?;
+        let mut scored = 0u64;
+        let mut score = |pairs: &[(String, String)]| {
+            let examples: Vec<Example> = pairs.iter().map(|(p, c)| Example::new(p.clone(), c.clone())).collect();
+            let (nll, tokens) = token_ce(&model, &tok, pad, &examples, cfg.max_len, true, cfg.eval.batch_size)?;
+            scored += tokens;
+            Ok((nll, tokens))
+        };
+        let lines = collapse_lines(&input, &cfg.eval, embedder, Some(&mut score))?;
+        Ok((lines, scored))
     }
-    let stages = plan(cfg);
-    let newest = stages
-        .iter()
-        .filter(|id| id.stage == Stage::Similarity && dir.is_done(id))
-        .filter_map(|id| match id.gen {
-            GenId::Gen(t) => Some(t),
-            GenId::Base => None,
-        })
-        .max();
-    let Some(t) = newest.filter(|&t| t >= k) else { return Ok(()) };
-    for old in 0..=(t - k) {
-        for e in 0..cfg.k {
-            let d = dir.model_dir(GenId::Gen(old), e);
-            if !d.exists() {
-                continue;
-            }
-            let trained = StageId { gen: GenId::Gen(old), entity: Some(e), stage: Stage::Train };
-            if stages.iter().filter(|id| dependencies(cfg, id).contains(&trained)).all(|id| dir.is_done(id)) {
-                std::fs::remove_dir_all(&d).map_err(|er| LoopError::io(&d, er))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The prompts of shard `i` of `shards` over `n`: contiguous, sizes differing by at most one.
-pub fn shard_range(n: usize, shards: u32, i: u32) -> std::ops::Range<usize> {
-    let (s, i) = (shards.max(1) as usize, i as usize);
-    (n * i / s)..(n * (i + 1) / s)
 }
 
 /// Test hook: `CROSSFEED_TEST_PAUSE_STAGE="generation 1 entity 0 train[@SECS]"` makes the process that

@@ -1,8 +1,9 @@
 //! TensorBoard event files for a run (`tb/` in the run directory), so `tensorboard --logdir runs/`
 //! shows every run and sweep point side by side: per generation the metrics of `metrics.jsonl` (CE
-//! matrix, similarity, diversity) as `<metric>/<eval_set>/entity<k>` at step = generation (the base
-//! model at -1), and per train stage `train/{loss,lr,grad_norm}/entity<k>` at the global optimizer
-//! step (generation × steps + step).
+//! matrix, similarity, diversity, collapse) as `<metric>/<eval_set>/entity<k>` (a pair metric:
+//! `entity<i>-<j>`) at step = generation (the base model and the real-data baseline at -1), and per
+//! train stage `train/{loss,lr,grad_norm}/entity<k>` at the global optimizer step (generation ×
+//! steps + step).
 //!
 //! Written by hand, not with a crate: the one Rust crate for it (`tensorboard-rs`) is unmaintained
 //! since 2022 and pulls protobuf 2 and image 0.23. The format is small: TFRecord framing (u64 length,
@@ -16,7 +17,7 @@ use std::path::Path;
 use crate::config::ExperimentConfig;
 use crate::metrics::MetricLine;
 use crate::rundir::{write_atomic, RunDir};
-use crate::stages::{plan, GenId, Stage};
+use crate::plan::{plan, GenId, Stage};
 use crate::{LoopError, Result};
 
 /// The event file's name inside `tb/` (TensorBoard reads files whose name contains `tfevents`).
@@ -188,9 +189,10 @@ pub fn run_scalars(dir: &RunDir, cfg: &ExperimentConfig, metrics: &[MetricLine])
     let mut out: Vec<Scalar> = metrics
         .iter()
         .map(|m| Scalar {
-            tag: match m.entity {
-                Some(e) => format!("{}/{}/entity{e}", m.metric, m.eval_set),
-                None => format!("{}/{}", m.metric, m.eval_set),
+            tag: match (m.entity, m.peer) {
+                (Some(e), Some(p)) => format!("{}/{}/entity{e}-{p}", m.metric, m.eval_set),
+                (Some(e), None) => format!("{}/{}/entity{e}", m.metric, m.eval_set),
+                (None, _) => format!("{}/{}", m.metric, m.eval_set),
             },
             step: m.generation,
             value: m.value as f32,

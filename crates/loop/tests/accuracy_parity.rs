@@ -139,3 +139,49 @@ fn gsm8k_filters_match_lm_eval() {
         }
     }
 }
+
+/// A tokenizer with ids past the model's embedding table is an error naming both sizes, not a panic
+/// on a logits row (the model's 330 logits; 16 added tokens take the tokenizer to ids 320..=335).
+#[test]
+fn a_tokenizer_larger_than_the_model_is_an_error_naming_both_sizes() {
+    let src = repo().join("tests/fixtures/models/llama");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let path = tmp.path().join("tokenizer.json");
+    let mut tj: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for i in 0..16 {
+        let added = serde_json::json!({"id": 320 + i, "content": format!("<x{i}>"), "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false});
+        tj["added_tokens"].as_array_mut().unwrap().push(added);
+    }
+    std::fs::write(&path, serde_json::to_string(&tj).unwrap()).unwrap();
+    let model = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+    let tok = TextTokenizer::from_dir(tmp.path()).unwrap();
+    let id = *accuracy::encode_pair(&tok, "a b", " <x15>").unwrap().1.iter().max().unwrap();
+    assert!(id >= 330, "{id}");
+    let e = accuracy::loglikelihoods(&model, &tok, &[("a b".into(), " <x15>".into())], 2).unwrap_err().to_string();
+    assert!(e.contains(&format!("id {id}")) && e.contains("330 rows") && e.contains(&format!("{} ids", tok.len())), "{e}");
+}
+
+/// Scoring reads each batch's log-likelihoods and greedy flags with one host sync, on the generic path
+/// too, and gives the fast path's numbers there.
+#[test]
+fn one_host_sync_per_scored_batch() {
+    let dir = repo().join("tests/fixtures/models/opt125");
+    let model = CausalLm::load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
+    let tok = TextTokenizer::from_dir(&dir).unwrap();
+    let reqs: Vec<(String, String)> = (0..7).map(|i| (format!("The answer to question {i} is"), format!(" {}", i * 3))).collect();
+    let fast = accuracy::loglikelihoods(&model, &tok, &reqs, 3).unwrap();
+    let (before, generic, after) = crossfeed_model::fastpath::with_generic(|| {
+        let before = crossfeed_model::transfer::counts();
+        let generic = accuracy::loglikelihoods(&model, &tok, &reqs, 3).unwrap();
+        (before, generic, crossfeed_model::transfer::counts())
+    });
+    assert_eq!(after.0 - before.0, 3, "host syncs for 7 requests in batches of 3");
+    for (a, b) in fast.iter().zip(&generic) {
+        assert!((a.loglikelihood - b.loglikelihood).abs() < 1e-4, "{a:?} vs {b:?}");
+        assert_eq!(a.is_greedy, b.is_greedy);
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crossfeed_loop::stages::plan;
+use crossfeed_loop::plan::plan;
 use crossfeed_loop::{Event, ExperimentConfig, GenId, LoopError, RunDir, Runner, Stage, StageId};
 
 fn repo() -> PathBuf {
@@ -153,6 +153,8 @@ fn config_errors_are_clear() {
     assert!(e.contains("k = 4") && e.contains("3 private task"), "{e}");
     let e = err(&["base_model=\"/nonexistent/model/dir\""]);
     assert!(e.contains("/nonexistent/model/dir") && e.contains("does not exist"), "{e}");
+    let e = err(&["eval.self_bleu_samples=1"]);
+    assert!(e.contains("eval.self_bleu_samples = 1") && e.contains("at least 2"), "{e}");
     let e = err(&["noequals"]);
     assert!(e.contains("noequals"), "{e}");
     // Overrides reach nested keys and list entries.
@@ -205,19 +207,73 @@ fn pruning_keeps_a_checkpoint_until_its_last_reader_is_done() {
     // Every other stage in plan order, each followed by what a worker or Slurm task does after it.
     for id in plan(&cfg).into_iter().filter(|id| !late.contains(id)) {
         r.run_stage_if_needed(&id, &mut quiet()).unwrap();
-        crossfeed_loop::stages::finish_stage(&dir, &cfg).unwrap();
+        crossfeed_loop::finish::finish_stage(&dir, &cfg).unwrap();
     }
     assert!(root.join("gen-000/entity-0/model/model.safetensors").is_file(), "pruned while its eval is pending");
     assert!(!root.join("gen-000/entity-1/model").exists(), "every reader of gen 0 entity 1 is done: pruned");
     assert!(!root.join("gen-001/entity-0/model").exists());
     for id in late {
         r.run_stage_if_needed(&id, &mut quiet()).unwrap();
-        crossfeed_loop::stages::finish_stage(&dir, &cfg).unwrap();
+        crossfeed_loop::finish::finish_stage(&dir, &cfg).unwrap();
     }
     assert!(!root.join("gen-000/entity-0/model").exists(), "its last reader is done: pruned");
     assert!(root.join("gen-002/entity-0/model/model.safetensors").is_file());
     let metrics = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics(&root), metrics(&tmp.path().join("serial/tiny-prune")));
+}
+
+/// The plan is the one stage order: within a generation by `Stage::rank`, and Slurm's steps are the
+/// plan's (generation, group) pairs in that order — shards before their merge.
+#[test]
+fn plan_order_is_the_stage_rank_and_slurm_steps_follow_it() {
+    let cfg = tiny(&["generation.shards=2"]).unwrap();
+    let p = plan(&cfg);
+    let keys: Vec<(GenId, u8)> = p.iter().map(|id| (id.gen, id.stage.rank())).collect();
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "plan out of rank order: {p:?}");
+    let steps = crossfeed_loop::plan::steps([&cfg]);
+    let mut want = vec![(GenId::Base, "eval"), (GenId::Base, "similarity")];
+    for t in 0..cfg.generations {
+        let g = GenId::Gen(t);
+        if t >= 1 {
+            want.extend([(g, "generate-shard"), (g, "generate")]);
+        }
+        want.extend([(g, "train"), (g, "eval"), (g, "similarity")]);
+    }
+    assert_eq!(steps, want);
+    // Every stage's dependencies come earlier in the plan.
+    for (i, id) in p.iter().enumerate() {
+        for d in crossfeed_loop::plan::dependencies(&cfg, id) {
+            assert!(p[..i].contains(&d), "{id} depends on {d}, planned later");
+        }
+    }
+}
+
+/// Two pruners interleaved: the second deletes the checkpoint between the first's look and its
+/// delete (what two workers finishing at once did before pruning ran under the records lock). The first
+/// must not fail a stage whose work is done; both leave the same tree.
+#[test]
+fn pruning_twice_at_once_is_harmless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["name=\"tiny-prune2\"", "generations=2", "keep_last=1"]).unwrap();
+    // keep_last = 0 while running, so every checkpoint is still there for the pruners below.
+    let mut keep_all = cfg.clone();
+    keep_all.keep_last = 0;
+    run(tmp.path(), &keep_all, None).unwrap();
+    let dir = RunDir { root: tmp.path().join("tiny-prune2") };
+    assert!(dir.model_dir(GenId::Gen(0), 0).is_dir());
+    let mut inner = 0;
+    crossfeed_loop::finish::prune_with(&dir, &cfg, &mut |d| {
+        // The other pruner wins the race for this directory (and prunes everything it may).
+        crossfeed_loop::finish::prune_with(&dir, &cfg, &mut |_| {}).unwrap();
+        assert!(!d.exists());
+        inner += 1;
+    })
+    .unwrap();
+    assert_eq!(inner, 1, "the first pruner found one directory left to delete before the other won");
+    for e in 0..cfg.k {
+        assert!(!dir.model_dir(GenId::Gen(0), e).exists());
+        assert!(dir.model_dir(GenId::Gen(1), e).join("model.safetensors").is_file());
+    }
 }
 
 /// `tb/` holds every metric of metrics.jsonl and every train step, CRC-checked on the way back, and
@@ -238,9 +294,10 @@ fn tensorboard_events_hold_every_metric_and_train_step() {
     let mut want = 0;
     for line in metrics.lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
-        let tag = match m["entity"].as_u64() {
-            Some(e) => format!("{}/{}/entity{e}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
-            None => format!("{}/{}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+        let tag = match (m["entity"].as_u64(), m["peer"].as_u64()) {
+            (Some(e), Some(p)) => format!("{}/{}/entity{e}-{p}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+            (Some(e), None) => format!("{}/{}/entity{e}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
+            (None, _) => format!("{}/{}", m["metric"].as_str().unwrap(), m["eval_set"].as_str().unwrap()),
         };
         let step = m["generation"].as_i64().unwrap();
         let got: Vec<_> = scalars.iter().filter(|s| s.tag == tag && s.step == step).collect();

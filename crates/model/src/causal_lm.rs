@@ -240,8 +240,9 @@ impl CausalLm {
     ///
     /// In bf16/f16 the linear weights are cast to the activation dtype here, once, instead of at every
     /// forward (every decode step): every use casts them to that dtype first, so the logits are the same
-    /// bits. Embedding tables stay f32 (autocast gathers f32 embeddings; a tied head still casts its
-    /// table per forward). The cast copies no longer follow later optimizer steps.
+    /// bits. Embedding tables stay f32 (autocast gathers f32 embeddings); a tied head gets its own cast
+    /// copy of the table, so no decode step casts it. The cast copies no longer follow later optimizer
+    /// steps.
     pub fn frozen(&self) -> Result<Self> {
         let detach = |name: &str, t: &Tensor| -> Result<Tensor> {
             let t = t.detach();
@@ -250,7 +251,15 @@ impl CausalLm {
         };
         let tensors: HashMap<String, Tensor> = self.params.iter().map(|(n, v)| Ok((n.clone(), detach(n, v.as_tensor())?))).collect::<Result<_>>()?;
         let model_type = self.config_json.get("model_type").and_then(Value::as_str).unwrap_or_default();
-        let (arch, _) = build_arch(&self.config_json, model_type, tensors, &self.source_dir.join("model.safetensors"))?;
+        let (mut arch, _) = build_arch(&self.config_json, model_type, tensors, &self.source_dir.join("model.safetensors"))?;
+        if self.dtype != DType::F32 {
+            match &mut arch {
+                Arch::Opt(m) => m.cast_tied_head(self.dtype)?,
+                Arch::Llama(m) => m.cast_tied_head(self.dtype)?,
+                Arch::Gpt2(m) => m.cast_tied_head(self.dtype)?,
+                Arch::Gemma3(m) => m.cast_tied_head(self.dtype)?,
+            }
+        }
         Ok(Self { arch, ..self.clone() })
     }
 
@@ -397,6 +406,8 @@ impl CausalLm {
                 )));
             }
         }
+        let (b, t) = input_ids.dims2()?;
+        crate::cuda_rules::element_count("logits [batch, tokens, vocabulary]", &[b, t, self.vocab_size()], input_ids.device())?;
         Ok(match &self.arch {
             Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,
             Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, cache, drop)?,

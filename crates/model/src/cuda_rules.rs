@@ -13,10 +13,16 @@
 //! - `gather`, `index_select`, `index_add`, `scatter_add`, `slice_set`: contiguous source and indices
 //!   (each op's `Map` impl in `cuda_backend/mod.rs`; `slice_set` copies with `copy2d` from a contiguous
 //!   source).
+//! - `argmax`: the CUDA reduction (`reduce.cu` ~555–597) keeps the index held by the lowest *thread*
+//!   among equal maxima, not the lowest index (the CPU kernel and torch return the first): [`argmax`]
+//!   is the one argmax of the project, tie-safe on every backend.
+//! - element counts: launch sizes and kernel loops are u32 (cudarc `launch.rs` ~31, `unary.cu` ~17,
+//!   reduction grids `dst_el as u32`): a tensor of 2³² elements or more is silently wrong.
+//!   [`element_count`] refuses the logits of such a batch on every device but the CPU fast path.
 
 use std::sync::OnceLock;
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, DType, Result, Tensor, D};
 
 /// The shared memory candle's sort kernel may use per block without an opt-in.
 pub const SORT_SHARED_BYTES: usize = 48 * 1024;
@@ -100,4 +106,36 @@ pub fn slice_set(dst: &Tensor, src: &Tensor, dim: usize, offset: usize) -> Resul
     contiguous("slice_set", "destination", dst)?;
     contiguous("slice_set", "source", src)?;
     dst.slice_set(src, dim, offset)
+}
+
+/// The index of the largest value of each row (last dim), `[..]` u32, the *lowest* index among equal
+/// maxima as torch and candle's CPU kernel return it. Elsewhere candle's CUDA argmax may return any of
+/// the tied indices (bf16 logits tie often), so the generic path takes the max, then the smallest index
+/// whose value equals it; the indices come from [`crate::transfer::arange_u32`] (uploaded once).
+pub fn argmax(x: &Tensor) -> Result<Tensor> {
+    if crate::fastpath::cpu_fast(x.device()) {
+        return x.argmax(D::Minus1);
+    }
+    let v = x.dim(D::Minus1)?;
+    let dev = x.device();
+    let x = x.contiguous()?;
+    let is_max = x.broadcast_eq(&x.max_keepdim(D::Minus1)?)?;
+    let idx = crate::transfer::arange_u32(v, dev)?.broadcast_as(x.shape())?;
+    let none = Tensor::full(v as u32, x.shape(), dev)?;
+    // A row of NaNs has no element equal to its max; its index is clamped into range, not v.
+    let last = Tensor::full(v.saturating_sub(1) as u32, (), dev)?;
+    is_max.where_cond(&idx, &none)?.min(D::Minus1)?.broadcast_minimum(&last)?.to_dtype(DType::U32)
+}
+
+/// CUDA's element limit: candle's kernels index with u32.
+pub const MAX_ELEMENTS: u64 = 1 << 32;
+
+/// Refuses (on any device but the CPU fast path, and whenever checking) a tensor of `dims` with 2³²
+/// elements or more, naming `what` and the shape: candle's CUDA kernels would compute it wrongly.
+pub fn element_count(what: &str, dims: &[usize], device: &candle_core::Device) -> Result<()> {
+    let n = dims.iter().map(|&d| d as u128).product::<u128>();
+    if n >= MAX_ELEMENTS as u128 && (!crate::fastpath::cpu_fast(device) || checking()) {
+        bail!("{what} of shape {dims:?} has {n} elements, past the 2^32 that candle's CUDA kernels index (u32): use a smaller batch");
+    }
+    Ok(())
 }

@@ -71,13 +71,66 @@ pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     splitmix64(splitmix64(splitmix64(seed) ^ a) ^ b)
 }
 
-/// The keep mask of `site` under `seed` (u8, uploaded once): element i is kept iff the top 24 bits
-/// of a hash of (seed, site, i) are at least p·2²⁴, so P(keep) = 1 - p. Each element depends only on
-/// its index: the same bytes on any thread count, and on a resume.
+/// Rounds of the mask hash's Feistel network (8: adjacent, 2¹⁶-apart, other-site and other-seed masks
+/// all look independent in `tests/dropout.rs`' counts).
+const ROUNDS: usize = 8;
+/// The prime of the round function `(x + k)² mod P`: squares of 16-bit values stay below 2³².
+const P: u32 = 65_521;
+const HALF: u32 = 1 << 16;
+
+/// The round keys (16 bits each) of `site` under `seed`.
+fn round_keys(seed: u64, site: usize) -> [u32; ROUNDS] {
+    let base = splitmix64(seed ^ (site as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    std::array::from_fn(|j| (splitmix64(base.wrapping_add(j as u64)) >> 48) as u32)
+}
+
+/// 24 hash bits of element `i`: a Feistel network over its two 16-bit halves with the round function
+/// `(x + k)² mod P`. Every intermediate is a u32 below 2³², so candle's u32 ops compute the same bits on
+/// any device without overflow ([`device_hash`]).
+fn hash24(keys: &[u32; ROUNDS], i: u32) -> u32 {
+    let (mut l, mut r) = (i % HALF, i / HALF);
+    for &k in keys {
+        let x = (r + k) % HALF;
+        (l, r) = (r, (l + x * x % P) % HALF);
+    }
+    l * 256 + r / 256
+}
+
+/// [`hash24`] of elements `0..n` as `[n]` u32, computed on `dev` with candle's integer ops (nothing is
+/// uploaded but the index vector [`crate::transfer::arange_u32`] keeps): the element grid is
+/// `[rows of 2¹⁶] × [2¹⁶ columns]` broadcast, so the first round runs on the row halves only.
+fn device_hash(keys: &[u32; ROUNDS], n: usize, dev: &Device) -> Result<Tensor> {
+    let c = |v: u32| Tensor::full(v, (1, 1), dev);
+    let (half, p) = (c(HALF)?, c(P)?);
+    let modulo = |x: &Tensor, m: &Tensor| -> Result<Tensor> { x.broadcast_sub(&x.broadcast_div(m)?.broadcast_mul(m)?) };
+    let cols = n.min(HALF as usize);
+    let rows = n.div_ceil(HALF as usize);
+    let ids = crate::transfer::arange_u32(cols.max(rows), dev)?;
+    let mut l = ids.narrow(0, 0, cols)?.reshape((1, cols))?;
+    let mut r = ids.narrow(0, 0, rows)?.reshape((rows, 1))?;
+    for &k in keys {
+        let x = modulo(&r.broadcast_add(&c(k)?)?, &half)?;
+        let f = modulo(&x.mul(&x)?, &p)?;
+        (l, r) = (r, modulo(&l.broadcast_add(&f)?, &half)?);
+    }
+    let out = l.broadcast_mul(&c(256)?)?.broadcast_add(&r.broadcast_div(&c(256)?)?)?;
+    out.broadcast_as((rows, cols))?.flatten_all()?.narrow(0, 0, n)
+}
+
+/// The keep mask of `site` under `seed` (f32 0/1 on `dev`): element i is kept iff 24 hash bits of
+/// (seed, site, i) are at least p·2²⁴, so P(keep) = 1 - p. Each element depends only on its index: the
+/// same bits on any thread count, on a resume, and on every device — the CPU hashes with rayon, other
+/// devices compute the same integer function on the device, so a step uploads no mask.
 pub fn seeded_mask(seed: u64, req: MaskRequest, dev: &Device) -> Result<Tensor> {
     let n: usize = req.dims.iter().product();
-    let base = splitmix64(seed ^ (req.site as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let threshold = (req.p * (1u64 << 24) as f64).ceil() as u64;
-    let keep: Vec<u8> = (0..n as u64).into_par_iter().map(|i| u8::from(splitmix64(base ^ i) >> 40 >= threshold)).collect();
-    crate::transfer::upload(keep, req.dims, dev)?.to_dtype(DType::F32)
+    if u32::try_from(n).is_err() {
+        candle_core::bail!("dropout site {}: {n} elements (dims {:?}) are over the 2^32 a mask indexes", req.site, req.dims);
+    }
+    let keys = round_keys(seed, req.site);
+    let threshold = (req.p * (1u64 << 24) as f64).ceil().min((1u64 << 24) as f64) as u32;
+    if crate::fastpath::cpu_fast(dev) {
+        let keep: Vec<f32> = (0..n as u32).into_par_iter().map(|i| if hash24(&keys, i) >= threshold { 1.0 } else { 0.0 }).collect();
+        return Tensor::from_vec(keep, req.dims, dev);
+    }
+    device_hash(&keys, n, dev)?.broadcast_ge(&Tensor::full(threshold, 1, dev)?)?.to_dtype(DType::F32)?.reshape(req.dims)
 }

@@ -240,6 +240,15 @@ impl Gpt2 {
         self.blocks.len()
     }
 
+    /// Inference only ([`crate::CausalLm::frozen`]): a tied head becomes a copy of `wte` cast to `dtype`
+    /// once, while the embedding lookup keeps the f32 table (an untied head is cast with the linears).
+    pub(crate) fn cast_tied_head(&mut self, dtype: DType) -> Result<()> {
+        if self.config.tie_word_embeddings {
+            self.lm_head = ops::cast(&self.wte, dtype)?;
+        }
+        Ok(())
+    }
+
     /// Logits `[B, T, V]` (f32); arguments as [`crate::opt::Opt::forward`] (positions index `wpe`).
     pub fn forward(
         &self,

@@ -451,6 +451,15 @@ impl Llama {
         self.layers.len()
     }
 
+    /// Inference only ([`crate::CausalLm::frozen`]): a tied head becomes a copy cast to `dtype` once,
+    /// while the embedding lookup keeps the f32 table (an untied head is cast with the other linears).
+    pub(crate) fn cast_tied_head(&mut self, dtype: DType) -> Result<()> {
+        if self.config.tie_word_embeddings {
+            self.lm_head = ops::cast(&self.embed_tokens, dtype)?;
+        }
+        Ok(())
+    }
+
     /// Logits `[B, T, V]` (f32); arguments as [`crate::opt::Opt::forward`].
     pub fn forward(
         &self,

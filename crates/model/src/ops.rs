@@ -67,6 +67,9 @@ impl Linear {
     }
 
     fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
+        if self.weight.dtype() != x.dtype() {
+            WEIGHT_CASTS.with(|c| c.set(c.get() + 1));
+        }
         let w = cast(&self.weight, x.dtype())?;
         let y = match x.dims() {
             [b, t, k] => crate::skinny::linear(&x.reshape((b * t, *k))?, &w)?.reshape((*b, *t, ()))?,
@@ -84,6 +87,16 @@ impl Linear {
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     crate::cuda_rules::index_select(table, &ids.flatten_all()?, 0)?.reshape((b, t, ()))
+}
+
+thread_local! {
+    static WEIGHT_CASTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Weight casts made by linears on the generic (GPU) path on this thread so far: a frozen model in
+/// bf16/f16 makes none per forward (`CausalLm::frozen` casts once), which a test pins.
+pub fn weight_casts() -> u64 {
+    WEIGHT_CASTS.with(std::cell::Cell::get)
 }
 
 pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {

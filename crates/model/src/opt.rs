@@ -234,6 +234,8 @@ impl Layer {
 #[derive(Debug, Clone)]
 pub struct Opt {
     embed_tokens: Tensor,
+    /// The LM head: `embed_tokens` itself (tied), or its cast copy in a frozen bf16/f16 model.
+    lm_head: Tensor,
     embed_positions: Tensor,
     project_in: Option<Linear>,
     project_out: Option<Linear>,
@@ -248,8 +250,10 @@ impl Opt {
         let d = vb.pp("model").pp("decoder");
         let (h, e) = (cfg.hidden_size, cfg.embed_dim());
         let projected = e != h;
+        let embed_tokens = d.get((cfg.vocab_size, e), "embed_tokens.weight")?;
         Ok(Self {
-            embed_tokens: d.get((cfg.vocab_size, e), "embed_tokens.weight")?,
+            lm_head: embed_tokens.clone(),
+            embed_tokens,
             embed_positions: d.get((cfg.max_position_embeddings + POSITION_OFFSET as usize, h), "embed_positions.weight")?,
             project_in: if projected { Some(Linear::load(d.pp("project_in"), e, h, false)?) } else { None },
             project_out: if projected { Some(Linear::load(d.pp("project_out"), h, e, false)?) } else { None },
@@ -263,6 +267,13 @@ impl Opt {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Inference only ([`crate::CausalLm::frozen`]): the tied head becomes a copy cast to `dtype` once,
+    /// while the embedding lookup keeps the f32 table.
+    pub(crate) fn cast_tied_head(&mut self, dtype: DType) -> Result<()> {
+        self.lm_head = ops::cast(&self.embed_tokens, dtype)?;
+        Ok(())
     }
 
     /// Logits `[B, T, V]` (f32) for `input_ids: [B, T]` (u32). `key_mask: [B, past + T]` is 1 on real
@@ -299,7 +310,7 @@ impl Opt {
         if let Some(p) = &self.project_out {
             x = p.forward(&x)?;
         }
-        let head = Linear { weight: self.embed_tokens.clone(), bias: None };
+        let head = Linear { weight: self.lm_head.clone(), bias: None };
         f32(&head.forward(&x)?)
     }
 }

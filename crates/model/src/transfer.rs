@@ -45,3 +45,19 @@ pub fn scalar<T: WithDType>(t: &Tensor) -> Result<T> {
     sync();
     t.to_scalar()
 }
+
+/// `0..n` as u32 on `dev`, uploaded once per device and reused (a narrowed view of the longest one
+/// asked for so far), so per-step index math (tie-safe argmax, dropout masks) uploads nothing.
+pub fn arange_u32(n: usize, dev: &Device) -> Result<Tensor> {
+    use std::sync::Mutex;
+    static CACHE: Mutex<Vec<(Device, Tensor)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, t)) = cache.iter().find(|(d, t)| d.same_device(dev) && t.dim(0).is_ok_and(|len| len >= n)) {
+        return t.narrow(0, 0, n);
+    }
+    let len = u32::try_from(n.max(1 << 16)).map_err(|_| candle_core::Error::Msg(format!("arange of {n} elements: over u32's range")))?;
+    let t = upload((0..len).collect::<Vec<u32>>(), len as usize, dev)?;
+    cache.retain(|(d, _)| !d.same_device(dev));
+    cache.push((dev.clone(), t.clone()));
+    t.narrow(0, 0, n)
+}

@@ -58,3 +58,50 @@ fn kv_cache_views_are_read_in_place_by_every_backend() {
         assert!(cuda_rules::matmul_ready(&kc) && cuda_rules::matmul_ready(&kc.t().unwrap()) && cuda_rules::matmul_ready(&vc));
     }
 }
+
+/// Planted ties at the maximum, at a vocabulary's scale: the lowest index wins on the generic path
+/// (candle's CUDA argmax would return the lowest *thread*'s), as on the CPU fast path and in torch,
+/// in f32 and bf16, and a row of NaNs still gives an index in range.
+#[test]
+fn argmax_returns_the_lowest_index_among_planted_ties() {
+    for v in [128, 256, 50_272, 128_256] {
+        let rows = 5;
+        // Distinct values below 1.0, then ties of 2.0 planted at spots a thread-ordered reduction could
+        // prefer (a block's last element, the row's end, far apart).
+        let mut data: Vec<f32> = (0..rows * v).map(|i| ((i * 7919) % 100_003) as f32 / 100_003.0).collect();
+        let plants: Vec<Vec<usize>> = vec![vec![v - 1, 0], vec![v / 2, v - 1, v / 3], vec![1, 2], vec![v - 2, v - 1], vec![]];
+        let mut want = Vec::new();
+        for (r, p) in plants.iter().enumerate() {
+            for &j in p {
+                data[r * v + j] = 2.0;
+            }
+            let row = &data[r * v..(r + 1) * v];
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            want.push(row.iter().position(|&x| x == max).unwrap() as u32);
+        }
+        let x = Tensor::from_vec(data, (rows, v), &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let x = x.to_dtype(dtype).unwrap();
+            let fast: Vec<u32> = cuda_rules::argmax(&x).unwrap().to_vec1().unwrap();
+            let generic: Vec<u32> = with_generic(|| cuda_rules::argmax(&x).unwrap().to_vec1().unwrap());
+            if dtype == DType::F32 {
+                assert_eq!(generic, want, "V = {v}: generic path");
+            }
+            assert_eq!(generic, fast, "V = {v} {dtype:?}: generic path = CPU fast path");
+        }
+    }
+    let nan = Tensor::full(f32::NAN, (2, 300), &Device::Cpu).unwrap();
+    let got: Vec<u32> = with_generic(|| cuda_rules::argmax(&nan).unwrap().to_vec1().unwrap());
+    assert!(got.iter().all(|&i| i < 300), "{got:?}");
+}
+
+/// A batch whose logits reach 2³² elements is refused with its shape on the generic path (candle's CUDA
+/// kernels index with u32 and would compute it wrongly); the CPU fast path takes it.
+#[test]
+fn logits_past_two_to_the_32_elements_are_refused_with_the_shape() {
+    let dev = Device::Cpu;
+    assert!(cuda_rules::element_count("logits", &[16, 2048, 128_256], &dev).is_ok(), "CPU fast path");
+    let e = with_generic(|| cuda_rules::element_count("logits", &[17, 2048, 128_256], &dev)).unwrap_err().to_string();
+    assert!(e.contains("[17, 2048, 128256]") && e.contains("2^32"), "{e}");
+    with_generic(|| cuda_rules::element_count("logits", &[16, 2048, 128_256], &dev)).unwrap();
+}

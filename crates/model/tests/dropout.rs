@@ -50,3 +50,36 @@ fn masks_are_independent_across_sites_steps_and_seeds_and_reproducible() {
         assert!((both - 0.25).abs() < 0.005, "{what}: both kept {both}");
     }
 }
+
+/// The device-generic mask (what a GPU computes, with candle's integer ops) has the CPU hash's bits,
+/// so CPU and GPU runs draw the same masks and resumes stay exact; and it uploads nothing per mask.
+#[test]
+fn the_device_mask_has_the_cpu_bits_and_uploads_nothing() {
+    use crossfeed_model::fastpath::with_generic;
+    for (n, p) in [(5, 0.5), (65_536, 0.1), (65_537, 0.9), (200_003, 0.3)] {
+        let seed = derive_seed(3, 1, 2);
+        let cpu = mask(seed, 4, n, p);
+        let dims = [n];
+        let generic: Vec<f32> = with_generic(|| {
+            seeded_mask(seed, MaskRequest { site: 4, dims: &dims, p }, &Device::Cpu).unwrap().to_vec1().unwrap()
+        });
+        assert!(cpu == generic, "n = {n}, p = {p}: generic mask differs from the CPU hash");
+    }
+    let dims = [3, 70_000];
+    let before = crossfeed_model::transfer::counts();
+    let m = with_generic(|| seeded_mask(9, MaskRequest { site: 0, dims: &dims, p: 0.1 }, &Device::Cpu).unwrap());
+    assert_eq!(m.dims(), &dims);
+    assert_eq!(crossfeed_model::transfer::counts().1 - before.1, 0, "uploads for a mask on the generic path");
+}
+
+/// Neighbouring elements (1 and 2¹⁶ apart: the hash's two halves) are kept independently.
+#[test]
+fn neighbouring_elements_are_independent() {
+    let n = 1 << 20;
+    let a = mask(derive_seed(5, 0, 0), 0, n, 0.5);
+    for d in [1, 2, 255, 65_536, 65_537] {
+        let both = a.iter().zip(&a[d..]).filter(|(x, y)| **x == 1.0 && **y == 1.0).count() as f64 / (n - d) as f64;
+        // 5 standard deviations of the proportion (0.25 · 0.75 / n).
+        assert!((both - 0.25).abs() < 5.0 * (0.25f64 * 0.75 / n as f64).sqrt(), "{d} apart: both kept {both}");
+    }
+}

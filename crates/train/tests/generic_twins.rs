@@ -210,3 +210,41 @@ fn host_syncs_and_uploads_per_optimizer_step_are_pinned() {
         });
     }
 }
+
+/// With dropout on (OPT's `dropout` and `attention_dropout` at 0.1: three sites per layer), a step
+/// makes its masks on the device: the same syncs and uploads as without dropout, and the same loss as
+/// the CPU fast path, whose masks are hashed on the host with the same bits.
+#[test]
+fn dropout_masks_add_no_uploads_per_optimizer_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(fixture("opt125")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = tmp.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["dropout"] = 0.1.into();
+    cfg["attention_dropout"] = 0.1.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let run = |generic: bool| {
+        let go = || {
+            let model = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+            assert!(model.has_dropout());
+            let tok = TextTokenizer::from_dir(tmp.path()).unwrap();
+            let data = tokenize(&tok, &texts("opt125"), 512, false).unwrap();
+            let pad = model.pad_id(&tok);
+            let cfg = TrainConfig { total_steps: 3, batch_size: 2, grad_accum: 2, max_grad_norm: 1.0, ..TrainConfig::default() };
+            let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
+            let first = ft.step().unwrap();
+            let before = crossfeed_model::transfer::counts();
+            ft.step().unwrap();
+            let after = crossfeed_model::transfer::counts();
+            (first, (after.0 - before.0, after.1 - before.1))
+        };
+        if generic { with_generic(go) } else { go() }
+    };
+    let (generic_loss, counts) = run(true);
+    assert_eq!(counts, (2 * 2 + 1, 2 * 4), "(syncs, uploads) per optimizer step with dropout");
+    let (fast_loss, _) = run(false);
+    assert!((generic_loss.loss - fast_loss.loss).abs() < 1e-5 * fast_loss.loss.abs().max(1.0), "{generic_loss:?} vs {fast_loss:?}");
+}
