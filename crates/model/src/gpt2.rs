@@ -203,7 +203,7 @@ impl Block {
             ops::cast(&y, DType::F32)
         };
         let x = (x + resid(self.attention(&self.ln_1.forward(x)?, bias, cache, drop, dtype)?)?)?;
-        let hidden = ops::gelu_tanh(&self.c_fc.forward_as(&self.ln_2.forward(&x)?, dtype)?)?;
+        let hidden = ops::gelu_new(&self.c_fc.forward_as(&self.ln_2.forward(&x)?, dtype)?)?;
         x + resid(self.mlp_proj.forward(&hidden)?)?
     }
 }

@@ -218,6 +218,24 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     cast(&cast(x, DType::F32)?.gelu()?, low)
 }
 
+/// transformers' `gelu_new` (GPT-2's `NewGELUActivation`): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+/// In f32 it is [`gelu_tanh`]. On a bf16/f16 tensor torch evaluates the formula op by op, none widened by
+/// autocast, each rounded to the dtype (`pow` and the scalar products in f32, then rounded): 42% of
+/// bf16 outputs differ from the once-rounded [`gelu_tanh`], so the same chain is composed here.
+pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
+    let low = x.dtype();
+    if low == DType::F32 || low == DType::F64 {
+        return x.gelu();
+    }
+    let xf = cast(x, DType::F32)?;
+    let cube = cast(&(xf.sqr()? * &xf)?, low)?;
+    let inner = (x + mul_scalar(&cube, 0.044715)?)?;
+    // tanh in f32, rounded once: also its backward (torch's `tanh_backward` rounds once; candle's
+    // low-precision one rounds at each of its four ops).
+    let t = cast(&cast(&mul_scalar(&inner, (2.0 / std::f64::consts::PI).sqrt())?, DType::F32)?.tanh()?, low)?;
+    mul_scalar(x, 0.5)? * (t + 1.0)?
+}
+
 /// SwiGLU's `silu(gate) ∘ up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if crate::fused::applies(gate) {
