@@ -115,7 +115,7 @@ pub fn run(a: AccuracyArgs) -> Result<()> {
     println!("{}", accuracy::markdown_table(&results).trim_end());
     if let Some(path) = &a.output {
         let text = serde_json::to_string_pretty(&json!({"model": a.model.model, "results": per_task}))?;
-        crossfeed_model::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        crossfeed_fsio::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

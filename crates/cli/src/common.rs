@@ -71,3 +71,32 @@ pub fn keep_freed_memory() {
     // SAFETY: sets a process-wide allocator option; mimalloc reads it at each purge decision.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
 }
+
+/// crossfeed-embed's sentence embedder behind the loop's `TextEmbedder` seam.
+pub(crate) struct SentenceEmbedder(crossfeed_embed::Embedder);
+
+impl crossfeed_loop::TextEmbedder for SentenceEmbedder {
+    fn embed(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        self.0.embed(texts, 32).map_err(|e| e.to_string())
+    }
+}
+
+/// The embedder named by `eval.embed_model`, or None when the cosine metric is off. Here rather than
+/// in `experiment.rs` because the demo checks it too (and experiment runs the demo).
+pub(crate) fn load_embedder(cfg: &crossfeed_loop::ExperimentConfig) -> Result<Option<SentenceEmbedder>> {
+    if cfg.eval.embed_model.is_empty() {
+        return Ok(None);
+    }
+    let device = crossfeed_model::parse_device(&cfg.device)?;
+    let e = crossfeed_embed::Embedder::load(&cfg.eval.embed_model, &device).with_context(|| format!("loading eval.embed_model {}", cfg.eval.embed_model))?;
+    print_embedder_notes(&e);
+    Ok(Some(SentenceEmbedder(e)))
+}
+
+/// The defaults the embedder took because a file or key was absent (the library returns them; only
+/// the CLI prints).
+pub(crate) fn print_embedder_notes(e: &crossfeed_embed::Embedder) {
+    for n in e.notes() {
+        eprintln!("crossfeed-embed: note: {n}");
+    }
+}

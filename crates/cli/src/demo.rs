@@ -105,7 +105,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
     let summary = summarize(&runs)?;
     println!("{summary}");
     let path = a.runs_dir.join(if a.quick { "demo-quick-summary.md" } else { "demo-summary.md" });
-    crossfeed_model::write_atomic(&path, summary.as_bytes())?;
+    crossfeed_fsio::write_atomic(&path, summary.as_bytes())?;
     eprintln!("wrote {} (per-run reports and plots in each run directory)", path.display());
     Ok(())
 }
@@ -144,7 +144,7 @@ fn sweep(a: &DemoArgs, seed: Option<u64>) -> Result<Vec<RunInfo>> {
         sets.extend(a.set.iter().cloned());
         let cfg = ExperimentConfig::from_toml_str(DEMO_CONFIG, "configs/demo.toml", &sets)?;
         if prepared.is_empty() {
-            crate::experiment::load_embedder(&cfg)?; // a bad eval.embed_model fails here, before any run starts
+            crate::common::load_embedder(&cfg)?; // a bad eval.embed_model fails here, before any run starts
         }
         let dir = RunDir::create(&a.runs_dir, &cfg)?;
         crate::fetch::record_provenance(&dir, &cfg)?;

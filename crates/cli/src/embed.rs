@@ -28,6 +28,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     let texts = string_field(&rows, "text", &a.data)?;
     let device = crossfeed_model::parse_device(&a.device)?;
     let emb = Embedder::load(&a.model, &device).with_context(|| format!("loading embedder {}", a.model))?;
+    crate::common::print_embedder_notes(&emb);
     for note in emb.notes() {
         eprintln!("note: {note}");
     }
@@ -38,6 +39,6 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         out.push_str(&serde_json::to_string(&Value::Object(row.clone()))?);
         out.push('\n');
     }
-    crossfeed_model::write_atomic(&a.out, out.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    crossfeed_fsio::write_atomic(&a.out, out.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     Ok(())
 }

@@ -142,25 +142,6 @@ fn parse_stage_id(s: &str) -> Result<StageId> {
     Ok(StageId { gen, entity, stage })
 }
 
-/// crossfeed-embed's sentence embedder behind the loop's `TextEmbedder` seam.
-pub(crate) struct SentenceEmbedder(crossfeed_embed::Embedder);
-
-impl crossfeed_loop::TextEmbedder for SentenceEmbedder {
-    fn embed(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String> {
-        self.0.embed(texts, 32).map_err(|e| e.to_string())
-    }
-}
-
-/// The embedder named by `eval.embed_model`, or None when the cosine metric is off.
-pub(crate) fn load_embedder(cfg: &ExperimentConfig) -> Result<Option<SentenceEmbedder>> {
-    if cfg.eval.embed_model.is_empty() {
-        return Ok(None);
-    }
-    let device = crossfeed_model::parse_device(&cfg.device)?;
-    let e = crossfeed_embed::Embedder::load(&cfg.eval.embed_model, &device).with_context(|| format!("loading eval.embed_model {}", cfg.eval.embed_model))?;
-    Ok(Some(SentenceEmbedder(e)))
-}
-
 fn printer() -> impl FnMut(&Event) {
     |ev: &Event| match ev {
         Event::Skipped(id) => eprintln!("  done already: {id}"),
@@ -243,7 +224,7 @@ pub(crate) fn drive_run(dir: RunDir, cfg: ExperimentConfig, parallel: &ParallelA
     if let Some(slots) = parallel.slots(&cfg)? {
         return drive_parallel(&dir, &cfg, &slots, stop_after);
     }
-    let embedder = load_embedder(&cfg)?;
+    let embedder = crate::common::load_embedder(&cfg)?;
     let mut runner = Runner::new(dir, cfg, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
     drive(&mut runner, stop_after)
 }
@@ -336,7 +317,7 @@ fn stage_cmd(a: StageArgs) -> Result<()> {
     if let Some(d) = a.device {
         on.device = d;
     }
-    let embedder = load_embedder(&on)?;
+    let embedder = crate::common::load_embedder(&on)?;
     let mut runner = Runner::new(dir.clone(), on, embedder.as_ref().map(|e| e as &dyn crossfeed_loop::TextEmbedder))?;
     let mut p = printer();
     if a.if_needed {

@@ -124,7 +124,7 @@ pub fn record_provenance(dir: &RunDir, cfg: &ExperimentConfig) -> Result<()> {
             eprintln!("warning: inputs changed since this run started ({}); pin revisions or run offline to keep them fixed", changed.join("; "));
         }
     }
-    crossfeed_model::write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    crossfeed_fsio::write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn human(bytes: u64) -> String {

@@ -79,7 +79,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         text.push_str(&serde_json::to_string(row)?);
         text.push('\n');
     }
-    crossfeed_model::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    crossfeed_fsio::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("generated {new_tokens} tokens for {} prompts in {secs:.2}s ({:.0} tok/s)", rows.len(), new_tokens as f64 / secs);
     Ok(())
 }

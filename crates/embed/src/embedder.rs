@@ -152,9 +152,6 @@ impl Embedder {
                 msg: e.to_string(),
             })?;
 
-        for n in &notes {
-            eprintln!("crossfeed-embed: note: {n}");
-        }
         Ok(Self {
             model,
             tokenizer,
@@ -244,7 +241,7 @@ impl Embedder {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// Defaults taken because a file or key was absent (also printed to stderr at load time).
+    /// Defaults taken because a file or key was absent (the caller decides whether to show them).
     pub fn notes(&self) -> &[String] {
         &self.notes
     }

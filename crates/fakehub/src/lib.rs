@@ -81,6 +81,8 @@ struct State {
     corrupt: Mutex<std::collections::BTreeSet<String>>,
     /// Files served with a megabyte more than they hold.
     oversize: Mutex<std::collections::BTreeSet<String>>,
+    /// LFS files whose redirect names an etag other than the listing's sha256.
+    wrong_etag: Mutex<std::collections::BTreeSet<String>>,
     log: Mutex<Vec<Request>>,
     base: String,
     cdn: String,
@@ -236,6 +238,17 @@ impl FakeHub {
     /// Downloads of `file` send a megabyte past its end (a body that does not stop where the listing says).
     pub fn oversize(&self, file: &str, on: bool) {
         toggle(&self.state.oversize, file, on);
+    }
+
+    /// The LFS redirect for `file` sends an etag (`X-Linked-Etag`) that is not the listing's sha256:
+    /// the sha256 of other bytes, as a cache already holding a different blob under that name would see.
+    pub fn wrong_etag(&self, file: &str, on: bool) {
+        toggle(&self.state.wrong_etag, file, on);
+    }
+
+    /// The etag [`FakeHub::wrong_etag`] makes the hub send for `bytes`.
+    pub fn wrong_etag_of(bytes: &[u8]) -> String {
+        sha256(&[bytes, b"-other"].concat())
     }
 
     /// The CDN's address (`http://127.0.0.2:port`).
@@ -490,7 +503,7 @@ fn route(state: &State, req: &Request) -> Response {
         return Response::text(302, "Found")
             .header("Location", loc)
             .header("X-Repo-Commit", rev.commit.clone())
-            .header("X-Linked-Etag", format!("\"{}\"", f.sha256))
+            .header("X-Linked-Etag", format!("\"{}\"", if state.wrong_etag.lock().unwrap().contains(&file) { FakeHub::wrong_etag_of(&f.bytes) } else { f.sha256.clone() }))
             .header("X-Linked-Size", f.bytes.len().to_string())
             .header("ETag", format!("\"{}\"", &f.sha256[..40]));
     }

@@ -109,6 +109,11 @@ impl Downloader<'_> {
         if head.commit != commit {
             return Err(self.err(format!("the revision moved from commit {commit} to {} while downloading; run again", head.commit)));
         }
+        // A cached `blobs/<etag>` is used without being read again, so its name must be the hash the
+        // listing promised (LFS files: both are the sha256) before any snapshot points at it.
+        if let Some(want) = expect.sha256.map(str::to_ascii_lowercase).filter(|w| *w != head.etag) {
+            return Err(HubError::EtagMismatch { repo: self.repo.to_string(), file: self.file.to_string(), expected: want, etag: head.etag });
+        }
         let blobs = folder.join("blobs");
         std::fs::create_dir_all(&blobs).map_err(|e| HubError::io(&blobs, e))?;
         let blob = blobs.join(&head.etag);
@@ -138,7 +143,7 @@ impl Downloader<'_> {
                     return Err(HubError::Integrity { repo: self.repo.to_string(), file: self.file.to_string(), expected: want, got });
                 }
             }
-            std::fs::rename(&part, &blob).map_err(|e| HubError::io(&blob, e))?;
+            crossfeed_fsio::commit(&part, &blob)?;
         }
         let parent = pointer.parent().ok_or_else(|| self.err("no snapshot directory"))?;
         std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;

@@ -19,6 +19,8 @@ pub enum HubError {
     Incomplete { repo: String, file: String, expected: u64, got: u64 },
     #[error("{repo} file `{file}`: sha256 {got} but the hub lists {expected}; the download was deleted (a corrupt or tampered file never enters the cache)")]
     Integrity { repo: String, file: String, expected: String, got: String },
+    #[error("{repo} file `{file}`: the server names the blob {etag}, but the listing's sha256 is {expected}; refused before any cached blob was used")]
+    EtagMismatch { repo: String, file: String, expected: String, etag: String },
     #[error("{repo} (revision `{revision}`): refusing the {what} {name:?}: {why}")]
     BadName { repo: String, revision: String, what: &'static str, name: String, why: String },
     #[error("I/O error on {path}: {source}")]
@@ -34,5 +36,12 @@ pub type Result<T, E = HubError> = std::result::Result<T, E>;
 impl HubError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         HubError::Io { path: path.into(), source }
+    }
+}
+
+/// A durable write's failure keeps the path it names.
+impl From<crossfeed_fsio::FsError> for HubError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        HubError::io(e.path, e.source)
     }
 }

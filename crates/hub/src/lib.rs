@@ -13,11 +13,13 @@ mod download;
 mod env;
 mod error;
 mod repo;
+mod resolve;
 
 pub use download::{origin, sha256_file};
 pub use env::{set_progress, HubEnv};
 pub use error::{HubError, Result};
 pub use repo::{commit_of_snapshot_dir, HubRepo, RepoKind, Snapshot};
+pub use resolve::{resolve, resolve_in, Files, ResolveError, ResolveOptions, Resolved};
 
 /// Why `name` is not a safe relative file name of a repo (None when it is): a relative path of normal
 /// components — no `..`, no `.`, no empty component, no absolute path, no backslash, no NUL or control

@@ -107,14 +107,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 /// Writes through a synced temp file and a rename, so a concurrent reader (an offline run on the same
 /// cache) never sees an empty or half ref, and a crash never leaves one.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
     let parent = path.parent().ok_or_else(|| HubError::io(path, std::io::Error::other("no parent directory")))?;
     std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-    let tmp = parent.join(format!(".{}.tmp{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| HubError::io(&tmp, e))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| HubError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| HubError::io(path, e))?;
-    std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| HubError::io(parent, e))
+    Ok(crossfeed_fsio::write_atomic(path, text.as_bytes())?)
 }
 
 /// `s` with every byte outside the URL-safe set percent-encoded (`/` kept when `keep_slash`).

@@ -214,3 +214,26 @@ fn a_hostile_server_gets_errors_and_nothing_leaves_the_cache() {
     assert!(reqs.iter().filter(|r| r.host == "127.0.0.2").all(|r| r.authorization.is_none()), "the token reached the CDN");
     assert!(reqs.iter().filter(|r| r.host == "127.0.0.1").all(|r| r.authorization.as_deref() == Some("Bearer hf_secret")));
 }
+
+/// A cached `blobs/<etag>` is trusted without reading it, so the etag must be the listing's sha256
+/// before a snapshot points at it: otherwise a server (or cache) naming another blob would hand the
+/// run bytes the listing never promised.
+#[test]
+fn an_etag_that_is_not_the_listed_sha256_is_refused_before_any_blob_is_used() {
+    let hub = server();
+    hub.wrong_etag("model.safetensors", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = HubRepo::new(env(&hub, tmp.path(), None), RepoKind::Model, "org/tiny", None);
+    let snap = repo.snapshot().unwrap();
+    // Another file's bytes already sit in the cache under the etag the server names.
+    let blobs = tmp.path().join("models--org--tiny/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(FakeHub::wrong_etag_of(&bytes(50_000, 7))), b"someone else's weights").unwrap();
+    let e = repo.get(&snap, "model.safetensors").unwrap_err();
+    assert!(matches!(e, HubError::EtagMismatch { .. }) && e.to_string().contains("model.safetensors"), "{e}");
+    let link = tmp.path().join("models--org--tiny/snapshots").join(&snap.commit).join("model.safetensors");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "the snapshot points at the wrong blob");
+    // The honest answer is then downloaded and used.
+    hub.wrong_etag("model.safetensors", false);
+    assert_eq!(std::fs::read(repo.get(&snap, "model.safetensors").unwrap()).unwrap(), bytes(50_000, 7));
+}

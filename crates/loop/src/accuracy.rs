@@ -360,6 +360,7 @@ pub fn loglikelihoods(model: &CausalLm, tok: &TextTokenizer, requests: &[(String
             return Err(LoopError::Config(format!("continuation {x:?} has {} tokens (allowed: 1 to max_length = {max_len})", cont.len())));
         }
         let whole: Vec<u32> = ctx.iter().chain(&cont).copied().collect();
+        check_ids(model, tok, &whole)?;
         // lm-eval: (context + continuation)[-(max_length + 1):][:-1]
         let start = whole.len().saturating_sub(max_len + 1);
         rows.push((whole[start..whole.len() - 1].to_vec(), cont));
@@ -375,6 +376,17 @@ pub fn loglikelihoods(model: &CausalLm, tok: &TextTokenizer, requests: &[(String
     Ok(out)
 }
 
+/// Every id of a request must have an embedding row and a logit: checked before any forward pass, so
+/// a tokenizer larger than the model is an error naming both sizes rather than a failed lookup (an
+/// index past the logits row would panic).
+fn check_ids(model: &CausalLm, tok: &TextTokenizer, ids: &[u32]) -> Result<()> {
+    let vocab = model.vocab_size();
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(&id) => Err(LoopError::TokenPastVocab { id, tokenizer: tok.len(), vocab }),
+        None => Ok(()),
+    }
+}
+
 /// The [`Scored`] of each `(input ids, continuation)` row from the batch's `logits: [B, T, V]`, read
 /// with one host sync: the continuation positions of every row are gathered on the device, their
 /// log-probabilities and greedy tokens ([`cuda_rules::argmax`], tie-safe) come back in one vector.
@@ -384,10 +396,10 @@ fn score_batch(logits: &Tensor, chunk: &[(Vec<u32>, Vec<u32>)], tokenizer_len: u
     let mut targets = Vec::new();
     for (i, (inp, cont)) in chunk.iter().enumerate() {
         for (j, &id) in cont.iter().enumerate() {
+            // check_ids ran on every request against vocab_size; this guards the gather against a
+            // head narrower than that.
             if id as usize >= v {
-                return Err(LoopError::Config(format!(
-                    "continuation token id {id} is past the model's {v} logits: the tokenizer ({tokenizer_len} ids) is larger than the model's embedding table ({v} rows)"
-                )));
+                return Err(LoopError::TokenPastVocab { id, tokenizer: tokenizer_len, vocab: v });
             }
             positions.push((i * t + inp.len() - cont.len() + j) as u32);
             targets.push(id);
@@ -441,6 +453,9 @@ pub fn generate_until(model: &CausalLm, tok: &TextTokenizer, contexts: &[String]
         max_prompt_len: max_len - max_gen_toks,
     };
     let ids: Vec<Vec<u32>> = contexts.iter().map(|c| tok.encode(c)).collect::<std::result::Result<_, _>>()?;
+    for c in &ids {
+        check_ids(model, tok, c)?;
+    }
     let model = model.frozen()?;
     Ok(Generator::new(&model, tok, cfg).run(&ids, |_, _| {})?.into_iter().map(|c| c.text).collect())
 }

@@ -18,11 +18,18 @@ fn d_device() -> String {
 fn d_dtype() -> String {
     "f32".into()
 }
-fn d_half() -> f64 {
-    0.5
+// The mixture's defaults are crossfeed-data's, stated once there.
+fn d_alpha() -> f64 {
+    MixtureConfig::default().alpha
+}
+fn d_beta() -> f64 {
+    MixtureConfig::default().beta
 }
 fn d_n() -> usize {
-    12_500
+    MixtureConfig::default().n
+}
+fn d_shuffle() -> bool {
+    MixtureConfig::default().shuffle
 }
 fn d_true() -> bool {
     true
@@ -58,7 +65,7 @@ pub struct MixtureSection {
     #[serde(default)]
     pub replacement: Replacement,
     /// Default true.
-    #[serde(default = "d_true")]
+    #[serde(default = "d_shuffle")]
     pub shuffle: bool,
     /// Who reads whom: `"all"`, `"self"`, `"ring"` or a K×K weight matrix (row k: how trainee k's
     /// synthetic share splits over the producers). Unset: `all` (`self` under `pool_policy = replace`);
@@ -73,7 +80,7 @@ impl Default for MixtureSection {
             rounding: Rounding::default(),
             pool_policy: PoolPolicy::default(),
             replacement: Replacement::default(),
-            shuffle: true,
+            shuffle: d_shuffle(),
             topology: None,
         }
     }
@@ -205,10 +212,10 @@ pub struct ExperimentConfig {
     /// Number of entities; entity k's private task is `private[k]`.
     pub k: usize,
     /// Share of synthetic data in generations >= 1. Default 0.5.
-    #[serde(default = "d_half")]
+    #[serde(default = "d_alpha")]
     pub alpha: f64,
     /// Share of private data within the real data. Default 0.5.
-    #[serde(default = "d_half")]
+    #[serde(default = "d_beta")]
     pub beta: f64,
     /// Training samples per entity per generation. Default 12,500 (the paper's n).
     #[serde(default = "d_n")]
@@ -456,8 +463,8 @@ fn reference_value() -> Result<toml::Value> {
         device: d_device(),
         dtype: d_dtype(),
         k: 1,
-        alpha: d_half(),
-        beta: d_half(),
+        alpha: d_alpha(),
+        beta: d_beta(),
         n: d_n(),
         generations: 1,
         warm_start: true,

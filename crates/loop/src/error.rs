@@ -51,6 +51,11 @@ pub enum LoopError {
     #[error("stopped after {0} (stop_after)")]
     Stopped(String),
 
+    /// A request holds a token id the model has no embedding row (nor logit) for: the tokenizer is
+    /// larger than the model's vocabulary.
+    #[error("token id {id} is past the model's embedding table ({vocab} rows, vocab_size = {vocab}): the tokenizer ({tokenizer} ids) is larger than the model")]
+    TokenPastVocab { id: u32, tokenizer: usize, vocab: usize },
+
     #[error("plot {path}: {message}")]
     Plot { path: PathBuf, message: String },
 
@@ -73,5 +78,22 @@ pub enum LoopError {
 impl LoopError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         LoopError::Io { path: path.into(), source }
+    }
+}
+
+/// A durable write's failure keeps the path it names.
+impl From<crossfeed_fsio::FsError> for LoopError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        LoopError::io(e.path, e.source)
+    }
+}
+
+/// A figure that could not be drawn names its file; one that could not be written, the path.
+impl From<crossfeed_figure::FigureError> for LoopError {
+    fn from(e: crossfeed_figure::FigureError) -> Self {
+        match e {
+            crossfeed_figure::FigureError::Draw { path, message } => LoopError::Plot { path, message },
+            crossfeed_figure::FigureError::Io(e) => e.into(),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Figures for the report: CE of every entity on every eval set against generation (one panel per
-//! eval set), and the homogenization metrics against generation. Each is drawn once per backend
-//! (SVG, PNG) into a temp file that is renamed into place.
+//! eval set), and the homogenization metrics against generation. `crossfeed-figure` writes each as
+//! SVG and PNG.
 
 use std::path::Path;
 
@@ -8,9 +8,9 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crossfeed_theory::plot::{ensure_font, write_png};
+use crossfeed_figure::{write_svg_png, Figure};
 
-use crate::error::{LoopError, Result};
+use crate::error::Result;
 use crate::metrics::{headline_accuracy, MetricLine};
 
 /// One line of a panel: a label and (generation, value) points.
@@ -119,17 +119,20 @@ where
     root.present().map_err(|e| format!("{e:?}"))
 }
 
-fn draw(dir: &Path, stem: &str, panels: &[(String, String, Vec<Series>)]) -> Result<()> {
-    ensure_font();
-    let w = 420 * panels.len().max(1) as u32;
-    let err = |path: &Path, message: String| LoopError::Plot { path: path.to_path_buf(), message };
-    for ext in ["svg", "png"] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-        let res = if ext == "svg" { grid(SVGBackend::new(&tmp, (w, 360)).into_drawing_area(), panels) } else { write_png(&tmp, (w, 360), |area| grid(area, panels)) };
-        res.map_err(|m| err(&path, m))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))?;
+struct Grid<'a>(&'a [(String, String, Vec<Series>)]);
+
+impl Figure for Grid<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        grid(root, self.0)
     }
+}
+
+fn draw(dir: &Path, stem: &str, panels: &[(String, String, Vec<Series>)]) -> Result<()> {
+    let w = 420 * panels.len().max(1) as u32;
+    write_svg_png(&dir.join(stem), (w, 360), &Grid(panels))?;
     Ok(())
 }
 

@@ -38,12 +38,12 @@ pub struct RunDir {
     pub root: PathBuf,
 }
 
-/// Writes `bytes` to `path` through a temp file and a rename.
+/// Writes `bytes` to `path` durably (`crossfeed-fsio`), creating its directory first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| LoopError::io(parent, e))?;
     }
-    Ok(crossfeed_model::write_atomic(path, bytes)?)
+    Ok(crossfeed_fsio::write_atomic(path, bytes)?)
 }
 
 impl RunDir {

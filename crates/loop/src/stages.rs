@@ -454,10 +454,7 @@ impl<'a> Runner<'a> {
             std::fs::remove_dir_all(&partial).map_err(|er| LoopError::io(&partial, er))?;
         }
         ft.save(&partial)?;
-        if model_dir.exists() {
-            std::fs::remove_dir_all(&model_dir).map_err(|er| LoopError::io(&model_dir, er))?;
-        }
-        std::fs::rename(&partial, &model_dir).map_err(|er| LoopError::io(&model_dir, er))?;
+        crossfeed_fsio::replace_dir(&partial, &model_dir)?;
         Ok((
             seed,
             vec!["manifest.jsonl".into(), "mixture.json".into(), "train_log.jsonl".into(), "model/model.safetensors".into()],

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crossfeed_figure::{write_svg_png, Figure};
 use plotters::prelude::*;
 
-use crate::error::{LoopError, Result};
+use crate::error::Result;
 use crate::metrics::{headline_accuracy, read_jsonl, MetricLine, CONSENSUS_METRICS};
 use crate::rundir::write_atomic;
 use crate::sweep::{Sweep, SweepPoint};
@@ -261,19 +262,23 @@ where
     root.present().map_err(|e| format!("{e:?}"))
 }
 
-/// `stem.svg` and `stem.png`, each drawn into a temp file that is renamed into place.
-fn plot(stem: &Path, title: &str, y_desc: &str, series: &BTreeMap<String, Vec<(f64, f64)>>) -> Result<()> {
-    crossfeed_theory::plot::ensure_font();
-    for ext in ["svg", "png"] {
-        let path = stem.with_extension(ext);
-        let tmp = stem.with_extension(format!("tmp.{ext}"));
-        let res = if ext == "svg" {
-            draw(SVGBackend::new(&tmp, (800, 500)).into_drawing_area(), title, y_desc, series)
-        } else {
-            crossfeed_theory::plot::write_png(&tmp, (800, 500), |area| draw(area, title, y_desc, series))
-        };
-        res.map_err(|message| LoopError::Plot { path: path.clone(), message })?;
-        std::fs::rename(&tmp, &path).map_err(|e| LoopError::io(&path, e))?;
+struct AlphaFigure<'a> {
+    title: &'a str,
+    y_desc: &'a str,
+    series: &'a BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+impl Figure for AlphaFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, plotters::coord::Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self.title, self.y_desc, self.series)
     }
+}
+
+/// `stem.svg` and `stem.png`.
+fn plot(stem: &Path, title: &str, y_desc: &str, series: &BTreeMap<String, Vec<(f64, f64)>>) -> Result<()> {
+    write_svg_png(stem, (800, 500), &AlphaFigure { title, y_desc, series })?;
     Ok(())
 }

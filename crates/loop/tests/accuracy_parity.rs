@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use crossfeed_data::{task_rows, SourceConfig, TaskConfig, TaskKind};
 use crossfeed_loop::accuracy::{self, AccuracyOptions, DocResult};
+use crossfeed_loop::LoopError;
 use crossfeed_model::{CausalLm, TextTokenizer};
 use regex::Regex;
 use serde_json::Value;
@@ -140,8 +141,9 @@ fn gsm8k_filters_match_lm_eval() {
     }
 }
 
-/// A tokenizer with ids past the model's embedding table is an error naming both sizes, not a panic
-/// on a logits row (the model's 330 logits; 16 added tokens take the tokenizer to ids 320..=335).
+/// A tokenizer with ids past the model's embedding table is an error naming both sizes, checked before
+/// any forward pass: not a panic on a logits row, nor a failed embedding lookup when the id is in the
+/// context (the model's 330 rows; 16 added tokens take the tokenizer to ids 320..=335).
 #[test]
 fn a_tokenizer_larger_than_the_model_is_an_error_naming_both_sizes() {
     let src = repo().join("tests/fixtures/models/llama");
@@ -163,6 +165,13 @@ fn a_tokenizer_larger_than_the_model_is_an_error_naming_both_sizes() {
     assert!(id >= 330, "{id}");
     let e = accuracy::loglikelihoods(&model, &tok, &[("a b".into(), " <x15>".into())], 2).unwrap_err().to_string();
     assert!(e.contains(&format!("id {id}")) && e.contains("330 rows") && e.contains(&format!("{} ids", tok.len())), "{e}");
+    // In the context (the embedding lookup, before any logits), for scoring and for generation.
+    let ctx_id = *accuracy::encode_pair(&tok, "a <x15> b", " c").unwrap().0.iter().max().unwrap();
+    assert!(ctx_id >= 330, "{ctx_id}");
+    let e = accuracy::loglikelihoods(&model, &tok, &[("a <x15> b".into(), " c".into())], 2).unwrap_err();
+    assert!(matches!(e, LoopError::TokenPastVocab { id, tokenizer, vocab: 330 } if id == ctx_id && tokenizer == tok.len()), "{e}");
+    let e = accuracy::generate_until(&model, &tok, &["a <x15> b".into()], &["\n"], 4, 1).unwrap_err();
+    assert!(matches!(e, LoopError::TokenPastVocab { vocab: 330, .. }), "{e}");
 }
 
 /// Scoring reads each batch's log-likelihoods and greedy flags with one host sync, on the generic path

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use crossfeed_fsio::{write_atomic, write_atomic_with};
 use serde_json::Value;
 
 use crate::cache::KvCache;
@@ -482,7 +483,7 @@ impl CausalLm {
 
     /// Writes a checkpoint directory that `AutoModelForCausalLM.from_pretrained` loads: config.json,
     /// model.safetensors (f32, checkpoint names, tied head omitted), and the tokenizer and generation
-    /// files of the source directory. Every file is written to a temp name and renamed.
+    /// files of the source directory. Every file is written durably (`crossfeed-fsio`).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -492,10 +493,9 @@ impl CausalLm {
         let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
         let st_path = dir.join("model.safetensors");
-        let tmp = tmp_path(&st_path);
-        safetensors::serialize_to_file(views.iter().map(|(n, t)| (*n, *t)), Some(meta), &tmp)
-            .map_err(|e| ModelError::Invalid(format!("{}: {e}", tmp.display())))?;
-        rename(&tmp, &st_path)?;
+        write_atomic_with(&st_path, |tmp| {
+            safetensors::serialize_to_file(views.iter().map(|(n, t)| (*n, *t)), Some(meta), tmp).map_err(|e| ModelError::Invalid(format!("{}: {e}", tmp.display())))
+        })?;
 
         let mut cfg = self.config_json.clone();
         if let Value::Object(o) = &mut cfg {
@@ -519,38 +519,3 @@ impl CausalLm {
     }
 }
 
-fn tmp_path(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(format!(".tmp-{}", std::process::id()));
-    PathBuf::from(s)
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|e| ModelError::io(to, e))
-}
-
-/// Writes `bytes` to `path` through a synced temp file and a rename, so readers never see half a
-/// file and a crash leaves the old content or the new, never a mix. The one implementation the
-/// crates share (train and loop wrap it in their own error types).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = tmp_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // Persist the rename itself; not every platform can open a directory, so best effort.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ModelError::io(path, e)
-    })
-}

@@ -39,3 +39,10 @@ impl ModelError {
         ModelError::Io { path: path.into(), source }
     }
 }
+
+/// A durable write's failure keeps the path it names.
+impl From<crossfeed_fsio::FsError> for ModelError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        ModelError::io(e.path, e.source)
+    }
+}

@@ -1,13 +1,17 @@
-//! Where a model comes from: a local directory, or a hub id fetched through `crossfeed-hub` (the
-//! endpoint, token, offline mode and cache that datasets and the embedder use too). In offline mode
+//! Where a model comes from: a local directory, or a hub id fetched through `crossfeed-hub`'s one
+//! resolver (the endpoint, token, offline mode and cache that datasets and the embedder use too); this
+//! file only names the files a transformers checkpoint needs and reads a sharded index. In offline mode
 //! (`HF_HUB_OFFLINE=1` or `HubOptions::offline`) only the cache is read. `HF_TOKEN` is passed to the
 //! hub for gated repos and never logged.
 
 use std::path::{Path, PathBuf};
 
-use crossfeed_hub::{HubEnv, HubRepo, RepoKind};
+use crossfeed_hub::{Files, ResolveError};
 
 use crate::error::{ModelError, Result};
+
+/// Offline mode and revision of a hub id: crossfeed-hub's options, named as this crate always named them.
+pub use crossfeed_hub::ResolveOptions as HubOptions;
 
 /// Files a checkpoint directory may hold; all but `config.json` and the weights are optional.
 const OPTIONAL_FILES: &[&str] = &[
@@ -19,65 +23,33 @@ const OPTIONAL_FILES: &[&str] = &[
     "merges.txt",
 ];
 
-#[derive(Debug, Clone, Default)]
-pub struct HubOptions {
-    /// Read only the local cache, never the network.
-    pub offline: bool,
-    /// A branch, tag or commit; `main` when unset.
-    pub revision: Option<String>,
-}
+const INDEX: &str = "model.safetensors.index.json";
 
-impl HubOptions {
-    /// Offline when asked, or when `HF_HUB_OFFLINE` is set to a true value.
-    pub fn from_env() -> Self {
-        Self { offline: HubEnv::from_env().offline, revision: None }
-    }
-}
+/// The weights, in transformers' order of preference; an index brings its shards.
+const WEIGHTS: &[&str] = &["model.safetensors", INDEX, "pytorch_model.bin"];
+
+const FILES: Files = Files { required: &["config.json"], optional: OPTIONAL_FILES, one_of: WEIGHTS };
 
 /// Resolves `spec` (a directory or a hub id such as `facebook/opt-350m`) to a local directory holding
 /// the checkpoint files (for a hub id, `<cache>/models--owner--name/snapshots/<commit>`).
 pub fn resolve(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
-    let p = Path::new(spec);
-    if p.is_dir() {
-        return Ok(p.to_path_buf());
-    }
-    let looks_like_id = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
-    if !looks_like_id {
-        return Err(ModelError::Invalid(format!("{spec}: no such model directory (and not a hub id like owner/name)")));
-    }
-    let mut env = HubEnv::from_env();
-    env.offline |= opts.offline;
-    let repo = HubRepo::new(env, RepoKind::Model, spec, opts.revision.as_deref());
-    let hub = |e: crossfeed_hub::HubError| ModelError::Hub(e.to_string());
-    let snap = repo.snapshot().map_err(hub)?;
-    if repo.env.offline {
-        repo.get(&snap, "config.json").map_err(hub)?;
-        return Ok(snap.dir);
-    }
-    let has = |f: &str| snap.files.iter().any(|x| x == f);
-    let get = |f: &str| repo.get(&snap, f).map_err(hub);
-    if !has("config.json") {
-        return Err(ModelError::Hub(format!("{spec} (revision `{}`) has no config.json: not a transformers checkpoint", repo.revision)));
-    }
-    get("config.json")?;
-    for f in OPTIONAL_FILES.iter().filter(|f| has(f)) {
-        get(f)?;
-    }
-    if has("model.safetensors") {
-        get("model.safetensors")?;
-    } else if has("model.safetensors.index.json") {
-        for shard in shard_files(&get("model.safetensors.index.json")?)? {
-            get(&shard)?;
+    let hub = |e: ResolveError| match e {
+        ResolveError::NotAnId { .. } => ModelError::Invalid(format!("{spec}: no such model directory (and not a hub id like owner/name)")),
+        ResolveError::Missing { revision, file, .. } => {
+            ModelError::Hub(format!("{spec} (revision `{revision}`) has no {file}: not a transformers checkpoint"))
         }
-    } else if has("pytorch_model.bin") {
-        get("pytorch_model.bin")?;
-    } else {
-        return Err(ModelError::Hub(format!(
-            "{spec} (revision `{}`) has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin",
-            repo.revision
-        )));
+        ResolveError::NoneOf { revision, .. } => ModelError::Hub(format!(
+            "{spec} (revision `{revision}`) has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+        )),
+        ResolveError::Hub(e) => ModelError::Hub(e.to_string()),
+    };
+    let found = crossfeed_hub::resolve(spec, opts, &FILES).map_err(hub)?;
+    if found.chosen.as_deref() == Some(INDEX) {
+        for shard in shard_files(&found.dir.join(INDEX))? {
+            found.get(&shard).map_err(hub)?;
+        }
     }
-    Ok(snap.dir)
+    Ok(found.dir)
 }
 
 /// The shard file names of a `model.safetensors.index.json`, deduplicated, in order.

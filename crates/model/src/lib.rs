@@ -28,7 +28,7 @@ pub mod tokenizer;
 pub mod transfer;
 
 pub use cache::KvCache;
-pub use causal_lm::{write_atomic, Arch, Batch, CausalLm, HostBatch};
+pub use causal_lm::{Arch, Batch, CausalLm, HostBatch};
 pub use error::{ModelError, Result};
 pub use hub::HubOptions;
 pub use loss::{next_token_ce, CeSums};

@@ -29,3 +29,10 @@ impl PretrainError {
         PretrainError::Io { path: path.into(), source }
     }
 }
+
+/// A durable write's failure keeps the path it names.
+impl From<crossfeed_fsio::FsError> for PretrainError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        PretrainError::io(e.path, e.source)
+    }
+}

@@ -169,9 +169,7 @@ pub fn write_random_init(shape: &ModelShape, vocab_size: usize, seed: u64, dir: 
         tensors.insert(name, Tensor::from_vec(data, dims, &Device::Cpu)?);
     }
     let path = dir.join("model.safetensors");
-    let tmp = crate::tmp_sibling(&path);
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &path).map_err(|e| PretrainError::io(&path, e))
+    crossfeed_fsio::write_atomic_with(&path, |tmp| Ok(candle_core::safetensors::save(&tensors, tmp)?))
 }
 
 /// `n` draws of N(0, std²) by Box–Muller (both outputs used).

@@ -203,7 +203,7 @@ pub fn ensure_base(cfg: &BaseConfig, out_dir: &Path, on_step: impl FnMut(u64, f6
 pub fn build_base(cfg: &BaseConfig, out_dir: &Path, mut on_step: impl FnMut(u64, f64)) -> Result<PathBuf> {
     cfg.validate()?;
     let start = Instant::now();
-    let tmp = sibling(out_dir, "tmp");
+    let tmp = crossfeed_fsio::temp_sibling(out_dir, "tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| PretrainError::io(&tmp, e))?;
     }
@@ -217,17 +217,7 @@ pub fn build_base(cfg: &BaseConfig, out_dir: &Path, mut on_step: impl FnMut(u64,
         }
     };
     write_json_atomic(&tmp.join(BASE_FILE), &report)?;
-    if out_dir.exists() {
-        let old = sibling(out_dir, "old");
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| PretrainError::io(&old, e))?;
-        }
-        std::fs::rename(out_dir, &old).map_err(|e| PretrainError::io(out_dir, e))?;
-        std::fs::rename(&tmp, out_dir).map_err(|e| PretrainError::io(out_dir, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| PretrainError::io(&old, e))?;
-    } else {
-        std::fs::rename(&tmp, out_dir).map_err(|e| PretrainError::io(out_dir, e))?;
-    }
+    crossfeed_fsio::replace_dir(&tmp, out_dir)?;
     Ok(out_dir.to_path_buf())
 }
 
@@ -303,24 +293,7 @@ pub fn mean_ce(model: &CausalLm, seqs: &[Vec<u32>], pad_id: u32, max_len: usize,
     Ok(sum / n.max(1) as f64)
 }
 
-/// `<path>.<tag>-<pid>`: a sibling of `path` private to this process.
-fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{tag}-{}", std::process::id()));
-    PathBuf::from(s)
-}
-
-pub(crate) fn tmp_sibling(path: &Path) -> PathBuf {
-    sibling(path, "tmp")
-}
-
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_sibling(path);
-    std::fs::write(&tmp, bytes).map_err(|e| PretrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| PretrainError::io(path, e))
-}
-
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| PretrainError::Json { path: path.to_path_buf(), source })?;
-    write_atomic(path, text.as_bytes())
+    Ok(crossfeed_fsio::write_atomic(path, text.as_bytes())?)
 }

@@ -61,7 +61,7 @@ pub fn fit_tokenizer(texts: &[String], vocab_size: usize, model_max_length: usiz
     tok.with_post_processor(Some(post));
 
     let text = tok.to_string(true).map_err(|e| err(e.to_string()))?;
-    crate::write_atomic(&path, text.as_bytes())?;
+    crossfeed_fsio::write_atomic(&path, text.as_bytes())?;
     let added = |content: &str| json!({"content": content, "lstrip": false, "normalized": false, "rstrip": false, "single_word": false, "special": true});
     write_json_atomic(
         &dir.join("tokenizer_config.json"),

@@ -42,13 +42,17 @@ pub enum TheoryError {
     Model(String),
 }
 
-/// Write `contents` to `dir/name` atomically (temporary file in the same directory, then
-/// rename), so a crashed or concurrent run never leaves a truncated CSV behind.
+impl From<crossfeed_fsio::FsError> for TheoryError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        TheoryError::Io { path: e.path, source: e.source }
+    }
+}
+
+/// Writes `contents` to `dir/name` durably (`crossfeed-fsio`), so a crashed or concurrent run never
+/// leaves a truncated CSV behind.
 pub fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, TheoryError> {
     let dst = dir.join(name);
-    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    std::fs::write(&tmp, contents).map_err(|e| TheoryError::Io { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, &dst).map_err(|e| TheoryError::Io { path: dst.clone(), source: e })?;
+    crossfeed_fsio::write_atomic(&dst, contents.as_bytes())?;
     Ok(dst)
 }
 

@@ -1,42 +1,14 @@
-//! SVG and PNG figures: the relative-efficiency heatmap and curves against generation.
-//! Each figure is drawn once per backend by a backend-generic function, into a temporary
-//! file that is renamed into place so a reader never sees a half-written plot.
+//! The theory's figures: the relative-efficiency heatmap and curves against generation. This file
+//! says what to draw; `crossfeed-figure` writes each as SVG and PNG.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
+use crossfeed_figure::{write_svg_png, Figure, FigureError};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use crate::sweep::{Curve, Heatmap};
 use crate::TheoryError;
-
-static FONT: Once = Once::new();
-
-/// ab_glyph has no system fonts; register the bundled DejaVu Sans once per process.
-pub fn ensure_font() {
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
-}
-
-/// Draw a `w`×`h` figure into an RGB buffer and write it to `path` as PNG (plotters renders, the
-/// `png` crate encodes).
-pub fn write_png(path: &Path, (w, h): (u32, u32), draw: impl for<'a> FnOnce(DrawingArea<BitMapBackend<'a>, Shift>) -> Result<(), String>) -> Result<(), String> {
-    let mut buf = vec![0u8; w as usize * h as usize * 3];
-    draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area())?;
-    // Encoded in memory, then written in one call: a failed write is an error (a dropped BufWriter
-    // would swallow the failure of its last flush).
-    let mut bytes = Vec::new();
-    let mut enc = png::Encoder::new(&mut bytes, w, h);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut out = enc.write_header().map_err(|e| e.to_string())?;
-    out.write_image_data(&buf).map_err(|e| e.to_string())?;
-    out.finish().map_err(|e| e.to_string())?;
-    std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
 
 fn perr<E: std::fmt::Debug>(e: E) -> TheoryError {
     TheoryError::Plot(format!("{e:?}"))
@@ -159,34 +131,43 @@ where
     Ok(())
 }
 
-fn tmp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".tmp-{}-{name}", std::process::id()))
+impl From<FigureError> for TheoryError {
+    fn from(e: FigureError) -> Self {
+        match e {
+            FigureError::Draw { message, .. } => TheoryError::Plot(message),
+            FigureError::Io(e) => e.into(),
+        }
+    }
 }
 
-fn finish(tmp: &Path, dst: &Path) -> Result<(), TheoryError> {
-    std::fs::rename(tmp, dst).map_err(|e| TheoryError::Io { path: dst.to_path_buf(), source: e })
+struct HeatmapFigure<'a>(&'a Heatmap, &'a str);
+
+impl Figure for HeatmapFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_heatmap(&root, self.0, self.1).map_err(|e| e.to_string())
+    }
+}
+
+struct CurvesFigure<'a>(&'a [Curve], f64);
+
+impl Figure for CurvesFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_curves(&root, self.0, self.1).map_err(|e| e.to_string())
+    }
 }
 
 /// Write `<stem>.svg` and `<stem>.png` of the heatmap into `dir`.
 pub fn write_heatmap(dir: &Path, stem: &str, h: &Heatmap, title: &str) -> Result<Vec<PathBuf>, TheoryError> {
-    ensure_font();
-    let (svg, png) = (format!("{stem}.svg"), format!("{stem}.png"));
-    let (ts, tp) = (tmp_path(dir, &svg), tmp_path(dir, &png));
-    draw_heatmap(&SVGBackend::new(&ts, (820, 680)).into_drawing_area(), h, title)?;
-    finish(&ts, &dir.join(&svg))?;
-    write_png(&tp, (820, 680), |area| draw_heatmap(&area, h, title).map_err(|e| e.to_string())).map_err(TheoryError::Plot)?;
-    finish(&tp, &dir.join(&png))?;
-    Ok(vec![dir.join(svg), dir.join(png)])
+    Ok(write_svg_png(&dir.join(stem), (820, 680), &HeatmapFigure(h, title))?.to_vec())
 }
 
 /// Write `<stem>.svg` and `<stem>.png` of the generation curves into `dir`.
 pub fn write_curves(dir: &Path, stem: &str, curves: &[Curve], beta: f64) -> Result<Vec<PathBuf>, TheoryError> {
-    ensure_font();
-    let (svg, png) = (format!("{stem}.svg"), format!("{stem}.png"));
-    let (ts, tp) = (tmp_path(dir, &svg), tmp_path(dir, &png));
-    draw_curves(&SVGBackend::new(&ts, (1500, 500)).into_drawing_area(), curves, beta)?;
-    finish(&ts, &dir.join(&svg))?;
-    write_png(&tp, (1500, 500), |area| draw_curves(&area, curves, beta).map_err(|e| e.to_string())).map_err(TheoryError::Plot)?;
-    finish(&tp, &dir.join(&png))?;
-    Ok(vec![dir.join(svg), dir.join(png)])
+    Ok(write_svg_png(&dir.join(stem), (1500, 500), &CurvesFigure(curves, beta))?.to_vec())
 }

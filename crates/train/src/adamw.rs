@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::clip::CHUNK;
 use crate::error::{Result, TrainError};
-use crate::state;
 
 /// Hyper-parameters of [`AdamW`]. Defaults are torch's (`lr 1e-3, betas (0.9, 0.999), eps 1e-8,
 /// weight_decay 0.01`); the trainer overrides weight decay with HF's default of 0.
@@ -474,7 +473,7 @@ impl AdamW {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
             })?;
-        state::write_atomic(path, &bytes)
+        Ok(crossfeed_fsio::write_atomic(path, &bytes)?)
     }
 
     /// Restores state written by [`AdamW::save`]. Every parameter must be present with its shape,

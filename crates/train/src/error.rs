@@ -146,3 +146,10 @@ impl TrainError {
         }
     }
 }
+
+/// A durable write's failure keeps the path it names.
+impl From<crossfeed_fsio::FsError> for TrainError {
+    fn from(e: crossfeed_fsio::FsError) -> Self {
+        TrainError::io(e.path, e.source)
+    }
+}

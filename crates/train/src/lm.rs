@@ -8,9 +8,10 @@ use crossfeed_model::dropout::{derive_seed, seeded_mask, Dropout, MaskRequest};
 use crossfeed_model::{Batch, CausalLm, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::grad_scaler::GradScalerConfig;
-use crate::trainer::{StepStats, TrainConfig, Trainer};
+use crate::trainer::{StepStats, Trainer};
 
 /// One training text: `prompt + completion`. With a completion-only loss, only the completion's tokens
 /// are predicted; otherwise the whole text is (an empty prompt means the same either way).

@@ -1,18 +1,14 @@
-//! Persistent trainer progress and the atomic-write helper used for every state file.
+//! Persistent trainer progress (what a resume needs besides the weights and the optimizer).
 //!
 //! A run that is killed mid-save must never leave a truncated `optimizer.safetensors` next to a
-//! newer `trainer_state.json`: each file is written to a temporary sibling, fsynced, then renamed
-//! over the target (rename is atomic on POSIX filesystems). The trainer writes the optimizer first
-//! and the JSON last, so the JSON's presence marks a complete checkpoint.
-
-use std::path::Path;
+//! newer `trainer_state.json`: each file is written durably (`crossfeed-fsio`). The trainer writes
+//! the optimizer first and the JSON last, so the JSON's presence marks a complete checkpoint.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::config::TrainConfig;
 use crate::grad_scaler::GradScaler;
 use crate::order::DataCursor;
-use crate::trainer::TrainConfig;
 
 /// File name of the optimizer state inside a checkpoint directory.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -45,7 +41,3 @@ pub struct TrainerState {
 
 pub(crate) const TRAINER_STATE_FORMAT: &str = "crossfeed-trainer-v1";
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(crossfeed_model::write_atomic(path, bytes)?)
-}
