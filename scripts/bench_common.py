@@ -1,6 +1,7 @@
 """What the side-by-side benchmarks share: the random-init model (by default Llama-shaped, 7.36M
 parameters, the shape of notes/cpu-performance.md; `arch="opt"` gives the OPT-125m-style pre-LN layout
-at the same sizes) saved as a directory crossfeed loads, and the token pattern that `crossfeed bench`
+at the same sizes; `arch="qwen3"` Qwen3-0.6B's layout: per-head q/k norms, head_dim 128, kv heads half the
+query heads, FFN 3x hidden, tied head) saved as a directory crossfeed loads, and the token pattern that `crossfeed bench`
 uses too, so both sides see identical inputs."""
 import atexit
 import os
@@ -10,7 +11,7 @@ import tempfile
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 
 def bench_model(prefix, arch="llama", hidden=256, layers=4, vocab=8192):
@@ -27,15 +28,21 @@ def bench_model(prefix, arch="llama", hidden=256, layers=4, vocab=8192):
                         do_layer_norm_before=True, bos_token_id=0, eos_token_id=1, pad_token_id=1,
                         dropout=0.0, attention_dropout=0.0)  # crossfeed has no dropout: same math on both sides
         cls = OPTForCausalLM
+    elif arch == "qwen3":
+        cfg = Qwen3Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=layers,
+                          num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=128,
+                          max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1,
+                          attention_dropout=0.0)
+        cls = Qwen3ForCausalLM
     else:
-        raise ValueError(f"arch {arch!r}: expected 'llama' or 'opt'")
+        raise ValueError(f"arch {arch!r}: expected 'llama', 'opt' or 'qwen3'")
     torch.manual_seed(0)
     model = cls(cfg).float()
     d = tempfile.mkdtemp(prefix=prefix)
     atexit.register(shutil.rmtree, d, True)  # 0.5 GB at the OPT-125M shape: never left behind
     model.config.save_pretrained(d)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if arch == "opt":
+    if arch in ("opt", "qwen3"):
         state.pop("lm_head.weight", None)  # tied to the embedding, as transformers saves it
     save_file(state, os.path.join(d, "model.safetensors"))
     # A minimal tokenizer so the directory loads (the benchmarks feed token ids directly).

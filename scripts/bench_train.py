@@ -4,10 +4,11 @@ strongest plain setting (the model's own `labels=` loss, AdamW(fused=True)) and 
 the same random-init model, shapes, batches and dtype, in one invocation; prints the CPU model, each side's
 ms/step, the ratios, and each process's total peak resident memory. The default shape
 is the Llama-like 7.36M-parameter model of notes/cpu-performance.md; the OPT-125M shape is
-`--arch opt --hidden 768 --layers 12 --vocab 50272 --batch 2 --seq 512`.
+`--arch opt --hidden 768 --layers 12 --vocab 50272 --batch 2 --seq 512`; the Qwen3-0.6B shape is
+`--arch qwen3 --hidden 1024 --layers 28 --vocab 151936 --batch 1 --seq 512`.
 
     python3 scripts/bench_train.py [--crossfeed target/release/crossfeed] [--steps 10] [--threads 2]
-        [--arch llama|opt] [--hidden 256] [--layers 4] [--vocab 8192] [--batch 4] [--seq 128]
+        [--arch llama|opt|qwen3] [--hidden 256] [--layers 4] [--vocab 8192] [--batch 4] [--seq 128]
 """
 import argparse, json, os, re, resource, subprocess, statistics, sys, time
 
@@ -69,7 +70,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--arch", choices=["llama", "opt"], default="llama")
+    ap.add_argument("--arch", choices=["llama", "opt", "qwen3"], default="llama")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=8192)

@@ -7,6 +7,7 @@ own dropout does, applies `x * (keep / (1 - p))` and records `keep` in call orde
 weight decay 0.1, linear schedule with 2 warmup steps, clipping at 1.0).
 
     python3 scripts/make_dropout_fixtures.py   # writes tests/fixtures/train/dropout.{json,safetensors}
+    python3 scripts/make_dropout_fixtures.py --families   # dropout_families.* (Qwen2/Qwen3/GPT-2), dropout_gemma3.*
 
 crates/train/tests/lm_parity.rs feeds the masks to crossfeed (FineTune::inject_dropout_masks) and
 matches losses, gradient norms and weights.
@@ -23,6 +24,13 @@ from make_model_fixtures import ROOT as MODELS, TEXTS, ce_rows, golden_optimizer
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "train")
 VARIANTS = {"opt125": {"dropout": 0.1, "attention_dropout": 0.1}, "opt350": {"dropout": 0.1, "attention_dropout": 0.1},
             "llama32": {"attention_dropout": 0.1}, "llama": {"attention_dropout": 0.1}}
+# The families added later, in files of their own, each under 1 MB (Qwen, Gemma 3: attention probabilities;
+# GPT-2: embeddings, attention probabilities, and after each block's output projection).
+FAMILIES = {
+    "dropout_families": {"qwen2": {"attention_dropout": 0.1}, "qwen3": {"attention_dropout": 0.1},
+                         "gpt2": {"embd_pdrop": 0.1, "attn_pdrop": 0.1, "resid_pdrop": 0.1}},
+    "dropout_gemma3": {"gemma3": {"attention_dropout": 0.1}},
+}
 STEPS = 5
 
 masks = []
@@ -64,24 +72,28 @@ def run(name, rates):
         for i, m in enumerate(masks):
             tensors[f"{name}.step{step}.site{i}"] = m.contiguous()
     for n, p in model.named_parameters():
-        if n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n or n.endswith("fc2.bias") or "down_proj" in n:
+        if (n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n or n.endswith("fc2.bias") or "down_proj" in n
+                or n.endswith("wte.weight") or "mlp.c_proj" in n):
             tensors[f"{name}.final.{n}"] = p.detach().clone().contiguous()
     return tensors, dict(rates=rates, losses=losses, grad_norms=norms, sites_per_step=sites)
 
 
 def main():
+    import sys
     torch.set_num_threads(2)
     torch.nn.functional.dropout = recording_dropout
-    all_tensors, golden = {}, {}
-    for name, rates in VARIANTS.items():
-        t, g = run(name, rates)
-        all_tensors.update(t)
-        golden[name] = g
-        print(name, g["sites_per_step"], [round(x, 5) for x in g["losses"]])
+    files = FAMILIES if "--families" in sys.argv else {"dropout": VARIANTS}
     os.makedirs(OUT, exist_ok=True)
-    save_file(all_tensors, os.path.join(OUT, "dropout.safetensors"))
-    with open(os.path.join(OUT, "dropout.json"), "w") as f:
-        json.dump(golden, f, indent=1)
+    for stem, variants in files.items():
+        all_tensors, golden = {}, {}
+        for name, rates in variants.items():
+            t, g = run(name, rates)
+            all_tensors.update(t)
+            golden[name] = g
+            print(name, g["sites_per_step"], [round(x, 5) for x in g["losses"]])
+        save_file(all_tensors, os.path.join(OUT, f"{stem}.safetensors"))
+        with open(os.path.join(OUT, f"{stem}.json"), "w") as f:
+            json.dump(golden, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ skipped; the final weights. HF semantics for a skipped step: no optimizer step a
 Writes tests/fixtures/train/mixed_precision.json and .safetensors, and autocast_grads.safetensors (the
 first step's gradient of every parameter under autocast bf16 and f16).
 Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers from PyPI, CPU only)
+     python3 scripts/make_mixed_precision_fixtures.py --families   # only the first-step autocast gradients
+         of the families added later, one file each: autocast_grads_<variant>.safetensors
 """
 import copy
 import json
@@ -35,6 +37,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 VARIANTS = ["opt125", "opt350", "llama32", "llama"]
+FAMILIES = ["qwen2", "qwen3", "gpt2", "gemma3"]
 STEPS = 12
 HP = dict(lr=2e-3, warmup_steps=2, weight_decay=0.1, max_grad_norm=1.0)
 MODES = {
@@ -130,13 +133,13 @@ def run(variant, mode):
     return rows, final
 
 
-def grads():
+def grads(variants=VARIANTS, name="autocast_grads"):
     """First-step gradients under torch.autocast (bf16, f16) per parameter on every fixture model, from the
     loaded weights (token-mean CE backpropagated as HF does: the 1/n before the backward). Writes
     tests/fixtures/train/autocast_grads.safetensors, keys `<variant>.<mode>.<parameter>`."""
     torch.set_num_threads(1)
     out = {}
-    for v in VARIANTS:
+    for v in variants:
         d = os.path.join(MODELS, v)
         g = json.load(open(os.path.join(d, "golden.json")))
         ids, mask = padded(g["token_ids"], g["pad_id"])
@@ -147,10 +150,15 @@ def grads():
             s, n = ce_sum(logits, ids, mask)
             (s / n).backward()
             out.update({f"{v}.{mode}.{k}": p.grad.detach().float().contiguous() for k, p in model.named_parameters()})
-    save_file(out, os.path.join(OUT, "autocast_grads.safetensors"))
+    save_file(out, os.path.join(OUT, f"{name}.safetensors"))
 
 
 def main():
+    import sys
+    if "--families" in sys.argv:
+        for v in FAMILIES:
+            grads([v], f"autocast_grads_{v}")
+        return
     torch.manual_seed(0)
     torch.set_num_threads(1)  # reproducible reductions
     meta = dict(steps=STEPS, hp=HP, modes={m: {k: (str(v) if k == "dtype" else v) for k, v in s.items()} for m, s in MODES.items()},

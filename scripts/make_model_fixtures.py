@@ -15,6 +15,18 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
   opt350     post-LN OPT (do_layer_norm_before=false) with project_in/out; pytorch_model.bin, `decoder.*` names
   llama32    Llama 3.2 style: GQA, llama3 rope scaling, tied embeddings, tokenizer.json; sharded safetensors
   llama      plain Llama: no rope scaling, untied head, model.safetensors
+  qwen2      Qwen2.5 style: q/k/v biases, GQA, tied embeddings, rope_theta 1e6, sliding window keys off;
+             Qwen's tokenizer.json (regex Split + byte-level, no BOS)
+  qwen3      Qwen3 style: q/k norms, explicit head_dim != hidden/heads, GQA, untied head, Qwen tokenizer
+  gpt2       GPT-2: Conv1D weights, learned positions, gelu_new, tied head; weights saved as the hub's gpt2
+             (bare `h.*`/`wte.*` names with the `attn.bias` mask buffers); vocab.json + merges.txt + tokenizer.json
+  gemma3     Gemma 3 text: sliding window (4) shorter than the sequences on local layers with their own RoPE
+             base, linear RoPE scaling on the global layer, final logit soft-capping, q/k norms,
+             query_pre_attn_scalar != head_dim, GQA, tied head; tokenizer.json with a <bos> post-processor.
+             Its greedy golden runs each prompt alone: in a left-padded batch transformers' window counts pad
+             slots, crossfeed's counts tokens (the same for an unpadded prompt)
+
+    python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
 Format fixtures (tests/fixtures/models/formats/tfN-*, `--formats`): checkpoints written by transformers N
 itself (`save_pretrained`: the config.json keys of that era, tokenizer files re-saved by it) with weights
@@ -23,7 +35,8 @@ golden is the f32 logits of transformers loading that same directory with dtype 
 
 Golden numbers: token ids of TEXTS, full f32 logits of a right-padded batch (eager attention), per-row
 CE sums and counts (full-sequence and completion-only), gradients of a few named tensors of the mean CE,
-greedy generations of a left-padded batch, and 5 AdamW steps (see `train_golden`).
+greedy generations of a left-padded batch, and 5 AdamW steps (see `train_golden`); variants made since
+the Qwen families also carry a second recipe (`train2`: cosine schedule, no weight decay, clipping active).
 """
 import argparse
 import json
@@ -111,6 +124,35 @@ def llama_tokenizer(d):
     return tok.get_vocab_size()
 
 
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def qwen_tokenizer(d):
+    """Qwen2/Qwen3 repos: tokenizer.json with an NFC normalizer, the regex Split pre-tokenizer then
+    byte-level without its own regex, no post-processor BOS (add_bos_token false, bos_token null)."""
+    from tokenizers import Regex, normalizers
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    added = {str(tok.token_to_id(t)): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                         "single_word": False, "special": True} for t in specials}
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": False, "add_prefix_space": False, "added_tokens_decoder": added, "bos_token": None,
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None, "errors": "replace",
+        "tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072})
+    return tok.get_vocab_size()
+
+
 VARIANTS = {
     "opt125": dict(kind="opt", config=dict(
         model_type="opt", architectures=["OPTForCausalLM"], vocab_size=328, hidden_size=32,
@@ -138,7 +180,62 @@ VARIANTS = {
         rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False,
         attention_bias=False, mlp_bias=False, hidden_act="silu", bos_token_id=0, eos_token_id=1,
         initializer_range=0.2)),
+    "qwen2": dict(kind="qwen", config=dict(
+        model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=324, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768, tie_word_embeddings=True,
+        hidden_act="silu", use_sliding_window=False, sliding_window=32768, max_window_layers=2,
+        attention_dropout=0.0, bos_token_id=0, eos_token_id=0, initializer_range=0.2)),
+    "qwen3": dict(kind="qwen", config=dict(
+        model_type="qwen3", architectures=["Qwen3ForCausalLM"], vocab_size=324, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=40960, tie_word_embeddings=False,
+        attention_bias=False, hidden_act="silu", use_sliding_window=False, sliding_window=None,
+        max_window_layers=2, attention_dropout=0.0, bos_token_id=0, eos_token_id=0, initializer_range=0.2)),
+    "gpt2": dict(kind="gpt2", hub_names=True, config=dict(
+        model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=322, n_positions=64, n_ctx=64, n_embd=32,
+        n_layer=2, n_head=4, n_inner=None, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, layer_norm_epsilon=1e-5, initializer_range=0.2, scale_attn_weights=True,
+        summary_activation=None, summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type="cls_index",
+        summary_use_proj=True, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)),
+    "gemma3": dict(kind="gemma3", greedy_unpadded=True, config=dict(
+        model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], vocab_size=328, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=512, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, attention_dropout=0.0, query_pre_attn_scalar=24,
+        sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        final_logit_softcapping=5.0, attn_logit_softcapping=None, use_bidirectional_attention=False,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, initializer_range=0.2)),
 }
+def gpt2_tokenizer(d):
+    """GPT-2 repos: vocab.json + merges.txt and tokenizer.json, byte-level BPE, <|endoftext|> for bos, eos
+    and unk, no BOS prepended."""
+    tok = train_bpe(["<|endoftext|>"])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.model.save(d)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": False, "add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "tokenizer_class": "GPT2Tokenizer", "model_max_length": 64})
+    return tok.get_vocab_size()
+
+
+def gemma_tokenizer(d):
+    """Gemma repos: tokenizer.json whose post-processor prepends <bos>; pad 0, eos 1, bos 2, unk 3."""
+    tok = train_bpe(["<pad>", "<eos>", "<bos>", "<unk>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    tok.save(os.path.join(d, "tokenizer.json"))
+    write_json(os.path.join(d, "tokenizer_config.json"), {
+        "add_bos_token": True, "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1000000000000000019884624838656})
+    return tok.get_vocab_size()
+
+
+TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_tokenizer, "gpt2": gpt2_tokenizer,
+              "gemma3": gemma_tokenizer}
 
 
 def build_model(kind, config):
@@ -184,12 +281,19 @@ def ce_rows(logits, ids, mask, label_mask=None):
     return (nll * w).sum(1), w.sum(1)
 
 
+def hf_no_decay(model):
+    """HF Trainer's no-decay names (by name pattern and by nn.LayerNorm type: GPT-2's `ln_*`)."""
+    from transformers import Trainer
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    return [n for n, _ in model.named_parameters() if n not in decay]
+
+
 def golden_optimizer(model, steps):
     """The goldens' optimizer: torch.optim.AdamW (lr 1e-2) over HF's no-decay groups (weight decay 0.1,
     none on biases and norms) and get_linear_schedule_with_warmup (2 warmup steps). Returns
     (optimizer, scheduler, no-decay names); make_dropout_fixtures.py uses it too."""
     from transformers import get_linear_schedule_with_warmup
-    no_decay = [n for n, p in model.named_parameters() if n.endswith("bias") or "norm" in n]
+    no_decay = hf_no_decay(model)
     groups = [
         {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.1},
         {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
@@ -198,11 +302,22 @@ def golden_optimizer(model, steps):
     return opt, get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=steps), no_decay
 
 
-def train_golden(model, ids, mask, steps=5):
+def recipe2_optimizer(model, steps):
+    """The second recipe: AdamW lr 2e-2 without weight decay, cosine schedule without warmup."""
+    from transformers import get_cosine_schedule_with_warmup
+    no_decay = hf_no_decay(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    return opt, get_cosine_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=steps), no_decay
+
+
+RECIPE2 = dict(lr=2e-2, schedule="cosine", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.5)
+
+
+def train_golden(model, ids, mask, steps=5, optimizer=golden_optimizer, clip=1.0):
     """5 full-batch AdamW steps (golden_optimizer, clipping at 1.0): per-step loss and grad norm, and
     final weights of a few tensors."""
     model = model.train()
-    opt, sched, no_decay = golden_optimizer(model, steps)
+    opt, sched, no_decay = optimizer(model, steps)
     losses, norms, lrs = [], [], []
     for _ in range(steps):
         opt.zero_grad()
@@ -210,7 +325,7 @@ def train_golden(model, ids, mask, steps=5):
         s, n = ce_rows(logits, ids, mask)
         loss = s.sum() / n.sum()
         loss.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)))
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
         lrs.append(sched.get_last_lr()[0])
         opt.step()
         sched.step()
@@ -224,7 +339,15 @@ def save_weights(model, d, variant):
     tied = variant["config"].get("tie_word_embeddings", True)
     if tied:
         sd.pop("lm_head.weight", None)
-    if variant.get("bin"):
+    if variant.get("hub_names"):
+        # The hub's gpt2 repo: names without the `transformer.` prefix, each layer's causal-mask buffer
+        # `h.N.attn.bias` included (old transformers saved it), no tied head.
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+        n = variant["config"]["n_positions"]
+        for i in range(variant["config"]["n_layer"]):
+            sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n, n, dtype=torch.uint8)).view(1, 1, n, n)
+        save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    elif variant.get("bin"):
         # Old OPT repos ship only pytorch_model.bin with bare `decoder.*` names (and the tied head).
         sd = {k.removeprefix("model."): v for k, v in model.state_dict().items()}
         sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
@@ -247,7 +370,7 @@ def make_variant(name, variant):
     d = os.path.join(ROOT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    ntok = opt_tokenizer(d) if variant["kind"] == "opt" else llama_tokenizer(d)
+    ntok = TOKENIZERS[variant["kind"]](d)
     assert ntok <= variant["config"]["vocab_size"], (ntok, variant["config"]["vocab_size"])
     write_json(os.path.join(d, "config.json"), variant["config"])
     eos = variant["config"]["eos_token_id"]
@@ -287,18 +410,27 @@ def make_variant(name, variant):
     gen_tok = AutoTokenizer.from_pretrained(d)
     prompt_ids = [gen_tok(p)["input_ids"] for p in PROMPTS]
     gids, gmask = padded(prompt_ids, pad, left=True)
-    with torch.no_grad():
-        out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
-                             min_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, eos_token_id=eos)
-    generated = out[:, gids.shape[1]:].tolist()
+    def greedy(**kw):
+        if variant.get("greedy_unpadded"):
+            rows = []
+            for p in prompt_ids:
+                with torch.no_grad():
+                    o = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                       do_sample=False, max_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, **kw)
+                rows.append(o[0, len(p):].tolist())
+            return rows
+        with torch.no_grad():
+            out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
+                                 pad_token_id=pad, **kw)
+        return out[:, gids.shape[1]:].tolist()
+    generated = greedy(min_new_tokens=GEN_NEW_TOKENS, eos_token_id=eos)
     # Random weights never emit the real EOS: call the third greedy token of row 0 the EOS, so that row
     # stops early while the others run on (transformers pads finished rows with pad_token_id).
     eos_test = generated[0][2]
-    with torch.no_grad():
-        out_eos = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
-                                 pad_token_id=pad, eos_token_id=eos_test)
-    generated_eos = out_eos[:, gids.shape[1]:].tolist()
+    generated_eos = greedy(eos_token_id=eos_test)
 
+    import copy
+    train2 = train_golden(copy.deepcopy(model), ids, mask, optimizer=recipe2_optimizer, clip=RECIPE2["max_grad_norm"])
     train = train_golden(model, ids, mask)
     final = {"final." + n: p.detach().clone() for n, p in model.named_parameters()
              if n.endswith("embed_tokens.weight") or ".0.self_attn.q_proj.weight" in n or n.endswith("bias")}
@@ -313,7 +445,8 @@ def make_variant(name, variant):
         "ce_sum": ce_sum.tolist(), "ce_tokens": ce_n.tolist(), "label_starts": LABEL_STARTS,
         "ce_completion_sum": cm_sum.tolist(), "ce_completion_tokens": cm_n.tolist(), "loss": float(loss),
         "grad_norms": grad_norms, "prompts": PROMPTS, "prompt_ids": prompt_ids, "greedy": generated,
-        "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train, "tokenizer_size": len(tok),
+        "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train,
+        "train2": dict(train2, recipe=RECIPE2), "tokenizer_size": len(tok),
     })
     print(f"{name}: ok ({sum(p.numel() for p in model.parameters())} params)")
 
@@ -469,6 +602,7 @@ def check_formats():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-saved")
+    ap.add_argument("--only", help="comma-separated variants to (re)generate; default all")
     ap.add_argument("--variant", default="opt125")
     ap.add_argument("--formats", action="store_true", help="write the format fixtures of the installed transformers")
     ap.add_argument("--check-formats", action="store_true", help="compare every format fixture with this transformers")
@@ -487,8 +621,9 @@ def main():
     os.makedirs(ROOT, exist_ok=True)
     VARIANTS["opt350"]["bin"] = True
     VARIANTS["llama32"]["sharded"] = True
-    for name, v in VARIANTS.items():
-        make_variant(name, v)
+    only = args.only.split(",") if args.only else list(VARIANTS)
+    for name in only:
+        make_variant(name, VARIANTS[name])
 
 
 if __name__ == "__main__":

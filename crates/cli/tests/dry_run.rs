@@ -50,6 +50,16 @@ fn dry_run_of_a_paper_config_uses_the_built_in_shape() {
 }
 
 #[test]
+fn dry_run_of_the_qwen3_and_gemma3_configs_uses_their_built_in_shapes() {
+    for (config, params) in [("configs/paper-qwen3-0.6b-k2-b0.5-a0.5.toml", "596M parameters"), ("configs/paper-gemma3-1b-k2-b0.5-a0.5.toml", "1000M parameters")] {
+        let o = crossfeed(&["run", config, "--dry-run"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{config}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.contains(params) && out.contains("dtype bf16"), "{config}: {out}");
+    }
+}
+
+#[test]
 fn cuda_device_errors_say_what_to_do() {
     // A real line of text: an empty file is refused before the device is opened.
     let data = std::env::temp_dir().join(format!("crossfeed-cuda-err-{}.jsonl", std::process::id()));

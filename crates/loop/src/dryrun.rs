@@ -32,7 +32,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// From an OPT or Llama `config.json`; a missing key is an error naming it.
+    /// From an OPT, Llama, Qwen2, Qwen3, GPT-2 or Gemma 3 `config.json`; a missing key is an error naming it.
     pub fn from_config(cfg: &Value, origin: &str) -> Result<Shape> {
         let get = |k: &str| -> Result<usize> {
             cfg.get(k)
@@ -41,14 +41,38 @@ impl Shape {
                 .ok_or_else(|| LoopError::Config(format!("{origin}: config.json has no integer {k:?} (needed for the dry-run estimate)")))
         };
         let kind = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if kind == "gpt2" {
+            let (v, h, l, a, pos) = (get("vocab_size")?, get("n_embd")?, get("n_layer")?, get("n_head")?, get("n_positions")?);
+            let ffn = get("n_inner").unwrap_or(4 * h);
+            // Conv1D q/k/v and output projections with biases, two LayerNorms, the MLP with biases.
+            let per_layer = 3 * h * h + 3 * h + h * h + h + 4 * h + 2 * h * ffn + ffn + h;
+            let params = v * h + pos * h + l * per_layer + 2 * h;
+            return Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: a, ffn, params: params as u64 });
+        }
         let (v, h, l, a) = (get("vocab_size")?, get("hidden_size")?, get("num_hidden_layers")?, get("num_attention_heads")?);
         match kind {
-            "llama" => {
+            "llama" | "qwen2" | "qwen3" => {
                 let kv = get("num_key_value_heads").unwrap_or(a);
-                let hd = get("head_dim").unwrap_or(h / a);
+                let hd = get("head_dim").unwrap_or(if kind == "qwen3" { 128 } else { h / a });
                 let ffn = get("intermediate_size")?;
                 let tied = cfg.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false);
-                let per_layer = h * (a * hd) * 2 + h * (kv * hd) * 2 + 3 * h * ffn + 2 * h;
+                // Qwen2's q/k/v biases; Qwen3's per-head q/k norms.
+                let extra = match kind {
+                    "qwen2" => a * hd + 2 * kv * hd,
+                    "qwen3" => 2 * hd,
+                    _ => 0,
+                };
+                let per_layer = h * (a * hd) * 2 + h * (kv * hd) * 2 + 3 * h * ffn + 2 * h + extra;
+                let params = v * h + l * per_layer + h + if tied { 0 } else { v * h };
+                Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: kv, ffn, params: params as u64 })
+            }
+            "gemma3_text" => {
+                let kv = get("num_key_value_heads").unwrap_or(4);
+                let hd = get("head_dim").unwrap_or(256);
+                let ffn = get("intermediate_size")?;
+                let tied = cfg.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(true);
+                // q/k/v/o, q/k norms, four norms per layer, GeGLU.
+                let per_layer = 2 * h * (a * hd) + 2 * h * (kv * hd) + 2 * hd + 4 * h + 3 * h * ffn;
                 let params = v * h + l * per_layer + h + if tied { 0 } else { v * h };
                 Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: kv, ffn, params: params as u64 })
             }
@@ -61,11 +85,12 @@ impl Shape {
                 let params = v * e + pos * h + proj + l * per_layer + 2 * h;
                 Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: a, ffn, params: params as u64 })
             }
-            other => Err(LoopError::Config(format!("{origin}: model_type {other:?} (dry run knows \"opt\", \"llama\")"))),
+            other => Err(LoopError::Config(format!("{origin}: model_type {other:?} (dry run knows \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma3_text\")"))),
         }
     }
 
-    /// The two base models of the paper, for a dry run on a machine whose hub cache does not have them.
+    /// The two base models of the paper and the other families' paper-style configs, for a dry run on a
+    /// machine whose hub cache does not have them.
     pub fn known(hub_id: &str) -> Option<Shape> {
         let cfg = match hub_id {
             "facebook/opt-350m" => serde_json::json!({"model_type": "opt", "vocab_size": 50272, "hidden_size": 1024,
@@ -74,6 +99,12 @@ impl Shape {
             "meta-llama/Llama-3.2-1B" => serde_json::json!({"model_type": "llama", "vocab_size": 128256, "hidden_size": 2048,
                 "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
                 "intermediate_size": 8192, "tie_word_embeddings": true}),
+            "Qwen/Qwen3-0.6B" | "Qwen/Qwen3-0.6B-Base" => serde_json::json!({"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 1024,
+                "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+                "intermediate_size": 3072, "tie_word_embeddings": true}),
+            "google/gemma-3-1b-pt" => serde_json::json!({"model_type": "gemma3_text", "vocab_size": 262144, "hidden_size": 1152,
+                "num_hidden_layers": 26, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+                "intermediate_size": 6912}),
             _ => return None,
         };
         Shape::from_config(&cfg, hub_id).ok()
@@ -356,5 +387,9 @@ mod tests {
         assert!((opt.params as f64 / 331_196_416.0 - 1.0).abs() < 0.001, "{}", opt.params);
         let llama = Shape::known("meta-llama/Llama-3.2-1B").unwrap();
         assert_eq!(llama.params, 1_235_814_400);
+        // Qwen3-0.6B's safetensors hold 596,049,920 parameters (tied head stored once).
+        assert_eq!(Shape::known("Qwen/Qwen3-0.6B").unwrap().params, 596_049_920);
+        // transformers' Gemma3ForCausalLM at gemma-3-1b-pt's shape: 999,885,952 (counted on the meta device).
+        assert_eq!(Shape::known("google/gemma-3-1b-pt").unwrap().params, 999_885_952);
     }
 }

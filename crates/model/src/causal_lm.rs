@@ -14,16 +14,24 @@ use serde_json::Value;
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
+use crate::gemma3::{self, Gemma3, Gemma3Config};
+use crate::gpt2::{self, Gpt2, Gpt2Config};
 use crate::hub::{self, HubOptions};
 use crate::llama::{self, Llama, LlamaConfig};
 use crate::opt::{self, Opt, OptConfig};
 use crate::ops;
+use crate::qwen;
+
+/// The `model_type`s crossfeed loads.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["opt", "llama", "qwen2", "qwen3", "gpt2", "gemma3_text"];
 
 /// The architecture behind a [`CausalLm`].
 #[derive(Debug, Clone)]
 pub enum Arch {
     Opt(Box<Opt>),
     Llama(Box<Llama>),
+    Gpt2(Box<Gpt2>),
+    Gemma3(Box<Gemma3>),
 }
 
 /// A causal LM whose parameters are f32 `Var`s named exactly as in the checkpoint.
@@ -131,7 +139,14 @@ fn read_weights(dir: &Path, model_type: &str) -> Result<(HashMap<String, Tensor>
     };
     let mut out = HashMap::new();
     for (name, t) in raw {
-        let name = if model_type == "opt" && name.starts_with("decoder.") { format!("model.{name}") } else { name };
+        let name = if model_type == "opt" && name.starts_with("decoder.") {
+            format!("model.{name}")
+        } else if model_type == "gpt2" && !name.starts_with("transformer.") && !name.starts_with("lm_head.") {
+            // The hub's gpt2 checkpoints name the base model's tensors without its prefix.
+            format!("transformer.{name}")
+        } else {
+            name
+        };
         out.insert(name, t.to_dtype(DType::F32)?);
     }
     Ok((out, source))
@@ -172,7 +187,8 @@ impl SimpleBackend for Tracking {
 
 /// Tensors a checkpoint may carry that the computation legitimately ignores.
 fn ignorable(name: &str) -> bool {
-    name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq")
+    // GPT-2's `attn.bias` / `attn.masked_bias` are causal-mask buffers older transformers saved.
+    name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq") || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
 }
 
 /// Builds the architecture of `config_json` over `tensors` (named as in the checkpoint); returns it
@@ -185,6 +201,9 @@ fn build_arch(config_json: &Value, model_type: &str, tensors: HashMap<String, Te
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device);
     let arch = match model_type {
         "opt" => Arch::Opt(Box::new(Opt::new(&OptConfig::from_json(config_json, &config_path)?, vb)?)),
+        "qwen2" | "qwen3" => Arch::Llama(Box::new(Llama::new(&qwen::config_from_json(config_json, &config_path)?, vb)?)),
+        "gpt2" => Arch::Gpt2(Box::new(Gpt2::new(&Gpt2Config::from_json(config_json, &config_path)?, vb)?)),
+        "gemma3_text" => Arch::Gemma3(Box::new(Gemma3::new(&Gemma3Config::from_json(config_json, &config_path)?, vb)?)),
         _ => Arch::Llama(Box::new(Llama::new(&LlamaConfig::from_json(config_json, &config_path)?, vb)?)),
     };
     let used = used.lock().map(|u| u.clone()).unwrap_or_default();
@@ -199,6 +218,10 @@ fn check_tied_head(arch: &Arch, tensors: &HashMap<String, Tensor>, path: &Path) 
         Arch::Opt(_) => "model.decoder.embed_tokens.weight",
         Arch::Llama(m) if m.config.tie_word_embeddings => "model.embed_tokens.weight",
         Arch::Llama(_) => return Ok(()),
+        Arch::Gpt2(m) if m.config.tie_word_embeddings => "transformer.wte.weight",
+        Arch::Gpt2(_) => return Ok(()),
+        Arch::Gemma3(m) if m.config.tie_word_embeddings => "model.embed_tokens.weight",
+        Arch::Gemma3(_) => return Ok(()),
     };
     if let (Some(head), Some(emb)) = (tensors.get("lm_head.weight"), tensors.get(embed)) {
         let same = head.dims() == emb.dims() && (head - emb)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0;
@@ -226,19 +249,18 @@ impl CausalLm {
     pub fn frozen(&self) -> Result<Self> {
         let detach = |name: &str, t: &Tensor| -> Result<Tensor> {
             let t = t.detach();
-            let matrix = t.rank() == 2 && !name.contains("embed_");
+            let matrix = t.rank() == 2 && !name.contains("embed_") && !gpt2::is_embedding_table(name);
             Ok(if self.dtype != DType::F32 && matrix { t.to_dtype(self.dtype)? } else { t })
         };
         let tensors: HashMap<String, Tensor> = self.params.iter().map(|(n, v)| Ok((n.clone(), detach(n, v.as_tensor())?))).collect::<Result<_>>()?;
-        let model_type = match self.arch {
-            Arch::Opt(_) => "opt",
-            Arch::Llama(_) => "llama",
-        };
+        let model_type = self.config_json.get("model_type").and_then(Value::as_str).unwrap_or_default();
         let (mut arch, _) = build_arch(&self.config_json, model_type, tensors, &self.source_dir.join("model.safetensors"))?;
         if self.dtype != DType::F32 {
             match &mut arch {
                 Arch::Opt(m) => m.cast_tied_head(self.dtype)?,
                 Arch::Llama(m) => m.cast_tied_head(self.dtype)?,
+                Arch::Gpt2(m) => m.cast_tied_head(self.dtype)?,
+                Arch::Gemma3(m) => m.cast_tied_head(self.dtype)?,
             }
         }
         Ok(Self { arch, ..self.clone() })
@@ -255,12 +277,15 @@ impl CausalLm {
         let config_json = read_config(dir)?;
         let config_path = dir.join("config.json");
         let model_type = config_json.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
-        if model_type != "opt" && model_type != "llama" {
+        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
             return Err(ModelError::UnsupportedModelType { path: config_path, found: model_type });
         }
         // The config is judged before any weight is read: a refused key costs no gigabytes.
         match model_type.as_str() {
             "opt" => drop(OptConfig::from_json(&config_json, &config_path)?),
+            "qwen2" | "qwen3" => drop(qwen::config_from_json(&config_json, &config_path)?),
+            "gpt2" => drop(Gpt2Config::from_json(&config_json, &config_path)?),
+            "gemma3_text" => drop(Gemma3Config::from_json(&config_json, &config_path)?),
             _ => drop(LlamaConfig::from_json(&config_json, &config_path)?),
         }
         let (tensors, weights_path) = read_weights(dir, &model_type)?;
@@ -296,6 +321,7 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(m) => crate::config_keys::nonzero(&m.config.other, opt::OPT_TRAINING_ONLY),
             Arch::Llama(m) => crate::config_keys::nonzero(&m.config.other, llama::LLAMA_TRAINING_ONLY),
+            Arch::Gpt2(_) | Arch::Gemma3(_) => Vec::new(),
         }
     }
 
@@ -303,6 +329,8 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(m) => m.config.vocab_size,
             Arch::Llama(m) => m.config.vocab_size,
+            Arch::Gpt2(m) => m.config.vocab_size,
+            Arch::Gemma3(m) => m.config.vocab_size,
         }
     }
 
@@ -310,6 +338,8 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(m) => m.num_layers(),
             Arch::Llama(m) => m.num_layers(),
+            Arch::Gpt2(m) => m.num_layers(),
+            Arch::Gemma3(m) => m.num_layers(),
         }
     }
 
@@ -319,6 +349,8 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(m) => Some(m.config.max_position_embeddings),
             Arch::Llama(_) => None,
+            Arch::Gpt2(m) => Some(m.config.n_positions),
+            Arch::Gemma3(_) => None,
         }
     }
 
@@ -328,6 +360,8 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(m) => m.config.max_position_embeddings,
             Arch::Llama(m) => m.config.max_position_embeddings,
+            Arch::Gpt2(m) => m.config.n_positions,
+            Arch::Gemma3(m) => m.config.max_position_embeddings,
         }
     }
 
@@ -338,6 +372,7 @@ impl CausalLm {
         let config_path = dir.join("config.json");
         Ok(match config_json.get("model_type").and_then(Value::as_str) {
             Some("opt") => Some(OptConfig::from_json(&config_json, &config_path)?.max_position_embeddings),
+            Some("gpt2") => Some(Gpt2Config::from_json(&config_json, &config_path)?.n_positions),
             _ => None,
         })
     }
@@ -347,6 +382,8 @@ impl CausalLm {
         match &self.arch {
             Arch::Opt(_) => opt::PAD_POSITION,
             Arch::Llama(_) => llama::PAD_POSITION,
+            Arch::Gpt2(_) => gpt2::PAD_POSITION,
+            Arch::Gemma3(_) => gemma3::PAD_POSITION,
         }
     }
 
@@ -377,6 +414,8 @@ impl CausalLm {
         Ok(match &self.arch {
             Arch::Opt(m) => m.forward(input_ids, key_mask, positions, self.dtype, self.attention, cache, drop)?,
             Arch::Llama(m) => m.forward(input_ids, key_mask, positions, self.dtype, self.attention, cache, drop)?,
+            Arch::Gpt2(m) => m.forward(input_ids, key_mask, positions, self.dtype, self.attention, cache, drop)?,
+            Arch::Gemma3(m) => m.forward(input_ids, key_mask, positions, self.dtype, self.attention, cache, drop)?,
         })
     }
 
@@ -411,6 +450,8 @@ impl CausalLm {
                 h > 0.0 || a > 0.0
             }
             Arch::Llama(m) => m.config.other.get("attention_dropout").and_then(Value::as_f64).unwrap_or(0.0) > 0.0,
+            Arch::Gpt2(m) => m.has_dropout(),
+            Arch::Gemma3(m) => m.config.attention_dropout > 0.0,
         }
     }
 

@@ -97,6 +97,20 @@ pub struct LlamaConfig {
     /// Resolved from `rope_theta` / `rope_scaling` / `rope_parameters` by `from_json`.
     #[serde(skip)]
     pub rope: Rope,
+    /// Which Llama-shaped family this is; set by that family's `from_json` (`crate::qwen`).
+    #[serde(skip)]
+    pub family: Family,
+}
+
+/// The Llama-shaped families and what each changes in the layer (their configs: `crate::qwen`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Family {
+    #[default]
+    Llama,
+    /// Qwen2 / Qwen2.5: biases on q, k and v (never on o).
+    Qwen2,
+    /// Qwen3: RMSNorm over each head of q and k (`q_norm`, `k_norm`) before RoPE.
+    Qwen3,
 }
 fn default_rms_eps() -> f64 {
     1e-6
@@ -126,8 +140,14 @@ impl LlamaConfig {
     /// Reads `config.json` (`path` names it in errors) as transformers 4.x or 5.x would, refusing
     /// every setting that would change the computation and that crossfeed does not implement.
     pub fn from_json(config: &Value, path: &Path) -> crate::Result<Self> {
+        Self::from_json_as(config, path, LLAMA_HARMLESS, "llama")
+    }
+
+    /// [`LlamaConfig::from_json`] for a Llama-shaped family whose other keys are audited against
+    /// `harmless` (the family's own checks come after, in its module).
+    pub(crate) fn from_json_as(config: &Value, path: &Path, harmless: &[&str], arch: &str) -> crate::Result<Self> {
         let mut cfg: Self = config_keys::parse(config, path)?;
-        config_keys::audit(&cfg.other, LLAMA_HARMLESS, "llama", path)?;
+        config_keys::audit(&cfg.other, harmless, arch, path)?;
         if cfg.hidden_act != "silu" && cfg.hidden_act != "swish" {
             return Err(key_error(path, "hidden_act", format!("{:?} is not supported (supported: \"silu\")", cfg.hidden_act)));
         }
@@ -244,7 +264,7 @@ impl LlamaConfig {
 
 
 /// cos/sin tables `[B, 1, T, Dh]` for per-sequence positions (so left-padded rows rotate correctly).
-fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+pub(crate) fn rope_tables(inv_freq: &[f64], positions: &[Vec<i64>], dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
     let b = positions.len();
     let t = positions.first().map_or(0, |r| r.len());
     let half = inv_freq.len();
@@ -273,6 +293,9 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Qwen3's per-head RMSNorm weights of q and k (`[head_dim]`).
+    qk_norm: Option<(Tensor, Tensor)>,
+    eps: f64,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -282,11 +305,18 @@ struct Attention {
 impl Attention {
     fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         let (h, hd, b) = (cfg.hidden_size, cfg.head_dim(), cfg.attention_bias);
+        let qkv_bias = b || cfg.family == Family::Qwen2;
+        let qk_norm = match cfg.family {
+            Family::Qwen3 => Some((vb.get(hd, "q_norm.weight")?, vb.get(hd, "k_norm.weight")?)),
+            _ => None,
+        };
         Ok(Self {
-            q_proj: Linear::load(vb.pp("q_proj"), h, cfg.num_attention_heads * hd, b)?,
-            k_proj: Linear::load(vb.pp("k_proj"), h, cfg.kv_heads() * hd, b)?,
-            v_proj: Linear::load(vb.pp("v_proj"), h, cfg.kv_heads() * hd, b)?,
+            q_proj: Linear::load(vb.pp("q_proj"), h, cfg.num_attention_heads * hd, qkv_bias)?,
+            k_proj: Linear::load(vb.pp("k_proj"), h, cfg.kv_heads() * hd, qkv_bias)?,
+            v_proj: Linear::load(vb.pp("v_proj"), h, cfg.kv_heads() * hd, qkv_bias)?,
             o_proj: Linear::load(vb.pp("o_proj"), cfg.num_attention_heads * hd, h, b)?,
+            qk_norm,
+            eps: cfg.rms_norm_eps,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.kv_heads(),
             head_dim: hd,
@@ -308,9 +338,16 @@ impl Attention {
         let split = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim))?.transpose(1, 2);
         // transformers rotates with f32 cos/sin (they follow the f32 hidden states): q·cos promotes the
         // projection to f32; autocast's attention matmuls then take q and k back to `dtype`.
-        let rotated = |y: Tensor, h: usize| -> Result<Tensor> { ops::cast(&ops::rope_low(&split(y, h)?, &rope.0, &rope.1)?, dtype) };
-        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads)?;
-        let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads)?;
+        let rotated = |y: Tensor, h: usize, norm: Option<&Tensor>| -> Result<Tensor> {
+            let y = match norm {
+                Some(w) => ops::head_rms_norm(&y.reshape((b, t, h, self.head_dim))?, w, self.eps)?.transpose(1, 2)?,
+                None => split(y, h)?,
+            };
+            ops::cast(&ops::rope_low(&y, &rope.0, &rope.1)?, dtype)
+        };
+        let norms = self.qk_norm.as_ref().map(|(q, k)| (q, k));
+        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads, norms.map(|n| n.0))?;
+        let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads, norms.map(|n| n.1))?;
         let v = split(self.v_proj.forward_as(x, dtype)?, self.kv_heads)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,

@@ -156,6 +156,19 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     cast(&y, dtype)?.broadcast_mul(&cast(weight, dtype)?)
 }
 
+/// Qwen3's and Gemma 3's RMSNorm over each head of a projection `x: [.., head_dim]` (`q_norm`,
+/// `k_norm`). On a bf16/f16 projection transformers normalises in f32, rounds to the projection's dtype
+/// and multiplies by the f32 weight, so the result is f32 (the promotion of `f32 * bf16`).
+pub fn head_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return rms_norm(x, weight, eps);
+    }
+    let xf = cast(x, DType::F32)?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = cast(&xf.broadcast_div(&(ms + eps)?.sqrt()?)?, x.dtype())?;
+    cast(&y, DType::F32)?.broadcast_mul(weight)
+}
+
 /// Rotate-half RoPE (transformers' `apply_rotary_pos_emb`): `x: [B, H, T, D]`, tables `[B, 1, T, D]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if crate::fused::applies(x) {
@@ -192,6 +205,35 @@ fn relu_op(x: &Tensor) -> Result<Tensor> {
         return crate::fused::relu(x);
     }
     x.relu()
+}
+
+/// GELU's tanh approximation (transformers' `gelu_new`, torch's `gelu(approximate="tanh")`): candle's
+/// `gelu` is this formula, with a backward, on every backend. A bf16/f16 input is widened, activated in
+/// f32 and rounded once.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    let low = x.dtype();
+    if low == DType::F32 || low == DType::F64 {
+        return x.gelu();
+    }
+    cast(&cast(x, DType::F32)?.gelu()?, low)
+}
+
+/// transformers' `gelu_new` (GPT-2's `NewGELUActivation`): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+/// In f32 it is [`gelu_tanh`]. On a bf16/f16 tensor torch evaluates the formula op by op, none widened by
+/// autocast, each rounded to the dtype (`pow` and the scalar products in f32, then rounded): 42% of
+/// bf16 outputs differ from the once-rounded [`gelu_tanh`], so the same chain is composed here.
+pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
+    let low = x.dtype();
+    if low == DType::F32 || low == DType::F64 {
+        return x.gelu();
+    }
+    let xf = cast(x, DType::F32)?;
+    let cube = cast(&(xf.sqr()? * &xf)?, low)?;
+    let inner = (x + mul_scalar(&cube, 0.044715)?)?;
+    // tanh in f32, rounded once: also its backward (torch's `tanh_backward` rounds once; candle's
+    // low-precision one rounds at each of its four ops).
+    let t = cast(&cast(&mul_scalar(&inner, (2.0 / std::f64::consts::PI).sqrt())?, DType::F32)?.tanh()?, low)?;
+    mul_scalar(x, 0.5)? * (t + 1.0)?
 }
 
 /// SwiGLU's `silu(gate) ∘ up`.

@@ -150,9 +150,15 @@ impl TextTokenizer {
 }
 
 /// A tokenizer that can emit ids the embedding table does not have would crash mid-run: refuse it at
-/// load time, naming the config.
+/// load time, naming the config. Special added tokens past the table are allowed: Gemma 3's text models
+/// (vocab 262,144) ship the multimodal tokenizer, whose `<image_soft_token>` (id 262,144) only a
+/// processor inserts; ordinary text never encodes to it.
 pub fn check_tokenizer_fits(tok: &TextTokenizer, vocab_size: usize, config_path: &Path) -> Result<()> {
-    if tok.len() > vocab_size {
+    let past_table_is_special = || {
+        let added = tok.inner.get_added_tokens_decoder();
+        (vocab_size..tok.len()).all(|id| u32::try_from(id).ok().and_then(|id| added.get(&id)).is_some_and(|t| t.special))
+    };
+    if tok.len() > vocab_size && !past_table_is_special() {
         return Err(ModelError::VocabTooLarge { path: config_path.to_path_buf(), tokenizer: tok.len(), vocab: vocab_size });
     }
     Ok(())

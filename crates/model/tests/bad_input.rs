@@ -109,3 +109,22 @@ fn a_weight_map_pointing_outside_the_checkpoint_is_refused() {
         assert!(e.contains("weight_map") && e.contains(&shard), "{shard}: {e}");
     }
 }
+
+/// Gemma 3's text checkpoints ship a tokenizer one special token (`<image_soft_token>`) past the
+/// embedding table: allowed, while an ordinary token past it is still refused.
+#[test]
+fn special_tokens_past_the_table_are_allowed_ordinary_ones_are_not() {
+    let tmp = copy_fixture("gemma3");
+    let path = tmp.path().join("tokenizer.json");
+    let mut tj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let n = TextTokenizer::from_dir(tmp.path()).unwrap().len();
+    tj["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({"id": n, "content": "<image_soft_token>",
+        "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
+    std::fs::write(&path, tj.to_string()).unwrap();
+    let tok = TextTokenizer::from_dir(tmp.path()).unwrap();
+    assert_eq!(tok.len(), n + 1);
+    let config = tmp.path().join("config.json");
+    crossfeed_model::check_tokenizer_fits(&tok, n, &config).unwrap();
+    let e = crossfeed_model::check_tokenizer_fits(&tok, n - 1, &config).err().expect("an ordinary token past the table");
+    assert!(e.to_string().contains("config.json"), "{e}");
+}

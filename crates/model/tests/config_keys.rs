@@ -177,3 +177,124 @@ fn the_config_is_judged_before_the_weights_are_read() {
     let e = load(tmp.path()).expect_err("refused").to_string();
     assert!(e.contains("key \"sliding_window\""), "{e}");
 }
+
+#[test]
+fn qwen_settings_that_change_the_computation_are_errors_naming_their_key() {
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        ("qwen2", "use_sliding_window", |c| {
+            c.insert("use_sliding_window".into(), json!(true));
+        }),
+        ("qwen3", "layer_types", |c| {
+            c.insert("layer_types".into(), json!(["full_attention", "sliding_attention"]));
+        }),
+        ("qwen2", "use_mrope", |c| {
+            c.insert("use_mrope".into(), json!(true));
+        }),
+        ("qwen2", "attention_bias", |c| {
+            c.insert("attention_bias".into(), json!(true));
+        }),
+        ("qwen3", "mlp_bias", |c| {
+            c.insert("mlp_bias".into(), json!(true));
+        }),
+        ("qwen3", "attn_logit_softcapping", |c| {
+            c.insert("attn_logit_softcapping".into(), json!(50.0));
+        }),
+        ("qwen2", "rope_scaling.rope_type", |c| {
+            c.insert("rope_scaling".into(), json!({"rope_type": "yarn", "factor": 4.0}));
+        }),
+    ];
+    for (variant, key, edit) in cases {
+        let tmp = edited(variant, edit);
+        let e = load(tmp.path()).expect_err(key).to_string();
+        assert!(e.contains(&format!("key {key:?}")) && e.contains("config.json"), "{variant} {key}: {e}");
+    }
+}
+
+#[test]
+fn qwen_hub_keys_load() {
+    // Keys Qwen2.5-0.5B's and Qwen3-0.6B's config.json carry besides the shape (sliding window off).
+    let cases: Vec<(&str, Edit)> = vec![
+        ("qwen2", |c| {
+            for (k, v) in [("use_mrope", json!(false)), ("sliding_window", json!(32768)), ("max_window_layers", json!(24)),
+                ("torch_dtype", json!("bfloat16")), ("use_cache", json!(true))]
+            {
+                c.insert(k.into(), v);
+            }
+        }),
+        ("qwen3", |c| {
+            for (k, v) in [("rope_scaling", Value::Null), ("sliding_window", Value::Null), ("layer_types", json!(["full_attention", "full_attention"]))] {
+                c.insert(k.into(), v);
+            }
+        }),
+    ];
+    for (variant, edit) in cases {
+        let tmp = edited(variant, edit);
+        load(tmp.path()).unwrap_or_else(|e| panic!("{variant}: {e}"));
+    }
+}
+
+#[test]
+fn gpt2_and_gemma3_settings_that_change_the_computation_are_errors_naming_their_key() {
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        ("gpt2", "activation_function", |c| {
+            c.insert("activation_function".into(), json!("relu"));
+        }),
+        ("gpt2", "reorder_and_upcast_attn", |c| {
+            c.insert("reorder_and_upcast_attn".into(), json!(true));
+        }),
+        ("gpt2", "n_head", |c| {
+            c.insert("n_head".into(), json!(5));
+        }),
+        ("gpt2", "rope_theta", |c| {
+            c.insert("rope_theta".into(), json!(10000.0));
+        }),
+        ("gemma3", "attn_logit_softcapping", |c| {
+            c.insert("attn_logit_softcapping".into(), json!(50.0));
+        }),
+        ("gemma3", "use_bidirectional_attention", |c| {
+            c.insert("use_bidirectional_attention".into(), json!(true));
+        }),
+        ("gemma3", "hidden_activation", |c| {
+            c.insert("hidden_activation".into(), json!("silu"));
+        }),
+        ("gemma3", "layer_types", |c| {
+            c.insert("layer_types".into(), json!(["sliding_attention", "chunked_attention", "full_attention"]));
+        }),
+        ("gemma3", "rope_parameters.full_attention.rope_type", |c| {
+            c.insert("rope_parameters".into(), json!({"full_attention": {"rope_type": "yarn", "factor": 8.0}}));
+        }),
+        ("gemma3", "rope_parameters.sliding_attention.factor", |c| {
+            c.insert("rope_parameters".into(), json!({"sliding_attention": {"rope_type": "default", "factor": 8.0}}));
+        }),
+        ("gemma3", "use_sliding_window", |c| {
+            c.insert("use_sliding_window".into(), json!(true));
+        }),
+    ];
+    for (variant, key, edit) in cases {
+        let tmp = edited(variant, edit);
+        let e = load(tmp.path()).expect_err(key).to_string();
+        assert!(e.contains(&format!("key {key:?}")) && e.contains("config.json"), "{variant} {key}: {e}");
+    }
+}
+
+/// Gemma 3's 4.x keys (`rope_theta`, `rope_local_base_freq`, `rope_scaling`, `sliding_window_pattern`)
+/// give the model its 5.x keys (`rope_parameters`, `layer_types`) give: the same logits.
+#[test]
+fn gemma3_4x_keys_compute_what_its_5x_keys_do() {
+    let tmp = edited("gemma3", |c| {
+        c.remove("rope_parameters");
+        c.remove("layer_types");
+        for (k, v) in [("rope_theta", json!(1000000.0)), ("rope_local_base_freq", json!(10000.0)),
+            ("rope_scaling", json!({"rope_type": "linear", "factor": 8.0})), ("sliding_window_pattern", json!(2)),
+            ("cache_implementation", json!("hybrid"))]
+        {
+            c.insert(k.into(), v);
+        }
+    });
+    let g = golden("gemma3");
+    let to_u32 = |t: &Tensor| t.to_dtype(DType::U32).unwrap();
+    let batch = crossfeed_model::Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None, host: None };
+    let old = load(tmp.path()).unwrap().forward_batch(&batch).unwrap();
+    let new = load(&fixture("gemma3")).unwrap().forward_batch(&batch).unwrap();
+    assert_eq!(max_abs_diff(&old, &new), 0.0);
+}

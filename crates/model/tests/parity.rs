@@ -123,6 +123,10 @@ fn save_then_load_gives_same_logits() {
         let model = load(v);
         let tmp = tempfile::tempdir().unwrap();
         model.save(tmp.path()).unwrap();
+        // For scripts/make_model_fixtures.py --check-saved: transformers loads what crossfeed saved.
+        if let Some(dir) = std::env::var_os("CROSSFEED_KEEP_SAVED") {
+            model.save(&std::path::Path::new(&dir).join(v)).unwrap();
+        }
         let again = CausalLm::load_dir(tmp.path(), &Device::Cpu, DType::F32).unwrap();
         let batch = golden_batch(&g);
         let d = max_abs_diff(&model.forward_batch(&batch).unwrap(), &again.forward_batch(&batch).unwrap());

@@ -65,8 +65,9 @@ impl Default for AdamWConfig {
 /// `bias`, `layernorm`, `rmsnorm`, `(^|\.)norm($|\.)`, `_norm($|\.)`.
 ///
 /// HF additionally excludes every parameter of an `nn.LayerNorm` module by type; candle has no
-/// module types, but all OPT/Llama norm parameters (`*_layer_norm.*`, `*layernorm.*`, `norm.*`)
-/// are caught by the name patterns. 1-D tensors are *not* excluded by shape (HF does not do that).
+/// module types, but all OPT/Llama/Qwen norm parameters (`*_layer_norm.*`, `*layernorm.*`, `norm.*`,
+/// `q_norm.*`) are caught by the name patterns, and GPT-2's LayerNorms, whose names say no "norm"
+/// (`ln_1`, `ln_2`, `ln_f`), by their `ln_` module name. 1-D tensors are *not* excluded by shape (HF does not do that).
 pub fn hf_decay(name: &str, _var: &Var) -> bool {
     !hf_no_decay_name(name)
 }
@@ -95,7 +96,8 @@ fn hf_no_decay_name(name: &str) -> bool {
             return true;
         }
     }
-    false
+    // GPT-2's nn.LayerNorm modules (HF excludes them by type): a module named `ln_*`.
+    n.split('.').any(|seg| seg.starts_with("ln_"))
 }
 
 /// First and second moments of one parameter.

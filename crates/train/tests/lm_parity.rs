@@ -10,7 +10,7 @@ use crossfeed_model::{CausalLm, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample, Schedule, TrainConfig};
 use serde_json::Value;
 
-const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama"];
+const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"];
 
 fn fixture(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(v)
@@ -29,6 +29,14 @@ fn examples(g: &Value) -> Vec<LmExample> {
 
 /// The protocol of the goldens (make_model_fixtures.py `train_golden`, make_dropout_fixtures.py): 5
 /// full-batch AdamW steps, lr 1e-2, linear schedule with 2 warmup steps, weight decay 0.1, clipping 1.0.
+/// Gemma 3's fixture is ill-conditioned under Adam: 5 steps of torch itself from weights moved by 1e-7
+/// (relative) end with embeddings 8.5e-4 apart element-wise and gradient norms 8.8e-6 apart (Llama 3.2's
+/// fixture: 1.5e-5 and 7.5e-7), so rounding-level differences show 10-60x larger there. Its gradient
+/// norms get a 5x wider tolerance and its final weights are compared against each tensor's scale.
+fn ill_conditioned(v: &str) -> bool {
+    v == "gemma3"
+}
+
 fn golden_train_config() -> TrainConfig {
     TrainConfig {
         lr: 1e-2,
@@ -60,7 +68,8 @@ fn five_adamw_steps_match_pytorch_on_every_model() {
             let s = ft.step().unwrap();
             let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
             assert!(rel(s.loss, want_loss[i]) < 1e-5, "{v} step {i}: loss {} vs {}", s.loss, want_loss[i]);
-            assert!(rel(s.grad_norm, want_norm[i]) < 1e-4, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
+            let norm_tol = if ill_conditioned(v) { 5e-4 } else { 1e-4 };
+            assert!(rel(s.grad_norm, want_norm[i]) < norm_tol, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
             assert!((s.lr - want_lr[i]).abs() < 1e-12, "{v} step {i}: lr {} vs {}", s.lr, want_lr[i]);
         }
         // k_proj.bias has a zero true gradient (it shifts every score of a query row equally), so Adam
@@ -68,12 +77,57 @@ fn five_adamw_steps_match_pytorch_on_every_model() {
         for (key, want) in tensors.iter().filter(|(k, _)| k.starts_with("final.") && !k.ends_with("k_proj.bias")) {
             let name = &key["final.".len()..];
             let var = &model.params.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{v}: no {name}")).1;
-            let got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-2)).fold(0f32, f32::max);
+            let mut got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // GPT-2's fused q/k/v bias: its key third is k_proj.bias (zero true gradient, see above).
+            if name.ends_with("attn.c_attn.bias") {
+                let h = got.len() / 3;
+                got.drain(h..2 * h);
+                want.drain(h..2 * h);
+            }
+            let scale = if ill_conditioned(v) { want.iter().fold(0f32, |m, x| m.max(x.abs())) } else { 0.0 };
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-2).max(scale)).fold(0f32, f32::max);
             assert!(worst < 1e-4, "{v}: final {name} differs (worst rel {worst})");
         }
     }
+}
+
+/// The second recipe of the fixtures made since the Qwen families (`train2` in golden.json: cosine
+/// schedule without warmup, no weight decay, clipping at 0.5 active): losses, gradient norms and rates.
+#[test]
+fn five_adamw_steps_of_a_second_recipe_match_pytorch() {
+    let mut seen = 0;
+    for v in VARIANTS {
+        let (g, _) = golden(v);
+        let Some(r) = g.get("train2") else { continue };
+        seen += 1;
+        let model = CausalLm::load_dir(&fixture(v), &Device::Cpu, DType::F32).unwrap();
+        let tok = TextTokenizer::from_dir(&fixture(v)).unwrap();
+        let data = tokenize(&tok, &examples(&g), 512, false).unwrap();
+        let recipe = &r["recipe"];
+        assert_eq!(recipe["schedule"], "cosine", "{v}");
+        let cfg = TrainConfig {
+            lr: recipe["lr"].as_f64().unwrap(),
+            schedule: Schedule::Cosine,
+            warmup_steps: Some(recipe["warmup_steps"].as_u64().unwrap()),
+            weight_decay: recipe["weight_decay"].as_f64().unwrap(),
+            max_grad_norm: recipe["max_grad_norm"].as_f64().unwrap(),
+            ..golden_train_config()
+        };
+        let pad = g["pad_id"].as_u64().unwrap() as u32;
+        let mut ft = FineTune::new(&model, data, cfg, pad, 512).unwrap();
+        let want = |k: &str| -> Vec<f64> { r[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+        let (want_loss, want_norm, want_lr) = (want("losses"), want("grad_norms"), want("lrs"));
+        for i in 0..5 {
+            let s = ft.step().unwrap();
+            let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
+            assert!(rel(s.loss, want_loss[i]) < 1e-5, "{v} step {i}: loss {} vs {}", s.loss, want_loss[i]);
+            let norm_tol = if ill_conditioned(v) { 5e-4 } else { 1e-4 };
+            assert!(rel(s.grad_norm, want_norm[i]) < norm_tol, "{v} step {i}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
+            assert!((s.lr - want_lr[i]).abs() < 1e-12, "{v} step {i}: lr {} vs {}", s.lr, want_lr[i]);
+        }
+    }
+    assert!(seen >= 2, "no fixture carries a second recipe");
 }
 
 fn weights(m: &CausalLm) -> Vec<Vec<f32>> {
@@ -173,10 +227,16 @@ fn with_dropout(v: &str, rates: &serde_json::Map<String, Value>) -> tempfile::Te
 #[test]
 fn five_adamw_steps_with_dropout_match_pytorch_given_its_masks() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/train");
-    let drop_golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("dropout.json")).unwrap()).unwrap();
-    let masks = std::sync::Arc::new(candle_core::safetensors::load(dir.join("dropout.safetensors"), &Device::Cpu).unwrap());
+    // OPT and Llama in dropout.*, the families added later in dropout_families.* and dropout_gemma3.* (make_dropout_fixtures.py).
+    let (mut drop_golden, mut masks) = (serde_json::Map::new(), std::collections::HashMap::new());
+    for stem in ["dropout", "dropout_families", "dropout_gemma3"] {
+        let g: serde_json::Map<String, Value> = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap()).unwrap();
+        drop_golden.extend(g);
+        masks.extend(candle_core::safetensors::load(dir.join(format!("{stem}.safetensors")), &Device::Cpu).unwrap());
+    }
+    let masks = std::sync::Arc::new(masks);
     for v in VARIANTS {
-        let g = &drop_golden[*v];
+        let g = drop_golden.get(*v).unwrap_or_else(|| panic!("{v}: no dropout golden"));
         let model_dir = with_dropout(v, g["rates"].as_object().unwrap());
         let model = CausalLm::load_dir(model_dir.path(), &Device::Cpu, DType::F32).unwrap();
         assert!(model.has_dropout(), "{v}");
