@@ -20,6 +20,7 @@ pub mod llama;
 pub mod loss;
 pub mod ops;
 pub mod opt;
+pub mod profile;
 mod simd;
 pub mod skinny;
 pub mod tokenizer;
