@@ -8,7 +8,10 @@ is the Llama-like 7.36M-parameter model of notes/cpu-performance.md; the OPT-125
 `--arch qwen3 --hidden 1024 --layers 28 --vocab 151936 --batch 1 --seq 512`.
 
     python3 scripts/bench_train.py [--crossfeed target/release/crossfeed] [--steps 10] [--threads 2]
-        [--arch llama|opt|qwen3] [--hidden 256] [--layers 4] [--vocab 8192] [--batch 4] [--seq 128]
+        [--arch llama|opt|qwen3] [--hidden 256] [--layers 4] [--vocab 8192] [--batch 4] [--seq 128] [--profile]
+
+--profile adds where each side's step goes: crossfeed's per-op and per-phase table (`bench train --profile`)
+and torch's profiler (self CPU time per aten op, strong setting), per step.
 """
 import argparse, json, os, re, resource, subprocess, statistics, sys, time
 
@@ -43,7 +46,11 @@ def torch_side(a, mode):
     rss_loaded = rss_mib()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0, **({"fused": True} if mode == "strong" else {}))
     times = []
+    prof = None
     for i in range(a.steps + a.warmup):
+        if a.profile and mode == "strong" and i == a.warmup:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         if mode == "strong":
@@ -58,6 +65,14 @@ def torch_side(a, mode):
         del loss
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        # Per step: totals over the measured steps divided by their count (the profiler's own overhead
+        # makes the step slower than the unprofiled ms/step above).
+        rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:20]
+        print(f"torch strong profile (self CPU time per op, ms per step, mean of {a.steps} steps):", file=sys.stderr)
+        for e in rows:
+            print(f"  {e.key:<40} {e.self_cpu_time_total / 1e3 / a.steps:>9.1f} ms {e.count // a.steps:>5} calls", file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"mode": mode, "ms": statistics.median(times) * 1e3, "peak": peak, "loaded": rss_loaded}))
 
@@ -74,6 +89,7 @@ def main():
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--profile", action="store_true")
     ap.add_argument("--torch-mode", choices=["default", "strong"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_mode:
@@ -86,12 +102,15 @@ def main():
 
     # Each side in its own process, one after the other: every peak RSS is that process's total.
     out = subprocess.run([a.crossfeed, "bench", "train", "--model", d, "--batch-size", str(a.batch), "--seq-len", str(a.seq),
-                          "--steps", str(a.steps), "--warmup", str(a.warmup)], capture_output=True, text=True,
+                          "--steps", str(a.steps), "--warmup", str(a.warmup), *(["--profile"] if a.profile else [])],
+                         capture_output=True, text=True,
                          env={**os.environ, "RAYON_NUM_THREADS": str(a.threads)})
     sides = {}
     for mode in ["default", "strong"]:
         r = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--torch-mode", mode], capture_output=True, text=True, check=True)
         sides[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+        if a.profile and mode == "strong":
+            sides["profile"] = r.stderr.strip()
     toks = a.batch * a.seq
     for mode, what in [("default", "default (sliced-logits loss, AdamW foreach)"), ("strong", "strong (labels= loss, AdamW fused)")]:
         t = sides[mode]
@@ -104,6 +123,8 @@ def main():
         print(f"ratio crossfeed/torch (tokens/s): {sides['strong']['ms'] / cf:.2f}x against the strong setting, "
               f"{sides['default']['ms'] / cf:.2f}x against the default")
     m = re.search(r"peak RSS ([0-9.]+) MiB", out.stdout)
+    if a.profile:
+        print(sides.get("profile", ""))
     if m:
         print(f"peak RSS, total per process: crossfeed {float(m.group(1)):.0f} MiB, torch strong {sides['strong']['peak']:.0f} MiB, "
               f"torch default {sides['default']['peak']:.0f} MiB")

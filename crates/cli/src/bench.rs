@@ -45,6 +45,9 @@ pub enum BenchWhat {
         /// Train without dropout even where config.json sets it (to time the masks' cost).
         #[arg(long)]
         no_dropout: bool,
+        /// Also print where a step's time goes: each CPU fast-path op and each phase, per step.
+        #[arg(long)]
+        profile: bool,
     },
     /// Generation tokens/s: N prompts of a fixed token pattern, fixed new-token count (no EOS stop).
     Generate {
@@ -83,7 +86,9 @@ pub enum BenchWhat {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Forward { model, shape: s } => forward(&model, s.batch_size, s.seq_len, s.steps),
-        BenchWhat::Train { model, shape: s, warmup, no_dropout } => train(&model, s.batch_size, s.seq_len, s.steps, warmup, !no_dropout),
+        BenchWhat::Train { model, shape: s, warmup, no_dropout, profile } => {
+            train(&model, s.batch_size, s.seq_len, s.steps, warmup, !no_dropout, profile)
+        }
         BenchWhat::Generate { model, prompts, prompt_len, new_tokens, batch_size, temperature, top_p, repetition_penalty } => {
             let sampling = crossfeed_generate::SamplingParams { temperature, top_p, repetition_penalty, ..Default::default() };
             sampling.validate()?;
@@ -136,7 +141,7 @@ fn bench_tokens(b: usize, t: usize, v: u32) -> Vec<Vec<u32>> {
     (0..b).map(|i| (0..t).map(|j| ((i * 7919 + j * 104729) as u32) % v).collect()).collect()
 }
 
-fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize, dropout: bool) -> Result<()> {
+fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize, dropout: bool, profile: bool) -> Result<()> {
     use crossfeed_train::{FineTune, TrainConfig, Tokenized};
     let (model, _) = load_model(args)?;
     let rss_loaded = memory_mib().map(|m| m.0);
@@ -145,12 +150,15 @@ fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize, drop
     let mut ft = FineTune::new(&model, Tokenized { seqs, label_starts: None }, cfg, 0, t)?;
     let mut times = Vec::new();
     for i in 0..steps + warmup {
+        crossfeed_model::profile::enable(profile && i >= warmup);
         let t0 = Instant::now();
         ft.step()?;
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
+    crossfeed_model::profile::enable(false);
+    let total: f64 = times.iter().sum();
     let med = median(times);
     let drop = if dropout && model.has_dropout() { "dropout on" } else { "dropout off" };
     println!("crossfeed train: {:.1} ms/step, {:.0} tok/s (batch {b}x{t}, {drop}, median of {steps})", med * 1e3, (b * t) as f64 / med);
@@ -171,7 +179,31 @@ fn train(args: &ModelArgs, b: usize, t: usize, steps: usize, warmup: usize, drop
     if let (Some(before), Some((_, peak))) = (rss_loaded, memory_mib()) {
         println!("crossfeed train: peak RSS {peak:.0} MiB ({before:.0} MiB with the model loaded, before the first step)");
     }
+    if profile {
+        print_profile(crossfeed_model::profile::take(), total, steps);
+    }
     Ok(())
+}
+
+/// The per-step table of `bench train --profile`: phases, then ops by time, then what no op covers.
+fn print_profile(table: std::collections::BTreeMap<&'static str, crossfeed_model::profile::Entry>, total: f64, steps: usize) {
+    let per = |secs: f64| secs / steps.max(1) as f64 * 1e3;
+    let pct = |secs: f64| 100.0 * secs / total.max(f64::MIN_POSITIVE);
+    println!("crossfeed train profile ({} threads; ms per step, mean of {steps} steps; step {:.1} ms):", candle_core::utils::get_num_threads(), per(total));
+    let (phases, mut ops): (Vec<_>, Vec<_>) = table.into_iter().partition(|(name, _)| name.starts_with("phase."));
+    let in_phases: f64 = phases.iter().map(|(_, e)| e.secs).sum();
+    for (name, e) in &phases {
+        println!("  {name:<18} {:>9.1} ms {:>5.1}%", per(e.secs), pct(e.secs));
+    }
+    println!("  {:<18} {:>9.1} ms {:>5.1}%", "outside phases", per(total - in_phases), pct(total - in_phases));
+    ops.sort_by(|a, b| b.1.secs.total_cmp(&a.1.secs));
+    let in_ops: f64 = ops.iter().map(|(_, e)| e.secs).sum();
+    for (name, e) in &ops {
+        let rate = if e.flops > 0.0 { format!("{:>6.0} GFLOP/s", e.flops / e.secs / 1e9) } else { String::new() };
+        println!("  {name:<18} {:>9.1} ms {:>5.1}% {:>5} calls {rate}", per(e.secs), pct(e.secs), e.calls / steps.max(1) as u64);
+    }
+    let rest = in_phases - in_ops;
+    println!("  {:<18} {:>9.1} ms {:>5.1}%   (candle's own ops: element-wise, copies, casts, embedding; allocation)", "phases, no op", per(rest), pct(rest));
 }
 
 /// Matmul FLOPs of one training step (forward + backward = 3 × forward): 2·P per token for the P

@@ -67,6 +67,21 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 /// faulted them in again, zeroed by the kernel (20k faults, most of them 2 MiB huge pages, in 13 steps
 /// of `crossfeed bench train`; 855 with this). Peak memory is unchanged: only memory the process
 /// already used is kept.
+/// One level of parallelism: rayon's pool (RAYON_NUM_THREADS, default one thread per core) runs every
+/// GEMM, fused kernel and reduction; candle's second pool for its element-wise ops (a spinning barrier
+/// pool of CANDLE_NUM_THREADS workers, default the same count) gets none unless the user sets it. With
+/// both, a 2-core machine ran two pools' workers on two cores: the barrier workers spin ~25k pauses
+/// after each op while rayon's threads wait for a core, and with any other load on the machine the
+/// spinning barrier stalls outright (`bench train --profile`, 2 threads, Sapphire Rapids, a build
+/// running beside it: candle's own ops 122–419 ms/step with the pool, 47–49 ms without). Bits are the
+/// same either way: candle's element-wise ops are per element.
+pub fn one_thread_pool() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Before any candle op: the pool reads the variable once, when first used. Single-threaded here.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 pub fn keep_freed_memory() {
     // mi_option_purge_delay, 15 in both mimalloc v2 and v3 (libmimalloc-sys does not name it).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

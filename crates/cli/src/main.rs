@@ -74,6 +74,7 @@ pub fn backends() -> Vec<&'static str> {
 
 fn main() {
     common::keep_freed_memory();
+    common::one_thread_pool();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Score(a) => score::run(a),

@@ -147,6 +147,7 @@ impl CustomOp3 for Attention {
     ) -> Result<(CpuStorage, Shape)> {
         let Dims { b, hq, hkv, tq, tk, d } = Self::dims(ql.dims(), kl.dims(), vl.dims())?;
         let (q, k, v) = (view(qs, ql, "q")?, view(ks, kl, "k")?, view(vs, vl, "v")?);
+        let _t = crate::profile::span("attention.fwd", 4.0 * (b * hq * tq * tk * d) as f64);
         let group = hq / hkv;
         let mut probs = vec![0f32; b * hq * tq * tk];
         let mut out = vec![0f32; b * tq * hq * d];
@@ -201,6 +202,7 @@ impl CustomOp3 for Attention {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Dims { b, hq, hkv, tq, tk, d } = Self::dims(q.dims(), k.dims(), v.dims())?;
+        let _t = crate::profile::span("attention.bwd", 8.0 * (b * hq * tq * tk * d) as f64);
         let group = hq / hkv;
         let probs = self.probs.lock().map_err(|_| candle_core::Error::Msg("fused-attention: poisoned lock".into()))?.take();
         let Some(probs) = probs else { bail!("fused-attention: backward ran twice or without a recorded forward") };

@@ -83,6 +83,7 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("rms_norm.fwd", 0.0);
         let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
         let h = row_width(xl, w.len(), None, self.name())?;
         let mut out = vec![0f32; x.len()];
@@ -100,6 +101,7 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let _t = crate::profile::span("rms_norm.bwd", 0.0);
         let (dx, dw) = with_data(&[x, w, g], self.name(), |s| {
             let (x, w, g) = (s[0], s[1], s[2]);
             let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
@@ -170,6 +172,7 @@ impl CustomOp3 for LayerNorm {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("layer_norm.fwd", 0.0);
         let (x, w, b) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?, data(bs, bl, self.name())?);
         let h = row_width(xl, w.len(), Some(b.len()), self.name())?;
         let mut out = vec![0f32; x.len()];
@@ -194,6 +197,7 @@ impl CustomOp3 for LayerNorm {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _t = crate::profile::span("layer_norm.bwd", 0.0);
         let (dx, dwb) = with_data(&[x, w, g], self.name(), |s| {
             let (x, w, g) = (s[0], s[1], s[2]);
             let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
@@ -294,6 +298,7 @@ impl CustomOp3 for Rope {
         ss: &CpuStorage,
         sl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("rope.fwd", 0.0);
         let CpuStorage::F32(x) = xs else { bail!("{}: f32 only", self.name()) };
         let (cos, sin) = (data(cs, cl, self.name())?, data(ss, sl, self.name())?);
         let (&[b, h, t, d], st) = (xl.dims(), xl.stride()) else { bail!("{}: expects [B, H, T, D], got {:?}", self.name(), xl.dims()) };
@@ -313,6 +318,7 @@ impl CustomOp3 for Rope {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _t = crate::profile::span("rope.bwd", 0.0);
         let (b, h, t, d) = x.dims4()?;
         let dx = with_data(&[g, cos, sin], self.name(), |s| Ok(rope_rows(s[0], |r| r * d, s[1], s[2], [b, h, t, d], true)))?;
         Ok((Some(Tensor::from_vec(dx, (b, h, t, d), x.device())?), None, None))
@@ -341,6 +347,7 @@ impl CustomOp2 for SwiGlu {
     }
 
     fn cpu_fwd(&self, as_: &CpuStorage, al: &Layout, us: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("swiglu.fwd", 0.0);
         let (a, u) = (data(as_, al, self.name())?, data(us, ul, self.name())?);
         if al.dims() != ul.dims() {
             bail!("{}: gate {:?} and up {:?} differ", self.name(), al.dims(), ul.dims());
@@ -357,6 +364,7 @@ impl CustomOp2 for SwiGlu {
     }
 
     fn bwd(&self, a: &Tensor, u: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let _t = crate::profile::span("swiglu.bwd", 0.0);
         let (da, du) = with_data(&[a, u, g], self.name(), |s| {
             let (a, u, g) = (s[0], s[1], s[2]);
             let (mut da, mut du) = (vec![0f32; a.len()], vec![0f32; a.len()]);
@@ -396,6 +404,7 @@ impl candle_core::CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("relu.fwd", 0.0);
         let x = data(s, l, self.name())?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(16384).zip(x.par_chunks(16384)).for_each(|(o, x)| {
@@ -407,6 +416,7 @@ impl candle_core::CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::span("relu.bwd", 0.0);
         Ok(Some(relu_grad(y, g)?))
     }
 }

@@ -22,6 +22,7 @@ pub mod llama;
 pub mod loss;
 pub mod ops;
 pub mod opt;
+pub mod profile;
 pub mod qwen;
 mod simd;
 pub mod skinny;

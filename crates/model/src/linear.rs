@@ -22,47 +22,99 @@ fn mat<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Mat<'a>> {
     Ok(Mat { data: &v[l.start_offset()..], rows, cols, rs: rs as isize, cs: cs as isize })
 }
 
-fn par(flops: usize) -> gemm::Parallelism {
-    let n = rayon::current_num_threads();
-    // Below ~1 MFLOP a second thread costs more than it saves.
-    if n > 1 && flops >= 1 << 20 {
-        gemm::Parallelism::Rayon(n)
-    } else {
-        gemm::Parallelism::None
+/// Blocks of the output that run as separate single-threaded `gemm` calls, one rayon task each.
+/// gemm's own threading (`Parallelism::Rayon`) took the bench model's linears from 1 to 2 threads at
+/// only 1.33x (Sapphire Rapids, `bench train --profile`): it synchronises its threads around every
+/// packed block. Independent blocks scale with the cores, and give the same bits as one call: gemm's
+/// depth blocking (`kc`) depends on k and the caches only, so every output element sums its products
+/// in the same order whichever block holds it. Blocks keep at least `MIN_BLOCK` rows or columns, so a
+/// block never drops into gemm's path for outputs of at most 64 x 64, which blocks the depth differently.
+const MIN_BLOCK: usize = 128;
+
+/// How many blocks to cut the split dimension (`len`) into: one per thread, none below ~1 MFLOP of
+/// work (a second thread costs more than it saves there) or `MIN_BLOCK` long.
+fn blocks(len: usize, flops: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || flops < 1 << 20 {
+        return 1;
+    }
+    threads.min(len / MIN_BLOCK).max(1)
+}
+
+/// The output pointer shared by the block tasks.
+#[derive(Clone, Copy)]
+struct Dst(*mut f32);
+// SAFETY: each task writes only its own block of the output (rows or columns disjoint by construction).
+unsafe impl Send for Dst {}
+unsafe impl Sync for Dst {}
+
+impl Dst {
+    /// Through a method, so closures capture the `Dst` (Send + Sync), not its raw-pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
+/// `a·b` as a new contiguous `[m, n]`, with no zeroing pass first: gemm writes every element of its
+/// output and, told not to accumulate, reads none. (Zeroing the outputs was ~9% of a train step's CPU
+/// time, `perf` at the bench shape, and on one thread: calloc's memset.)
+fn product(m: usize, n: usize, k: usize, a: (&[f32], isize, isize), b: (&[f32], isize, isize)) -> Vec<f32> {
+    if k == 0 {
+        return vec![0f32; m * n];
+    }
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: `out` has capacity for m·n elements, all of which gemm writes (k > 0, no accumulation)
+    // before the length is set; operands as in `mm_raw`.
+    unsafe {
+        mm_raw(out.as_mut_ptr(), m, n, k, false, a, b);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `dst[m×n] += a·b` into an initialised contiguous `[m, n]` (a bias-filled output).
+fn mm_acc(dst: &mut [f32], m: usize, n: usize, k: usize, a: (&[f32], isize, isize), b: (&[f32], isize, isize)) {
+    assert_eq!(dst.len(), m * n, "fused-linear: output buffer");
+    // SAFETY: dst is a live [m, n] buffer; operands as in `mm_raw`.
+    unsafe { mm_raw(dst.as_mut_ptr(), m, n, k, true, a, b) }
+}
+
 /// `dst[m×n] (=|+=) a·b` with (row stride, column stride) per operand; dst is contiguous `[m, n]`.
+/// Split over rows when `m >= n`, else over columns (the longer side keeps the blocks largest).
+///
+/// # Safety
+/// `dst` is valid for writes of m·n elements (and reads, with `accumulate`); `a` holds the `[m, k]`
+/// operand and `b` the `[k, n]` one at the given strides.
 #[allow(clippy::too_many_arguments)]
-fn mm(dst: &mut [f32], m: usize, n: usize, k: usize, accumulate: bool, a: (&[f32], isize, isize), b: (&[f32], isize, isize)) {
+unsafe fn mm_raw(dst: *mut f32, m: usize, n: usize, k: usize, accumulate: bool, a: (&[f32], isize, isize), b: (&[f32], isize, isize)) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    // SAFETY: dst holds m·n elements written with strides (n, 1); a is read at i·rs + j·cs for i < m,
-    // j < k and b at j·rs + l·cs for j < k, l < n, inside their slices because the callers build them
-    // from layouts of tensors with those shapes.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.0.as_ptr(),
-            a.2,
-            a.1,
-            b.0.as_ptr(),
-            b.2,
-            b.1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par(2 * m * n * k),
-        );
+    let by_rows = m >= n;
+    let len = if by_rows { m } else { n };
+    let parts = blocks(len, 2 * m * n * k);
+    // A multiple of 16 per block (a whole number of gemm's register tiles), the last block the rest.
+    let per = len.div_ceil(parts).next_multiple_of(16);
+    let dst = Dst(dst);
+    let run = |start: usize| {
+        let size = per.min(len - start);
+        // SAFETY: dst holds m·n elements written with strides (n, 1); this block is rows (or columns)
+        // start..start+size of it, written by this task only. a is read at i·rs + j·cs for i < m, j < k
+        // and b at j·rs + l·cs for j < k, l < n, inside their slices because the callers build them from
+        // layouts of tensors with those shapes; the block's operand offsets stay within those ranges.
+        unsafe {
+            let (rows, cols, d, a_ptr, b_ptr) = if by_rows {
+                (size, n, dst.get().add(start * n), a.0.as_ptr().offset(start as isize * a.1), b.0.as_ptr())
+            } else {
+                (m, size, dst.get().add(start), a.0.as_ptr(), b.0.as_ptr().offset(start as isize * b.2))
+            };
+            gemm::gemm(rows, cols, k, d, 1, n as isize, accumulate, a_ptr, a.2, a.1, b_ptr, b.2, b.1, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
+        }
+    };
+    if parts == 1 {
+        run(0);
+    } else {
+        (0..len).into_par_iter().step_by(per).for_each(run);
     }
 }
 
@@ -71,15 +123,21 @@ fn forward(x: &Mat, w: &Mat, bias: Option<&[f32]>, relu: bool) -> Result<(CpuSto
         bail!("fused-linear: x is [{}, {}] but W is [{}, {}]", x.rows, x.cols, w.rows, w.cols);
     }
     let (m, n, k) = (x.rows, w.rows, x.cols);
-    let mut y = vec![0f32; m * n];
-    if let Some(b) = bias {
-        if b.len() != n {
-            bail!("fused-linear: bias has {} elements for {n} outputs", b.len());
-        }
-        y.par_chunks_mut(n.max(1)).for_each(|row| row.copy_from_slice(&b[..n]));
-    }
+    let _t = crate::profile::span("linear.fwd", 2.0 * (m * n * k) as f64);
     // Wᵀ: element (j, l) = W[l, j].
-    mm(&mut y, m, n, k, bias.is_some(), (x.data, x.rs, x.cs), (w.data, w.cs, w.rs));
+    let (xa, wt) = ((x.data, x.rs, x.cs), (w.data, w.cs, w.rs));
+    let mut y = match bias {
+        Some(b) => {
+            if b.len() != n {
+                bail!("fused-linear: bias has {} elements for {n} outputs", b.len());
+            }
+            let mut y = vec![0f32; m * n];
+            y.par_chunks_mut(n.max(1)).for_each(|row| row.copy_from_slice(&b[..n]));
+            mm_acc(&mut y, m, n, k, xa, wt);
+            y
+        }
+        None => product(m, n, k, xa, wt),
+    };
     if relu {
         y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
     }
@@ -88,6 +146,8 @@ fn forward(x: &Mat, w: &Mat, bias: Option<&[f32]>, relu: bool) -> Result<(CpuSto
 
 /// (dx, dW, db) for `g = ∂L/∂y`; with `relu`, `y` is the activated output and `g` is masked by `y > 0`.
 fn backward(x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool, relu: Option<&Tensor>) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (&[m, k], &[n, _]) = (x.dims(), w.dims()) else { bail!("fused-linear: x is {:?}, W is {:?}", x.dims(), w.dims()) };
+    let _t = crate::profile::span("linear.bwd", 4.0 * (m * n * k) as f64);
     let g = match relu {
         Some(y) => crate::fused::relu_grad(y, g)?,
         None => g.contiguous()?,
@@ -97,12 +157,9 @@ fn backward(x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool, relu: Option<&T
     let (ws, wl) = w.storage_and_layout();
     let (Storage::Cpu(gs), Storage::Cpu(xs), Storage::Cpu(ws)) = (&*gs, &*xs, &*ws) else { bail!("fused-linear: CPU tensors only") };
     let (g, xm, wm) = (mat(gs, gl, "grad")?, mat(xs, xl, "x")?, mat(ws, wl, "W")?);
-    let (m, n, k) = (xm.rows, wm.rows, xm.cols);
-    let mut dx = vec![0f32; m * k];
-    mm(&mut dx, m, k, n, false, (g.data, g.rs, g.cs), (wm.data, wm.rs, wm.cs));
-    let mut dw = vec![0f32; n * k];
+    let dx = product(m, k, n, (g.data, g.rs, g.cs), (wm.data, wm.rs, wm.cs));
     // dW = gᵀ·x, written [out, in] row-major.
-    mm(&mut dw, n, k, m, false, (g.data, g.cs, g.rs), (xm.data, xm.rs, xm.cs));
+    let dw = product(n, k, m, (g.data, g.cs, g.rs), (xm.data, xm.rs, xm.cs));
     let db = with_bias.then(|| {
         let rows_per = (1usize << 14) / n.max(1) + 1;
         (0..m)

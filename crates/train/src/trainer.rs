@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor, Var};
+use crossfeed_model::profile;
 use serde::{Deserialize, Serialize};
 
 use crate::accum::GradAccumulator;
@@ -241,6 +242,7 @@ impl Trainer {
         let seed = pre * loss_scale.unwrap_or(1.0);
         let mut found_inf = false;
         for (i, b) in micro_batches.iter().enumerate() {
+            let forward = profile::span("phase.forward", 0.0);
             let (ce, n) = loss_sum(b).map_err(|e| TrainError::LossFn {
                 step,
                 micro_batch: i,
@@ -254,6 +256,7 @@ impl Trainer {
                 });
             }
             let value = crossfeed_model::transfer::vec1::<f32>(&ce.flatten_all()?.to_dtype(DType::F32)?)?[0] as f64;
+            drop(forward);
             if !value.is_finite() && self.scaler.is_some() {
                 // An f16 forward overflowed: GradScaler would find inf/NaN gradients and skip the step.
                 found_inf = true;
@@ -268,8 +271,10 @@ impl Trainer {
                     value,
                 });
             }
+            let backward = profile::span("phase.backward", 0.0);
             let grads = if seed == 1.0 { ce.backward()? } else { (ce * seed)?.backward()? };
             let report = self.accum.add(grads)?;
+            drop(backward);
             if report.non_finite.is_some() && self.scaler.is_some() {
                 // The scale was too large for f16: the step is skipped below.
                 found_inf = true;
@@ -338,8 +343,10 @@ impl Trainer {
         let coef = clip_coefficient(grad_norm, self.cfg.max_grad_norm);
         let lr = self.schedule.lr_at(self.updates());
         let grads = self.accum.take();
+        let optimizer = profile::span("phase.optimizer", 0.0);
         self.opt
             .step_scaled(&grads, lr, scale * coef.unwrap_or(1.0))?;
+        drop(optimizer);
         if let Some(s) = self.scaler.as_mut() {
             s.update(false);
         }
