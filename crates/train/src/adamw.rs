@@ -473,7 +473,7 @@ impl AdamW {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
             })?;
-        Ok(crossfeed_fsio::write_atomic(path, &bytes)?)
+        Ok(crossfeed_fsio::write_atomic(path, &sorted_header(bytes))?)
     }
 
     /// Restores state written by [`AdamW::save`]. Every parameter must be present with its shape,
@@ -656,6 +656,23 @@ fn device_update(
     Ok((p, m, v))
 }
 
+/// The same optimizer state must give the same bytes (a resumed run is compared byte for byte), but
+/// safetensors writes the `__metadata__` map in a HashMap's order, which changes from process to
+/// process. The header is rewritten with every JSON object's keys sorted (serde_json's map is ordered);
+/// the content, hence the length, is unchanged, so the tensor offsets stay valid. A header that does
+/// not parse is left as it is (the reader then reports it).
+fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(n) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes) else { return bytes };
+    let Some(end) = usize::try_from(n).ok().and_then(|n| n.checked_add(8)).filter(|&e| e <= bytes.len()) else { return bytes };
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..end]) else { return bytes };
+    let Ok(sorted) = serde_json::to_vec(&header) else { return bytes };
+    if sorted.len() <= end - 8 {
+        bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+        bytes[8 + sorted.len()..end].fill(b' ');
+    }
+    bytes
+}
+
 fn f32_bytes(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() * 4);
     for v in x {
@@ -704,6 +721,31 @@ mod tests {
             grads.push(Tensor::from_vec(g, shape.as_slice(), &dev).unwrap());
         }
         (params, grads)
+    }
+
+    /// The same state gives the same bytes: safetensors' metadata map came out in a HashMap's order,
+    /// different on every save (each HashMap draws its own hash seed), so two saves of one optimizer differed.
+    #[test]
+    fn saving_the_same_state_gives_the_same_bytes() {
+        let (p, g) = setup(3);
+        let mut opt = AdamW::new(p.clone(), AdamWConfig::default(), |_: &str, _: &Var| true).unwrap();
+        let mut grads = GradStore::default();
+        for ((_, v), g) in p.iter().zip(&g) {
+            grads.insert(v.as_tensor(), g.clone());
+        }
+        opt.step(&grads, 1e-3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let saves: Vec<Vec<u8>> = (0..6)
+            .map(|i| {
+                let path = dir.path().join(format!("o{i}.safetensors"));
+                opt.save(&path).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(saves.iter().all(|s| s == &saves[0]), "saves of one state differ");
+        let mut again = AdamW::new(p, AdamWConfig::default(), |_: &str, _: &Var| true).unwrap();
+        again.load(dir.path().join("o0.safetensors")).unwrap();
+        assert_eq!(again.step_count(), 1);
     }
 
     /// The tensor-op path (used on GPUs) and the fused CPU kernel implement the same update.
