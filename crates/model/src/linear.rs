@@ -250,3 +250,57 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool) -> Resu
         None => x.apply_op2(w, Linear),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn on_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f)
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// y, dx, dW, db of one linear with a bias, as bit patterns.
+    fn run(m: usize, n: usize, k: usize) -> Vec<Vec<u32>> {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(values(m * k, 1), (m, k), &dev).unwrap();
+        let w = Var::from_vec(values(n * k, 2), (n, k), &dev).unwrap();
+        let b = Var::from_vec(values(n, 3), n, &dev).unwrap();
+        let g = Tensor::from_vec(values(m * n, 4), (m, n), &dev).unwrap();
+        let y = linear(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), false).unwrap();
+        let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+        vec![bits(&y), bits(grads.get(&x).unwrap()), bits(grads.get(&w).unwrap()), bits(grads.get(&b).unwrap())]
+    }
+
+    /// The blocks each thread computes give the bits of one gemm call, whichever side is split, with
+    /// ragged last blocks and a depth past gemm's 512-wide depth blocks; and the product is the product.
+    #[test]
+    fn split_gemm_gives_the_bits_of_one_call() {
+        for (m, n, k) in [(300, 1000, 70), (1000, 300, 600), (129, 4100, 64), (520, 257, 33)] {
+            let one = on_threads(1, || run(m, n, k));
+            for threads in [2, 3] {
+                assert!(on_threads(threads, || run(m, n, k)) == one, "{m}x{n}x{k}: {threads} threads differ from 1");
+            }
+            // y = x·Wᵀ + b against a plain f64 dot product at a few entries.
+            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+            for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
+                let want = b[j] as f64 + (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum::<f64>();
+                let got = f32::from_bits(one[0][i * n + j]) as f64;
+                assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{m}x{n}x{k} y[{i},{j}] = {got}, want {want}");
+            }
+        }
+    }
+}
