@@ -14,16 +14,17 @@ use rayon::prelude::*;
 
 use crate::simd;
 
-/// A raw pointer that rayon tasks may share: each task writes only its own (sequence, head) block.
+/// A raw pointer that rayon tasks may share: each task writes only its own block (a (sequence, head)
+/// block here, a block of rows or columns in `linear.rs`).
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
+pub(crate) struct Shared(pub(crate) *mut f32);
 // SAFETY: the tasks write disjoint blocks of the buffer the pointer addresses (see the call sites).
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
     /// Through a method, so closures capture the `Shared` (Send + Sync), not its raw-pointer field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

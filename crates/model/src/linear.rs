@@ -41,20 +41,6 @@ fn blocks(len: usize, flops: usize) -> usize {
     threads.min(len / MIN_BLOCK).max(1)
 }
 
-/// The output pointer shared by the block tasks.
-#[derive(Clone, Copy)]
-struct Dst(*mut f32);
-// SAFETY: each task writes only its own block of the output (rows or columns disjoint by construction).
-unsafe impl Send for Dst {}
-unsafe impl Sync for Dst {}
-
-impl Dst {
-    /// Through a method, so closures capture the `Dst` (Send + Sync), not its raw-pointer field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `a·b` as a new contiguous `[m, n]`, with no zeroing pass first: gemm writes every element of its
 /// output and, told not to accumulate, reads none. (Zeroing the outputs was ~9% of a train step's CPU
 /// time, `perf` at the bench shape, and on one thread: calloc's memset.)
@@ -95,7 +81,8 @@ unsafe fn mm_raw(dst: *mut f32, m: usize, n: usize, k: usize, accumulate: bool, 
     let parts = blocks(len, 2 * m * n * k);
     // A multiple of 16 per block (a whole number of gemm's register tiles), the last block the rest.
     let per = len.div_ceil(parts).next_multiple_of(16);
-    let dst = Dst(dst);
+    // Each task writes only its own rows (or columns) of the output.
+    let dst = crate::attention::Shared(dst);
     let run = |start: usize| {
         let size = per.min(len - start);
         // SAFETY: dst holds m·n elements written with strides (n, 1); this block is rows (or columns)
