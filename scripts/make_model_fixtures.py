@@ -23,8 +23,10 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
   gemma3     Gemma 3 text: sliding window (4) shorter than the sequences on local layers with their own RoPE
              base, linear RoPE scaling on the global layer, final logit soft-capping, q/k norms,
              query_pre_attn_scalar != head_dim, GQA, tied head; tokenizer.json with a <bos> post-processor.
-             Its greedy golden runs each prompt alone: in a left-padded batch transformers' window counts pad
-             slots, crossfeed's counts tokens (the same for an unpadded prompt)
+             Its greedy golden is the left-padded batch (as every variant's), and the script asserts that each
+             prompt generated alone gives the same tokens (`greedy_solo`): transformers' window is counted in
+             cache slots (`kv_idx > q_idx - sliding_window`), and left padding shifts a row's slots and
+             positions alike, so the window holds the same real tokens with or without padding
 
     python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
@@ -198,7 +200,7 @@ VARIANTS = {
         attn_pdrop=0.0, layer_norm_epsilon=1e-5, initializer_range=0.2, scale_attn_weights=True,
         summary_activation=None, summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type="cls_index",
         summary_use_proj=True, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)),
-    "gemma3": dict(kind="gemma3", greedy_unpadded=True, config=dict(
+    "gemma3": dict(kind="gemma3", check_solo=True, config=dict(
         model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], vocab_size=328, hidden_size=32,
         intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
         hidden_activation="gelu_pytorch_tanh", max_position_embeddings=512, rms_norm_eps=1e-6,
@@ -411,23 +413,32 @@ def make_variant(name, variant):
     prompt_ids = [gen_tok(p)["input_ids"] for p in PROMPTS]
     gids, gmask = padded(prompt_ids, pad, left=True)
     def greedy(**kw):
-        if variant.get("greedy_unpadded"):
-            rows = []
-            for p in prompt_ids:
-                with torch.no_grad():
-                    o = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                                       do_sample=False, max_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, **kw)
-                rows.append(o[0, len(p):].tolist())
-            return rows
         with torch.no_grad():
             out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
                                  pad_token_id=pad, **kw)
         return out[:, gids.shape[1]:].tolist()
+
+    def greedy_solo(**kw):
+        """Each prompt alone, unpadded."""
+        rows = []
+        for p in prompt_ids:
+            with torch.no_grad():
+                o = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                   do_sample=False, max_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, **kw)
+            rows.append(o[0, len(p):].tolist())
+        return rows
     generated = greedy(min_new_tokens=GEN_NEW_TOKENS, eos_token_id=eos)
     # Random weights never emit the real EOS: call the third greedy token of row 0 the EOS, so that row
     # stops early while the others run on (transformers pads finished rows with pad_token_id).
     eos_test = generated[0][2]
     generated_eos = greedy(eos_token_id=eos_test)
+    extra = {}
+    if variant.get("check_solo"):
+        # Sliding-window families: the left-padded batch must equal each prompt alone (padding is only a
+        # shift of a row's slots), or the batch golden would pin a transformers quirk.
+        solo_rows = greedy_solo(min_new_tokens=GEN_NEW_TOKENS, eos_token_id=eos)
+        assert solo_rows == generated, (solo_rows, generated)
+        extra["greedy_solo"] = solo_rows
 
     import copy
     train2 = train_golden(copy.deepcopy(model), ids, mask, optimizer=recipe2_optimizer, clip=RECIPE2["max_grad_norm"])
@@ -446,7 +457,7 @@ def make_variant(name, variant):
         "ce_completion_sum": cm_sum.tolist(), "ce_completion_tokens": cm_n.tolist(), "loss": float(loss),
         "grad_norms": grad_norms, "prompts": PROMPTS, "prompt_ids": prompt_ids, "greedy": generated,
         "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train,
-        "train2": dict(train2, recipe=RECIPE2), "tokenizer_size": len(tok),
+        "train2": dict(train2, recipe=RECIPE2), "tokenizer_size": len(tok), **extra,
     })
     print(f"{name}: ok ({sum(p.numel() for p in model.parameters())} params)")
 
