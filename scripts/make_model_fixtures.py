@@ -27,6 +27,11 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
              prompt generated alone gives the same tokens (`greedy_solo`): transformers' window is counted in
              cache slots (`kv_idx > q_idx - sliding_window`), and left padding shifts a row's slots and
              positions alike, so the window holds the same real tokens with or without padding
+  gemma2     Gemma 2: gemma3's shape without q/k norms, attention logit soft-capping (4.0, small enough to
+             bend the scores), final logit soft-capping, one RoPE, sliding window (4) on alternating layers
+             (no layer_types: transformers' default, layer 0 local), GQA; Gemma's tokenizer; greedy checked
+             against each prompt alone as gemma3's. transformers runs it with eager attention (its only
+             non-flash kernel: `_supports_sdpa = False`), as every golden here is made
 
     python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
@@ -209,6 +214,15 @@ VARIANTS = {
         final_logit_softcapping=5.0, attn_logit_softcapping=None, use_bidirectional_attention=False,
         rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, initializer_range=0.2)),
+    # No layer_types and no rope_parameters: the 4.x-style config whose layers alternate by default
+    # (sliding, full, sliding) with rope_theta at the top level.
+    "gemma2": dict(kind="gemma3", check_solo=True, config=dict(
+        model_type="gemma2", architectures=["Gemma2ForCausalLM"], vocab_size=328, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=512, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, attention_dropout=0.0, query_pre_attn_scalar=24,
+        sliding_window=4, final_logit_softcapping=5.0, attn_logit_softcapping=4.0, rope_theta=10000.0,
         pad_token_id=0, eos_token_id=1, bos_token_id=2, initializer_range=0.2)),
 }
 def gpt2_tokenizer(d):

@@ -8,7 +8,7 @@ use crossfeed_generate::{sampling, FinishReason, GenerationConfig, Generator, Sa
 use crossfeed_model::{CausalLm, TextTokenizer};
 use serde_json::Value;
 
-const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"];
+const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3", "gemma2"];
 
 fn fixture(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(v)
