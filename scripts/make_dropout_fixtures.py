@@ -7,7 +7,8 @@ own dropout does, applies `x * (keep / (1 - p))` and records `keep` in call orde
 weight decay 0.1, linear schedule with 2 warmup steps, clipping at 1.0).
 
     python3 scripts/make_dropout_fixtures.py   # writes tests/fixtures/train/dropout.{json,safetensors}
-    python3 scripts/make_dropout_fixtures.py --families   # dropout_families.* (Qwen2/Qwen3/GPT-2), dropout_gemma3.*
+    python3 scripts/make_dropout_fixtures.py --families   # dropout_families.* (Qwen2/Qwen3/GPT-2), dropout_gemma3.*, dropout_gemma2.*
+    python3 scripts/make_dropout_fixtures.py --families --only dropout_gemma2   # one of those files
 
 crates/train/tests/lm_parity.rs feeds the masks to crossfeed (FineTune::inject_dropout_masks) and
 matches losses, gradient norms and weights.
@@ -30,6 +31,7 @@ FAMILIES = {
     "dropout_families": {"qwen2": {"attention_dropout": 0.1}, "qwen3": {"attention_dropout": 0.1},
                          "gpt2": {"embd_pdrop": 0.1, "attn_pdrop": 0.1, "resid_pdrop": 0.1}},
     "dropout_gemma3": {"gemma3": {"attention_dropout": 0.1}},
+    "dropout_gemma2": {"gemma2": {"attention_dropout": 0.1}},
 }
 STEPS = 5
 
@@ -83,6 +85,9 @@ def main():
     torch.set_num_threads(2)
     torch.nn.functional.dropout = recording_dropout
     files = FAMILIES if "--families" in sys.argv else {"dropout": VARIANTS}
+    if "--only" in sys.argv:
+        only = sys.argv[sys.argv.index("--only") + 1].split(",")
+        files = {k: v for k, v in files.items() if k in only}
     os.makedirs(OUT, exist_ok=True)
     for stem, variants in files.items():
         all_tensors, golden = {}, {}

@@ -23,6 +23,7 @@ first step's gradient of every parameter under autocast bf16 and f16).
 Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers from PyPI, CPU only)
      python3 scripts/make_mixed_precision_fixtures.py --families   # only the first-step autocast gradients
          of the families added later, one file each: autocast_grads_<variant>.safetensors
+     python3 scripts/make_mixed_precision_fixtures.py --families --only gemma2   # one of those files
 """
 import copy
 import json
@@ -37,7 +38,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 VARIANTS = ["opt125", "opt350", "llama32", "llama"]
-FAMILIES = ["qwen2", "qwen3", "gpt2", "gemma3"]
+FAMILIES = ["qwen2", "qwen3", "gpt2", "gemma3", "gemma2"]
 STEPS = 12
 HP = dict(lr=2e-3, warmup_steps=2, weight_decay=0.1, max_grad_norm=1.0)
 MODES = {
@@ -156,7 +157,8 @@ def grads(variants=VARIANTS, name="autocast_grads"):
 def main():
     import sys
     if "--families" in sys.argv:
-        for v in FAMILIES:
+        only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else FAMILIES
+        for v in [f for f in FAMILIES if f in only]:
             grads([v], f"autocast_grads_{v}")
         return
     torch.manual_seed(0)

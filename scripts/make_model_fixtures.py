@@ -23,8 +23,15 @@ Variants (each a directory with config.json, weights, tokenizer files, golden.sa
   gemma3     Gemma 3 text: sliding window (4) shorter than the sequences on local layers with their own RoPE
              base, linear RoPE scaling on the global layer, final logit soft-capping, q/k norms,
              query_pre_attn_scalar != head_dim, GQA, tied head; tokenizer.json with a <bos> post-processor.
-             Its greedy golden runs each prompt alone: in a left-padded batch transformers' window counts pad
-             slots, crossfeed's counts tokens (the same for an unpadded prompt)
+             Its greedy golden is the left-padded batch (as every variant's), and the script asserts that each
+             prompt generated alone gives the same tokens (`greedy_solo`): transformers' window is counted in
+             cache slots (`kv_idx > q_idx - sliding_window`), and left padding shifts a row's slots and
+             positions alike, so the window holds the same real tokens with or without padding
+  gemma2     Gemma 2: gemma3's shape without q/k norms, attention logit soft-capping (4.0, small enough to
+             bend the scores), final logit soft-capping, one RoPE, sliding window (4) on alternating layers
+             (no layer_types: transformers' default, layer 0 local), GQA; Gemma's tokenizer; greedy checked
+             against each prompt alone as gemma3's. transformers runs it with eager attention (its only
+             non-flash kernel: `_supports_sdpa = False`), as every golden here is made
 
     python3 scripts/make_model_fixtures.py --only qwen2,qwen3   # regenerate only these variants
 
@@ -198,7 +205,7 @@ VARIANTS = {
         attn_pdrop=0.0, layer_norm_epsilon=1e-5, initializer_range=0.2, scale_attn_weights=True,
         summary_activation=None, summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type="cls_index",
         summary_use_proj=True, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)),
-    "gemma3": dict(kind="gemma3", greedy_unpadded=True, config=dict(
+    "gemma3": dict(kind="gemma3", check_solo=True, config=dict(
         model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], vocab_size=328, hidden_size=32,
         intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
         hidden_activation="gelu_pytorch_tanh", max_position_embeddings=512, rms_norm_eps=1e-6,
@@ -207,6 +214,15 @@ VARIANTS = {
         final_logit_softcapping=5.0, attn_logit_softcapping=None, use_bidirectional_attention=False,
         rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, initializer_range=0.2)),
+    # No layer_types and no rope_parameters: the 4.x-style config whose layers alternate by default
+    # (sliding, full, sliding) with rope_theta at the top level.
+    "gemma2": dict(kind="gemma3", check_solo=True, config=dict(
+        model_type="gemma2", architectures=["Gemma2ForCausalLM"], vocab_size=328, hidden_size=32,
+        intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=512, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, attention_dropout=0.0, query_pre_attn_scalar=24,
+        sliding_window=4, final_logit_softcapping=5.0, attn_logit_softcapping=4.0, rope_theta=10000.0,
         pad_token_id=0, eos_token_id=1, bos_token_id=2, initializer_range=0.2)),
 }
 def gpt2_tokenizer(d):
@@ -411,23 +427,32 @@ def make_variant(name, variant):
     prompt_ids = [gen_tok(p)["input_ids"] for p in PROMPTS]
     gids, gmask = padded(prompt_ids, pad, left=True)
     def greedy(**kw):
-        if variant.get("greedy_unpadded"):
-            rows = []
-            for p in prompt_ids:
-                with torch.no_grad():
-                    o = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                                       do_sample=False, max_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, **kw)
-                rows.append(o[0, len(p):].tolist())
-            return rows
         with torch.no_grad():
             out = model.generate(input_ids=gids, attention_mask=gmask, do_sample=False, max_new_tokens=GEN_NEW_TOKENS,
                                  pad_token_id=pad, **kw)
         return out[:, gids.shape[1]:].tolist()
+
+    def greedy_solo(**kw):
+        """Each prompt alone, unpadded."""
+        rows = []
+        for p in prompt_ids:
+            with torch.no_grad():
+                o = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                   do_sample=False, max_new_tokens=GEN_NEW_TOKENS, pad_token_id=pad, **kw)
+            rows.append(o[0, len(p):].tolist())
+        return rows
     generated = greedy(min_new_tokens=GEN_NEW_TOKENS, eos_token_id=eos)
     # Random weights never emit the real EOS: call the third greedy token of row 0 the EOS, so that row
     # stops early while the others run on (transformers pads finished rows with pad_token_id).
     eos_test = generated[0][2]
     generated_eos = greedy(eos_token_id=eos_test)
+    extra = {}
+    if variant.get("check_solo"):
+        # Sliding-window families: the left-padded batch must equal each prompt alone (padding is only a
+        # shift of a row's slots), or the batch golden would pin a transformers quirk.
+        solo_rows = greedy_solo(min_new_tokens=GEN_NEW_TOKENS, eos_token_id=eos)
+        assert solo_rows == generated, (solo_rows, generated)
+        extra["greedy_solo"] = solo_rows
 
     import copy
     train2 = train_golden(copy.deepcopy(model), ids, mask, optimizer=recipe2_optimizer, clip=RECIPE2["max_grad_norm"])
@@ -446,7 +471,7 @@ def make_variant(name, variant):
         "ce_completion_sum": cm_sum.tolist(), "ce_completion_tokens": cm_n.tolist(), "loss": float(loss),
         "grad_norms": grad_norms, "prompts": PROMPTS, "prompt_ids": prompt_ids, "greedy": generated,
         "greedy_eos": generated_eos, "greedy_eos_id": eos_test, "train": train,
-        "train2": dict(train2, recipe=RECIPE2), "tokenizer_size": len(tok),
+        "train2": dict(train2, recipe=RECIPE2), "tokenizer_size": len(tok), **extra,
     })
     print(f"{name}: ok ({sum(p.numel() for p in model.parameters())} params)")
 

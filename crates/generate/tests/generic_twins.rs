@@ -10,7 +10,7 @@ use crossfeed_model::fastpath::with_generic;
 use crossfeed_model::{CausalLm, TextTokenizer};
 use serde_json::Value;
 
-const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"];
+const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3", "gemma2"];
 
 fn fixture(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(v)
@@ -101,13 +101,13 @@ fn host_syncs_and_uploads_per_decode_step_are_pinned() {
 }
 
 /// A frozen bf16 model casts no weight in a decode step on the generic path: the linears and the tied
-/// head (OPT's, Llama 3.2's, Qwen2's and Gemma 3's `embed_tokens`, GPT-2's `wte`) were cast once by
+/// head (OPT's, Llama 3.2's, Qwen2's and Gemma 2's and 3's `embed_tokens`, GPT-2's `wte`) were cast once by
 /// `frozen()`. Its logits are the bits of
 /// the trainable model, which casts every weight at every forward.
 #[test]
 fn a_frozen_low_precision_model_casts_no_weight_per_decode_step() {
     let dev = Device::Cpu;
-    for v in ["opt125", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"] {
+    for v in ["opt125", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3", "gemma2"] {
         let m = CausalLm::load_dir(&fixture(v), &dev, DType::BF16).unwrap();
         with_generic(|| {
             let f = m.frozen().unwrap();

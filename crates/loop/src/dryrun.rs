@@ -32,7 +32,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// From an OPT, Llama, Qwen2, Qwen3, GPT-2 or Gemma 3 `config.json`; a missing key is an error naming it.
+    /// From an OPT, Llama, Qwen2, Qwen3, GPT-2, Gemma 2 or Gemma 3 `config.json`; a missing key is an error naming it.
     pub fn from_config(cfg: &Value, origin: &str) -> Result<Shape> {
         let get = |k: &str| -> Result<usize> {
             cfg.get(k)
@@ -66,13 +66,14 @@ impl Shape {
                 let params = v * h + l * per_layer + h + if tied { 0 } else { v * h };
                 Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: kv, ffn, params: params as u64 })
             }
-            "gemma3_text" => {
+            "gemma2" | "gemma3_text" => {
                 let kv = get("num_key_value_heads").unwrap_or(4);
                 let hd = get("head_dim").unwrap_or(256);
                 let ffn = get("intermediate_size")?;
                 let tied = cfg.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(true);
-                // q/k/v/o, q/k norms, four norms per layer, GeGLU.
-                let per_layer = 2 * h * (a * hd) + 2 * h * (kv * hd) + 2 * hd + 4 * h + 3 * h * ffn;
+                // q/k/v/o, Gemma 3's q/k norms, four norms per layer, GeGLU.
+                let qk_norms = if kind == "gemma3_text" { 2 * hd } else { 0 };
+                let per_layer = 2 * h * (a * hd) + 2 * h * (kv * hd) + qk_norms + 4 * h + 3 * h * ffn;
                 let params = v * h + l * per_layer + h + if tied { 0 } else { v * h };
                 Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: kv, ffn, params: params as u64 })
             }
@@ -85,7 +86,7 @@ impl Shape {
                 let params = v * e + pos * h + proj + l * per_layer + 2 * h;
                 Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: a, ffn, params: params as u64 })
             }
-            other => Err(LoopError::Config(format!("{origin}: model_type {other:?} (dry run knows \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma3_text\")"))),
+            other => Err(LoopError::Config(format!("{origin}: model_type {other:?} (dry run knows \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma2\", \"gemma3_text\")"))),
         }
     }
 
@@ -391,5 +392,9 @@ mod tests {
         assert_eq!(Shape::known("Qwen/Qwen3-0.6B").unwrap().params, 596_049_920);
         // transformers' Gemma3ForCausalLM at gemma-3-1b-pt's shape: 999,885,952 (counted on the meta device).
         assert_eq!(Shape::known("google/gemma-3-1b-pt").unwrap().params, 999_885_952);
+        // transformers' Gemma2ForCausalLM at gemma-2-2b's shape: 2,614,341,888 (counted on the meta device).
+        let gemma2 = serde_json::json!({"model_type": "gemma2", "vocab_size": 256000, "hidden_size": 2304, "num_hidden_layers": 26,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216});
+        assert_eq!(Shape::from_config(&gemma2, "gemma-2-2b").unwrap().params, 2_614_341_888);
     }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
+use crate::gemma2;
 use crate::gemma3::{self, Gemma3, Gemma3Config};
 use crate::gpt2::{self, Gpt2, Gpt2Config};
 use crate::hub::{self, HubOptions};
@@ -23,7 +24,7 @@ use crate::ops;
 use crate::qwen;
 
 /// The `model_type`s crossfeed loads.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["opt", "llama", "qwen2", "qwen3", "gpt2", "gemma3_text"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["opt", "llama", "qwen2", "qwen3", "gpt2", "gemma2", "gemma3_text"];
 
 /// The architecture behind a [`CausalLm`].
 #[derive(Debug, Clone)]
@@ -234,6 +235,7 @@ fn build_arch(config_json: &Value, model_type: &str, tensors: HashMap<String, Te
         "opt" => Arch::Opt(Box::new(Opt::new(&OptConfig::from_json(config_json, &config_path)?, vb)?)),
         "qwen2" | "qwen3" => Arch::Llama(Box::new(Llama::new(&qwen::config_from_json(config_json, &config_path)?, vb)?)),
         "gpt2" => Arch::Gpt2(Box::new(Gpt2::new(&Gpt2Config::from_json(config_json, &config_path)?, vb)?)),
+        "gemma2" => Arch::Gemma3(Box::new(Gemma3::new(&gemma2::config_from_json(config_json, &config_path)?, vb)?)),
         "gemma3_text" => Arch::Gemma3(Box::new(Gemma3::new(&Gemma3Config::from_json(config_json, &config_path)?, vb)?)),
         _ => Arch::Llama(Box::new(Llama::new(&LlamaConfig::from_json(config_json, &config_path)?, vb)?)),
     };
@@ -316,6 +318,7 @@ impl CausalLm {
             "opt" => drop(OptConfig::from_json(&config_json, &config_path)?),
             "qwen2" | "qwen3" => drop(qwen::config_from_json(&config_json, &config_path)?),
             "gpt2" => drop(Gpt2Config::from_json(&config_json, &config_path)?),
+            "gemma2" => drop(gemma2::config_from_json(&config_json, &config_path)?),
             "gemma3_text" => drop(Gemma3Config::from_json(&config_json, &config_path)?),
             _ => drop(LlamaConfig::from_json(&config_json, &config_path)?),
         }

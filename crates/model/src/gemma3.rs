@@ -6,10 +6,17 @@
 //! tokens with their own RoPE base, global layers with optional linear RoPE scaling, optional final
 //! logit soft-capping, tied head.
 //!
-//! The sliding window counts tokens (a key is visible when its position is within `sliding_window` of
-//! the query's): what transformers computes for an unpadded or right-padded sequence. In a left-padded
-//! batch transformers counts pad slots too, so a padded row's window there holds fewer tokens;
-//! crossfeed keeps a sequence's result independent of its batch.
+//! Gemma 2 (`gemma2`, transformers' `modeling_gemma2.py`) is the same model without the q/k norms, with
+//! attention logit soft-capping and one RoPE: [`crate::gemma2`] reads its config into a
+//! [`Gemma3Config`] with [`GemmaFamily::Gemma2`].
+//!
+//! The sliding window counts positions (a key is visible when its position is within `sliding_window`
+//! of the query's). transformers counts cache slots (`kv_idx > q_idx - sliding_window`, masking_utils'
+//! `sliding_window_overlay`); in a right-padded batch the two are equal, and in a left-padded one a
+//! row's slots are its positions shifted by its pad count, so the window holds the same tokens. Measured
+//! with transformers 5.25: greedy `generate` over a left-padded batch gives each prompt the tokens it gets
+//! alone (windows 2-6, eager and sdpa, 16 new tokens, 64 rows: every token equal, logits within 2.1e-5);
+//! `scripts/make_model_fixtures.py` asserts it for the fixture, whose golden is the batch.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,6 +84,18 @@ pub struct Gemma3Config {
     /// Per layer: (sliding, inverse RoPE frequencies), resolved by `from_json`.
     #[serde(skip)]
     pub layers: Vec<(bool, Vec<f64>)>,
+    /// Which model the config builds, set by the reader (`from_json` or `gemma2::config_from_json`).
+    #[serde(skip)]
+    pub family: GemmaFamily,
+}
+
+/// Gemma 3 (q/k norms, no attention soft-capping) or Gemma 2 (no q/k norms, scores soft-capped at
+/// `attn_logit_softcapping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmaFamily {
+    #[default]
+    Gemma3,
+    Gemma2,
 }
 
 fn default_kv_heads() -> usize {
@@ -113,36 +132,47 @@ impl Gemma3Config {
     /// Reads `config.json` (`path` names it in errors) as transformers 4.x or 5.x would, refusing
     /// every setting that would change the computation and that crossfeed does not implement.
     pub fn from_json(config: &Value, path: &Path) -> crate::Result<Self> {
+        refuse_null_window(config, path)?;
         let mut cfg: Self = config_keys::parse(config, path)?;
         config_keys::audit(&cfg.other, GEMMA3_HARMLESS, "gemma3_text", path)?;
-        if cfg.hidden_activation != "gelu_pytorch_tanh" && cfg.hidden_activation != "gelu_new" {
-            return Err(key_error(path, "hidden_activation", format!("{:?} is not supported (supported: \"gelu_pytorch_tanh\")", cfg.hidden_activation)));
-        }
-        if cfg.use_bidirectional_attention {
-            return Err(key_error(path, "use_bidirectional_attention", "true is not supported (causal LMs only)"));
-        }
         if let Some(c) = cfg.attn_logit_softcapping {
             // transformers 5's Gemma 3 reads no line of it (Gemma 2 caps the scores): refused rather than
             // guessed which era the checkpoint was made for.
             return Err(key_error(path, "attn_logit_softcapping", format!("{c} is not supported (Gemma 3 configs set null; transformers 5 ignores it)")));
         }
-        if cfg.final_logit_softcapping.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
-            return Err(key_error(path, "final_logit_softcapping", "must be a positive number or null"));
-        }
-        let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
-            return Err(key_error(path, "num_key_value_heads", format!("{kv} must divide num_attention_heads = {h}")));
-        }
-        if cfg.sliding_window == 0 {
-            return Err(key_error(path, "sliding_window", "must be at least 1"));
-        }
-        let sliding = cfg.layer_kinds(path)?;
+        cfg.check(path)?;
+        let sliding = cfg.layer_kinds(path, 6)?;
         let (global, local) = cfg.rope_frequencies(path)?;
         cfg.layers = sliding.into_iter().map(|s| (s, if s { local.clone() } else { global.clone() })).collect();
         Ok(cfg)
     }
 
-    fn layer_kinds(&self, path: &Path) -> crate::Result<Vec<bool>> {
+    /// The checks both families share.
+    pub(crate) fn check(&self, path: &Path) -> crate::Result<()> {
+        if self.hidden_activation != "gelu_pytorch_tanh" && self.hidden_activation != "gelu_new" {
+            return Err(key_error(path, "hidden_activation", format!("{:?} is not supported (supported: \"gelu_pytorch_tanh\")", self.hidden_activation)));
+        }
+        if self.use_bidirectional_attention {
+            return Err(key_error(path, "use_bidirectional_attention", "true is not supported (causal LMs only)"));
+        }
+        for (key, cap) in [("final_logit_softcapping", self.final_logit_softcapping), ("attn_logit_softcapping", self.attn_logit_softcapping)] {
+            if cap.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+                return Err(key_error(path, key, "must be a positive number or null"));
+            }
+        }
+        let (h, kv) = (self.num_attention_heads, self.num_key_value_heads);
+        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
+            return Err(key_error(path, "num_key_value_heads", format!("{kv} must divide num_attention_heads = {h}")));
+        }
+        if self.sliding_window == 0 {
+            return Err(key_error(path, "sliding_window", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Per layer, sliding or not: `layer_types`, else every `p`-th layer global, `p` being 4.x's
+    /// `sliding_window_pattern` or `default_pattern`.
+    pub(crate) fn layer_kinds(&self, path: &Path, default_pattern: usize) -> crate::Result<Vec<bool>> {
         match (&self.layer_types, self.sliding_window_pattern) {
             (Some(types), _) => {
                 if types.len() != self.num_hidden_layers {
@@ -158,7 +188,7 @@ impl Gemma3Config {
                     .collect()
             }
             (None, pattern) => {
-                let p = pattern.unwrap_or(6);
+                let p = pattern.unwrap_or(default_pattern);
                 if p == 0 {
                     return Err(key_error(path, "sliding_window_pattern", "must be at least 1"));
                 }
@@ -167,43 +197,47 @@ impl Gemma3Config {
         }
     }
 
+    /// Inverse RoPE frequencies of one parameter set (`src` names it in errors): `default`, or `linear`
+    /// (frequencies over `factor`), from `theta` unless `p` sets `rope_theta`.
+    pub(crate) fn inv_freq(&self, src: &str, p: Option<&RopeParameters>, theta: f64, path: &Path) -> crate::Result<Vec<f64>> {
+        let err = |k: &str, m: String| key_error(path, &format!("{src}.{k}"), m);
+        let p = p.cloned().unwrap_or_default();
+        if let Some((k, _)) = p.other.iter().next() {
+            return Err(err(k, "not a RoPE parameter crossfeed applies; it may change the computation".into()));
+        }
+        let llama3_keys = [("low_freq_factor", p.low_freq_factor.is_some()), ("high_freq_factor", p.high_freq_factor.is_some()),
+            ("original_max_position_embeddings", p.original_max_position_embeddings.is_some()),
+            ("partial_rotary_factor", p.partial_rotary_factor.is_some_and(|f| f != 1.0))];
+        if let Some((k, _)) = llama3_keys.iter().find(|(_, set)| *set) {
+            return Err(err(k, "is not applied by Gemma's RoPE (\"default\" or \"linear\")".into()));
+        }
+        let theta = p.rope_theta.unwrap_or(theta);
+        if !(theta > 0.0 && theta.is_finite()) {
+            return Err(err("rope_theta", format!("{theta} must be a positive number")));
+        }
+        let dim = self.head_dim;
+        // transformers computes the base frequencies in float32, as for Llama.
+        let base = (0..dim).step_by(2).map(|i| (1.0 / (theta as f32).powf(i as f32 / dim as f32)) as f64);
+        match p.rope_type.as_deref().or(p.type_.as_deref()).unwrap_or("default") {
+            "default" if p.factor.is_none() => Ok(base.collect()),
+            "default" => Err(err("factor", "is not applied by rope_type \"default\"".into())),
+            "linear" => {
+                let f = p.factor.ok_or_else(|| err("factor", "missing (required by rope_type \"linear\")".into()))?;
+                if f <= 0.0 {
+                    return Err(err("factor", format!("{f} must be > 0")));
+                }
+                // transformers divides the f32 frequencies by the factor in f32.
+                Ok(base.map(|x| (x as f32 / f as f32) as f64).collect())
+            }
+            other => Err(err("rope_type", format!("{other:?} is not supported (supported: \"default\", \"linear\")"))),
+        }
+    }
+
     /// (global, local) inverse frequencies: 5.x's per-layer-type `rope_parameters`, else 4.x's
     /// `rope_theta` (default 1e6) with `rope_scaling` for global layers and `rope_local_base_freq`
     /// (default 1e4) for local ones. RoPE types: `default` and `linear` (frequencies over `factor`).
     fn rope_frequencies(&self, path: &Path) -> crate::Result<(Vec<f64>, Vec<f64>)> {
-        let freqs = |src: &str, p: Option<&RopeParameters>, theta: f64| -> crate::Result<Vec<f64>> {
-            let err = |k: &str, m: String| key_error(path, &format!("{src}.{k}"), m);
-            let p = p.cloned().unwrap_or_default();
-            if let Some((k, _)) = p.other.iter().next() {
-                return Err(err(k, "not a RoPE parameter crossfeed applies; it may change the computation".into()));
-            }
-            let llama3_keys = [("low_freq_factor", p.low_freq_factor.is_some()), ("high_freq_factor", p.high_freq_factor.is_some()),
-                ("original_max_position_embeddings", p.original_max_position_embeddings.is_some()),
-                ("partial_rotary_factor", p.partial_rotary_factor.is_some_and(|f| f != 1.0))];
-            if let Some((k, _)) = llama3_keys.iter().find(|(_, set)| *set) {
-                return Err(err(k, "is not applied by Gemma 3's RoPE (\"default\" or \"linear\")".into()));
-            }
-            let theta = p.rope_theta.unwrap_or(theta);
-            if !(theta > 0.0 && theta.is_finite()) {
-                return Err(err("rope_theta", format!("{theta} must be a positive number")));
-            }
-            let dim = self.head_dim;
-            // transformers computes the base frequencies in float32, as for Llama.
-            let base = (0..dim).step_by(2).map(|i| (1.0 / (theta as f32).powf(i as f32 / dim as f32)) as f64);
-            match p.rope_type.as_deref().or(p.type_.as_deref()).unwrap_or("default") {
-                "default" if p.factor.is_none() => Ok(base.collect()),
-                "default" => Err(err("factor", "is not applied by rope_type \"default\"".into())),
-                "linear" => {
-                    let f = p.factor.ok_or_else(|| err("factor", "missing (required by rope_type \"linear\")".into()))?;
-                    if f <= 0.0 {
-                        return Err(err("factor", format!("{f} must be > 0")));
-                    }
-                    // transformers divides the f32 frequencies by the factor in f32.
-                    Ok(base.map(|x| (x as f32 / f as f32) as f64).collect())
-                }
-                other => Err(err("rope_type", format!("{other:?} is not supported (supported: \"default\", \"linear\")"))),
-            }
-        };
+        let freqs = |src: &str, p: Option<&RopeParameters>, theta: f64| self.inv_freq(src, p, theta, path);
         match &self.rope_parameters {
             Some(per_type) => {
                 if let Some(k) = per_type.keys().find(|k| *k != "full_attention" && *k != "sliding_attention") {
@@ -224,6 +258,15 @@ impl Gemma3Config {
     }
 }
 
+/// `"sliding_window": null` is not "no window" (transformers' Gemma 2 and 3 fail on it), and dropping the
+/// null would give the default 4096: refused.
+pub(crate) fn refuse_null_window(config: &Value, path: &Path) -> crate::Result<()> {
+    if config.get("sliding_window").is_some_and(Value::is_null) {
+        return Err(key_error(path, "sliding_window", "null is not supported (transformers' Gemma models need a window size)"));
+    }
+    Ok(())
+}
+
 /// Gemma's RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + w)` in f32, cast back to `x`'s dtype.
 fn norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let scale = (w + 1.0)?;
@@ -236,8 +279,10 @@ struct Layer {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
-    q_norm: Tensor,
-    k_norm: Tensor,
+    /// Gemma 3's per-head q/k norms (Gemma 2 has none).
+    qk_norms: Option<(Tensor, Tensor)>,
+    /// Gemma 2's attention logit soft-capping.
+    softcap: Option<f64>,
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
@@ -265,8 +310,14 @@ impl Layer {
             k_proj: Linear::load(a.pp("k_proj"), h, cfg.num_key_value_heads * hd, b)?,
             v_proj: Linear::load(a.pp("v_proj"), h, cfg.num_key_value_heads * hd, b)?,
             o_proj: Linear::load(a.pp("o_proj"), cfg.num_attention_heads * hd, h, b)?,
-            q_norm: a.get(hd, "q_norm.weight")?,
-            k_norm: a.get(hd, "k_norm.weight")?,
+            qk_norms: match cfg.family {
+                GemmaFamily::Gemma3 => Some((a.get(hd, "q_norm.weight")?, a.get(hd, "k_norm.weight")?)),
+                GemmaFamily::Gemma2 => None,
+            },
+            softcap: match cfg.family {
+                GemmaFamily::Gemma3 => None,
+                GemmaFamily::Gemma2 => cfg.attn_logit_softcapping,
+            },
             gate_proj: Linear::load(mlp.pp("gate_proj"), h, m, false)?,
             up_proj: Linear::load(mlp.pp("up_proj"), h, m, false)?,
             down_proj: Linear::load(mlp.pp("down_proj"), m, h, false)?,
@@ -289,20 +340,28 @@ impl Layer {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, h: usize| y.reshape((b, t, h, self.head_dim));
         // q/k norms return the projection's dtype; RoPE with f32 tables promotes, attention casts back.
-        let rotated = |y: Tensor, h: usize, w: &Tensor| -> Result<Tensor> {
-            let y = norm(&heads(y, h)?, w, self.eps)?.transpose(1, 2)?;
-            ops::cast(&ops::rope_low(&y, &rope.0, &rope.1)?, dtype)
+        let rotated = |y: Tensor, h: usize, w: Option<&Tensor>| -> Result<Tensor> {
+            let y = heads(y, h)?;
+            let y = match w {
+                Some(w) => norm(&y, w, self.eps)?,
+                None => y,
+            };
+            ops::cast(&ops::rope_low(&y.transpose(1, 2)?, &rope.0, &rope.1)?, dtype)
         };
-        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads, &self.q_norm)?;
-        let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads, &self.k_norm)?;
+        let (qn, kn) = (self.qk_norms.as_ref().map(|n| &n.0), self.qk_norms.as_ref().map(|n| &n.1));
+        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads, qn)?;
+        let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads, kn)?;
         let v = heads(self.v_proj.forward_as(x, dtype)?, self.kv_heads)?.transpose(1, 2)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
-        let y = match drop.filter(|_| self.attention_dropout > 0.0) {
-            Some(d) => attention_with_dropout(&q, &k, &v, bias, self.scale, |p| d.apply(p, self.attention_dropout))?,
-            None => attention(&q, &k, &v, bias, self.scale, attn)?,
+        let drop = drop.filter(|_| self.attention_dropout > 0.0);
+        let y = match (self.softcap, drop) {
+            (Some(cap), Some(d)) => ops::attention_softcapped(&q, &k, &v, bias, self.scale, cap, |p| d.apply(p, self.attention_dropout))?,
+            (Some(cap), None) => ops::attention_softcapped(&q, &k, &v, bias, self.scale, cap, |p| Ok(p.clone()))?,
+            (None, Some(d)) => attention_with_dropout(&q, &k, &v, bias, self.scale, |p| d.apply(p, self.attention_dropout))?,
+            (None, None) => attention(&q, &k, &v, bias, self.scale, attn)?,
         };
         self.o_proj.forward(&y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?)
     }

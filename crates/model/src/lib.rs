@@ -14,6 +14,7 @@ pub mod error;
 pub mod fastpath;
 mod fexp;
 pub mod fused;
+pub mod gemma2;
 pub mod gemma3;
 pub mod gpt2;
 pub mod hub;

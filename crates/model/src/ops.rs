@@ -414,6 +414,35 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
 /// composed ops, since the fused CPU kernel keeps no hook between softmax and `P·v`. `drop` gets the
 /// probabilities `[B, Hq, Tq, Tk]` in the activation dtype, as transformers' eager attention drops them.
 pub fn attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    eager(q, k, v, bias, scale, None, drop)
+}
+
+/// Gemma 2's attention: the scaled scores soft-capped, `tanh(s / cap) · cap`, before the mask is added
+/// (transformers' `eager_attention_forward` with `softcap`; Gemma 2 declares no sdpa support, so eager is
+/// what a default load runs, whatever [`AttnImpl`] says). Always the composed ops (the fused CPU kernel
+/// has no cap); `drop` as in [`attention_with_dropout`].
+pub fn attention_softcapped(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, cap: f64, drop: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    eager(q, k, v, bias, scale, Some(cap), drop)
+}
+
+/// `tanh(x / cap) · cap` as torch computes it on a tensor of `x`'s dtype: each of the three steps in
+/// f32, rounded to that dtype (no rounding in f32).
+pub fn softcap(x: &Tensor, cap: f64) -> Result<Tensor> {
+    let low = x.dtype();
+    let round = |t: Tensor| -> Result<Tensor> {
+        if low == DType::F32 || low == DType::F64 {
+            Ok(t)
+        } else {
+            cast(&cast(&t, low)?, DType::F32)
+        }
+    };
+    let t = round((cast(x, DType::F32)? / cap)?)?;
+    let t = round(t.tanh()?)?;
+    cast(&(t * cap)?, low)
+}
+
+/// Eager attention, optionally soft-capped; see [`attention_with_dropout`].
+fn eager(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, cap: Option<f64>, drop: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let dtype = q.dtype();
     let (b, hq, tq, d) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
@@ -422,6 +451,10 @@ pub fn attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor,
     // head serves them all and K/V are never repeated (copied) n times.
     let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
     let scores = mul_scalar(&matmul_lp(&q, &matmul_operand(k)?.t()?)?, scale)?;
+    let scores = match cap {
+        Some(c) => softcap(&scores, c)?,
+        None => scores,
+    };
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
     let probs = drop(&cast(&softmax_last(&scores)?, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
     matmul_lp(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))

@@ -61,7 +61,7 @@ pub fn config_from_json(config: &Value, path: &Path) -> crate::Result<LlamaConfi
     cfg.family = family;
     let flag = |k: &str| cfg.other.get(k).filter(|v| !v.is_null());
     if let Some(v) = flag("use_sliding_window").filter(|v| *v != &Value::Bool(false)) {
-        return Err(key_error(path, "use_sliding_window", format!("{v} is not supported (sliding-window attention is implemented for Gemma 3 only; Qwen checkpoints ship it off)")));
+        return Err(key_error(path, "use_sliding_window", format!("{v} is not supported (sliding-window attention is implemented for Gemma 2 and 3 only; Qwen checkpoints ship it off)")));
     }
     if let Some(v) = flag("use_mrope").filter(|v| *v != &Value::Bool(false)) {
         return Err(key_error(path, "use_mrope", format!("{v} is not supported (multimodal RoPE belongs to Qwen2-VL)")));

@@ -234,7 +234,7 @@ fn qwen_hub_keys_load() {
 }
 
 #[test]
-fn gpt2_and_gemma3_settings_that_change_the_computation_are_errors_naming_their_key() {
+fn gpt2_and_gemma_settings_that_change_the_computation_are_errors_naming_their_key() {
     let cases: Vec<(&str, &str, Edit)> = vec![
         ("gpt2", "activation_function", |c| {
             c.insert("activation_function".into(), json!("relu"));
@@ -269,6 +269,41 @@ fn gpt2_and_gemma3_settings_that_change_the_computation_are_errors_naming_their_
         ("gemma3", "use_sliding_window", |c| {
             c.insert("use_sliding_window".into(), json!(true));
         }),
+        // Gemma 3's keys mean nothing to transformers' Gemma 2.
+        ("gemma2", "sliding_window_pattern", |c| {
+            c.insert("sliding_window_pattern".into(), json!(6));
+        }),
+        ("gemma2", "rope_local_base_freq", |c| {
+            c.insert("rope_local_base_freq".into(), json!(10000.0));
+        }),
+        ("gemma2", "rope_parameters.rope_type", |c| {
+            c.insert("rope_parameters".into(), json!({"rope_type": "yarn", "factor": 8.0}));
+        }),
+        ("gemma2", "rope_scaling", |c| {
+            c.insert("rope_parameters".into(), json!({"rope_type": "default", "rope_theta": 10000.0}));
+            c.insert("rope_scaling".into(), json!({"rope_type": "linear", "factor": 2.0}));
+        }),
+        ("gemma2", "attn_logit_softcapping", |c| {
+            c.insert("attn_logit_softcapping".into(), json!(-1.0));
+        }),
+        ("gemma2", "sliding_window_size", |c| {
+            c.insert("sliding_window_size".into(), json!(8));
+        }),
+        ("gemma2", "layer_types", |c| {
+            c.insert("layer_types".into(), json!(["sliding_attention", "full_attention"]));
+        }),
+        ("gemma2", "use_sliding_window", |c| {
+            c.insert("use_sliding_window".into(), json!(true));
+        }),
+        ("gemma2", "sliding_window", |c| {
+            c.insert("sliding_window".into(), json!(null));
+        }),
+        ("gemma3", "sliding_window", |c| {
+            c.insert("sliding_window".into(), json!(null));
+        }),
+        ("gemma2", "hidden_activation", |c| {
+            c.insert("hidden_activation".into(), json!("gelu"));
+        }),
     ];
     for (variant, key, edit) in cases {
         let tmp = edited(variant, edit);
@@ -297,4 +332,54 @@ fn gemma3_4x_keys_compute_what_its_5x_keys_do() {
     let old = load(tmp.path()).unwrap().forward_batch(&batch).unwrap();
     let new = load(&fixture("gemma3")).unwrap().forward_batch(&batch).unwrap();
     assert_eq!(max_abs_diff(&old, &new), 0.0);
+}
+
+fn forward_golden(dir: &Path, variant: &str) -> Tensor {
+    let g = golden(variant);
+    let to_u32 = |t: &Tensor| t.to_dtype(DType::U32).unwrap();
+    let batch = crossfeed_model::Batch { input_ids: to_u32(&g.tensors["input_ids"]), attention_mask: to_u32(&g.tensors["attention_mask"]), label_mask: None, host: None };
+    load(dir).unwrap().forward_batch(&batch).unwrap()
+}
+
+/// The Gemma 2 fixture is written with 4.x's keys (top-level `rope_theta`, no `layer_types`); 5.x's
+/// (`rope_parameters`, `layer_types`) and the hub configs' extras (`hidden_act`, `sliding_window_size`,
+/// `cache_implementation`) give the same logits.
+#[test]
+fn gemma2_5x_keys_compute_what_its_4x_keys_do() {
+    let tmp = edited("gemma2", |c| {
+        c.remove("rope_theta");
+        for (k, v) in [("rope_parameters", json!({"rope_type": "default", "rope_theta": 10000.0})),
+            ("layer_types", json!(["sliding_attention", "full_attention", "sliding_attention"])),
+            ("hidden_act", json!("gelu_pytorch_tanh")), ("sliding_window_size", json!(4)), ("cache_implementation", json!("hybrid")),
+            ("use_bidirectional_attention", json!(null))]
+        {
+            c.insert(k.into(), v);
+        }
+    });
+    assert_eq!(max_abs_diff(&forward_golden(tmp.path(), "gemma2"), &forward_golden(&fixture("gemma2"), "gemma2")), 0.0);
+}
+
+/// As transformers' `Gemma2Config`: an absent soft-capping key caps (attention at 50, logits at 30),
+/// an explicit null does not.
+#[test]
+fn gemma2_soft_capping_defaults_apply_when_the_keys_are_absent() {
+    let set = |attn: Value, last: Value| {
+        let tmp = copy_fixture("gemma2");
+        let p = tmp.path().join("config.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let c = v.as_object_mut().unwrap();
+        for (k, x) in [("attn_logit_softcapping", attn), ("final_logit_softcapping", last)] {
+            if x == json!("absent") {
+                c.remove(k);
+            } else {
+                c.insert(k.into(), x);
+            }
+        }
+        std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+        forward_golden(tmp.path(), "gemma2")
+    };
+    let absent = set(json!("absent"), json!("absent"));
+    assert_eq!(max_abs_diff(&absent, &set(json!(50.0), json!(30.0))), 0.0);
+    assert!(max_abs_diff(&absent, &set(json!(null), json!(null))) > 1e-3);
+    assert!(max_abs_diff(&set(json!(null), json!(30.0)), &set(json!(50.0), json!(30.0))) > 0.0);
 }

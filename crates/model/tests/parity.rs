@@ -89,6 +89,39 @@ fn padding_does_not_change_a_row() {
     }
 }
 
+/// A left-padded batch (generation's layout: pad slots first, positions counted from the first real
+/// token) gives each row the logits it gets alone: for Gemma's sliding window too, whose window here
+/// (4) is shorter than the rows (prompts and their greedy continuations, 11-25 tokens).
+#[test]
+fn left_padding_does_not_change_a_row() {
+    for v in VARIANTS {
+        let g = golden(v);
+        let model = load(v);
+        let rows: Vec<Vec<u32>> = ids(&g.json["prompt_ids"]).into_iter().zip(ids(&g.json["greedy"])).map(|(p, c)| [p, c].concat()).collect();
+        let t = rows.iter().map(Vec::len).max().unwrap();
+        let pad = g.json["pad_id"].as_u64().unwrap() as u32;
+        let (mut flat, mut mask) = (Vec::new(), Vec::new());
+        for r in &rows {
+            flat.extend(std::iter::repeat_n(pad, t - r.len()).chain(r.iter().copied()));
+            mask.extend(std::iter::repeat_n(0u32, t - r.len()).chain(std::iter::repeat_n(1, r.len())));
+        }
+        let dev = Device::Cpu;
+        let batch = Batch {
+            input_ids: Tensor::from_vec(flat, (rows.len(), t), &dev).unwrap(),
+            attention_mask: Tensor::from_vec(mask, (rows.len(), t), &dev).unwrap(),
+            label_mask: None,
+            host: None,
+        };
+        let logits = model.forward_batch(&batch).unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            let solo = model.forward_batch(&Batch::right_padded(std::slice::from_ref(r), pad, 512, None, &dev).unwrap()).unwrap().get(0).unwrap();
+            let padded = logits.get(i).unwrap().narrow(0, t - r.len(), r.len()).unwrap();
+            let d = max_abs_diff(&padded, &solo);
+            assert!(d < 1e-4, "{v} row {i}: left-padded logits differ by {d}");
+        }
+    }
+}
+
 #[test]
 fn gradients_match_and_reach_every_parameter() {
     for v in VARIANTS {

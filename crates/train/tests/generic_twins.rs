@@ -146,7 +146,7 @@ fn fine_tune(v: &str) -> Run {
 
 #[test]
 fn fine_tuning_on_the_generic_path_matches_the_fast_path() {
-    for v in ["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"] {
+    for v in ["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3", "gemma2"] {
         let fast = fine_tune(v);
         let generic = with_generic(|| fine_tune(v));
         // k_proj.bias has a zero true gradient: both sides hold rounding noise there.

@@ -10,7 +10,7 @@ use crossfeed_model::{CausalLm, TextTokenizer};
 use crossfeed_train::{tokenize, FineTune, LmExample, Schedule, TrainConfig};
 use serde_json::Value;
 
-const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3"];
+const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama", "qwen2", "qwen3", "gpt2", "gemma3", "gemma2"];
 
 fn fixture(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(v)
@@ -33,8 +33,12 @@ fn examples(g: &Value) -> Vec<LmExample> {
 /// (relative) end with embeddings 8.5e-4 apart element-wise and gradient norms 8.8e-6 apart (Llama 3.2's
 /// fixture: 1.5e-5 and 7.5e-7), so rounding-level differences show 10-60x larger there. Its gradient
 /// norms get a 5x wider tolerance and its final weights are compared against each tensor's scale.
+/// Gemma 2's (soft-capped scores and logits) likewise: its step-0 gradients agree with torch's to 1e-6 of
+/// each tensor's scale, as Gemma 3's and Llama 3.2's do, yet after 5 steps single embedding elements are
+/// 1.3e-4 apart relative; torch against itself from weights moved by 1e-7 ends 4.5e-5 apart there, and
+/// the second recipe's gradient norms 1.9e-5 apart (Llama 3.2: 7.5e-7).
 fn ill_conditioned(v: &str) -> bool {
-    v == "gemma3"
+    v == "gemma3" || v == "gemma2"
 }
 
 fn golden_train_config() -> TrainConfig {
@@ -227,9 +231,9 @@ fn with_dropout(v: &str, rates: &serde_json::Map<String, Value>) -> tempfile::Te
 #[test]
 fn five_adamw_steps_with_dropout_match_pytorch_given_its_masks() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/train");
-    // OPT and Llama in dropout.*, the families added later in dropout_families.* and dropout_gemma3.* (make_dropout_fixtures.py).
+    // OPT and Llama in dropout.*, the families added later in dropout_families.*, dropout_gemma3.* and dropout_gemma2.* (make_dropout_fixtures.py).
     let (mut drop_golden, mut masks) = (serde_json::Map::new(), std::collections::HashMap::new());
-    for stem in ["dropout", "dropout_families", "dropout_gemma3"] {
+    for stem in ["dropout", "dropout_families", "dropout_gemma3", "dropout_gemma2"] {
         let g: serde_json::Map<String, Value> = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap()).unwrap();
         drop_golden.extend(g);
         masks.extend(candle_core::safetensors::load(dir.join(format!("{stem}.safetensors")), &Device::Cpu).unwrap());

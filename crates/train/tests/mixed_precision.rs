@@ -27,7 +27,7 @@ use serde_json::Value;
 
 const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama"];
 /// Models whose only mixed-precision golden is the first step's autocast gradients.
-const LATER_FAMILIES: &[&str] = &["qwen2", "gemma3"];
+const LATER_FAMILIES: &[&str] = &["qwen2", "gemma3", "gemma2"];
 /// Later families whose autocast gradients do not yet follow torch's (see [`autocast_gaps_of_qwen3_and_gpt2`]).
 const AUTOCAST_GAPS: &[&str] = &["qwen3", "gpt2"];
 
