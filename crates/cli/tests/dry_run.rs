@@ -50,8 +50,8 @@ fn dry_run_of_a_paper_config_uses_the_built_in_shape() {
 }
 
 #[test]
-fn dry_run_of_the_qwen3_and_gemma3_configs_uses_their_built_in_shapes() {
-    for (config, params) in [("configs/paper-qwen3-0.6b-k2-b0.5-a0.5.toml", "596M parameters"), ("configs/paper-gemma3-1b-k2-b0.5-a0.5.toml", "1000M parameters")] {
+fn dry_run_of_the_qwen3_and_gemma_configs_uses_their_built_in_shapes() {
+    for (config, params) in [("configs/paper-qwen3-0.6b-k2-b0.5-a0.5.toml", "596M parameters"), ("configs/paper-gemma3-1b-k2-b0.5-a0.5.toml", "1000M parameters"), ("configs/paper-gemma2-2b-k2-b0.5-a0.5.toml", "2614M parameters")] {
         let o = crossfeed(&["run", config, "--dry-run"]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{config}: {}", String::from_utf8_lossy(&o.stderr));

@@ -127,7 +127,7 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
     let bin = dir.join("pytorch_model.bin");
-    let rename = |name: String| {
+    let model_name = |name: String| {
         if model_type == "opt" && name.starts_with("decoder.") {
             format!("model.{name}")
         } else if model_type == "gpt2" && !name.starts_with("transformer.") && !name.starts_with("lm_head.") {
@@ -160,7 +160,7 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
                     Var::from_tensor(&view.load(&Device::Cpu).map_err(|e| invalid(&e))?.to_dtype(DType::F32)?.to_device(device)?)?
                 }
             };
-            out.insert(rename(name), var);
+            out.insert(model_name(name), var);
         }
         Ok(())
     };
@@ -175,7 +175,7 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
     } else if bin.exists() {
         let raw = candle_core::pickle::read_all(&bin).map_err(|e| ModelError::Invalid(format!("{}: {e}", bin.display())))?;
         for (name, t) in raw {
-            out.insert(rename(name), Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
+            out.insert(model_name(name), Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
         }
         bin
     } else {
