@@ -343,14 +343,15 @@ impl Attention {
                 Some(w) => ops::head_rms_norm(&y.reshape((b, t, h, self.head_dim))?, w, self.eps)?.transpose(1, 2)?,
                 None => split(y, h)?,
             };
-            ops::cast(&ops::rope_low(&y, &rope.0, &rope.1)?, dtype)
+            ops::rope_low(&y, &rope.0, &rope.1)
         };
         let norms = self.qk_norm.as_ref().map(|(q, k)| (q, k));
-        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads, norms.map(|n| n.0))?;
+        let q = ops::cast(&rotated(self.q_proj.forward_as(x, dtype)?, self.heads, norms.map(|n| n.0))?, dtype)?;
+        // The keys stay f32 until attention: torch repeats them per query head before autocast rounds them.
         let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads, norms.map(|n| n.1))?;
         let v = split(self.v_proj.forward_as(x, dtype)?, self.kv_heads)?;
         let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
+            Some((cache, layer)) => cache.append(layer, &ops::cast(&k, dtype)?.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
         let scale = (self.head_dim as f64).powf(-0.5);

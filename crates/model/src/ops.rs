@@ -378,19 +378,13 @@ fn value_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
 /// rowsum(P)∘O_low` gives `dV = round(P)ᵀ·dO` and `dP = dO·Vᵀ − rowsum(dO∘O_low)`; P's exp gives
 /// `dS = P∘dP`, rounded by [`grad_rounded`]; the casts of q, k, v round dQ, dK, dV once. K and V are
 /// repeated per query head as transformers does when a mask is passed (no `enable_gqa`), so each
-/// head's dK/dV rounds before the group's sum, as the backward of `repeat_kv` does.
+/// head's dK/dV rounds before the group's sum, as the backward of `repeat_kv` does ([`autocast_repeat`]).
 fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
     let low = q.dtype();
     let (b, hq, tq, d) = q.dims4()?;
-    let (_, hkv, tk, _) = k.dims4()?;
+    let hkv = k.dim(1)?;
     let n = hq / hkv;
-    let repeat = |x: &Tensor| -> Result<Tensor> {
-        if n == 1 {
-            return Ok(x.clone());
-        }
-        x.unsqueeze(2)?.broadcast_as((b, hkv, n, tk, d))?.contiguous()?.reshape((b, hq, tk, d))
-    };
-    let (q, k, v) = (cast(q, DType::F32)?, cast(&repeat(k)?, DType::F32)?, cast(&repeat(v)?, DType::F32)?);
+    let (q, k, v) = (cast(q, DType::F32)?, autocast_repeat(k, n, low)?, autocast_repeat(v, n, low)?);
     let qk = crate::cuda_rules::matmul(&q.contiguous()?, &k.t()?)?;
     let scores = grad_rounded(&(qk * scale)?, low)?.broadcast_add(bias)?;
     let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?;
@@ -408,6 +402,19 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
     };
     debug_assert_eq!(out.dims(), &[b, hq, tq, d]);
     cast(&out, low)
+}
+
+/// `x: [B, Hkv, T, D]` as autocast hands it to an attention matmul after transformers' `repeat_kv`:
+/// repeated `n` times per KV head in f32, each query head's copy rounded to `low`, returned as f32. The
+/// forward values are `x`'s rounded to `low`; in the backward each query head's gradient is rounded to
+/// `low`, the group's are summed in f32 (the backward of `repeat_kv`, accumulated in f32 by torch), and
+/// rounded once more only if `x` itself is in `low` — transformers' keys come out of RoPE in f32 (f32
+/// cos/sin), so their gradient is not.
+fn autocast_repeat(x: &Tensor, n: usize, low: DType) -> Result<Tensor> {
+    let (b, hkv, t, d) = x.dims4()?;
+    let wide = cast(x, DType::F32)?;
+    let wide = if n == 1 { wide } else { wide.unsqueeze(2)?.broadcast_as((b, hkv, n, t, d))?.contiguous()?.reshape((b, hkv * n, t, d))? };
+    cast(&cast(&wide, low)?, DType::F32)
 }
 
 /// [`attention`] with dropout on the probabilities (training with `attention_dropout` > 0): always the
@@ -446,18 +453,26 @@ fn eager(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, cap: Opt
     let dtype = q.dtype();
     let (b, hq, tq, d) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
+    let (k, v, hkv) = if k.dtype() != dtype || (hq != hkv && (k.track_op() || v.track_op())) {
+        // Training (or a key still in f32 from RoPE): K and V repeated per query head in f32 and rounded
+        // per head, as `repeat_kv` + autocast do, so each head's dK/dV rounds before the group's sum.
+        let n = hq / hkv;
+        (cast(&autocast_repeat(k, n, dtype)?, dtype)?, cast(&autocast_repeat(v, n, dtype)?, dtype)?, hq)
+    } else {
+        (k.clone(), v.clone(), hkv)
+    };
     let n = hq / hkv;
-    // The n query heads that share a KV head are stacked along the query axis, so one matmul per KV
-    // head serves them all and K/V are never repeated (copied) n times.
+    // Otherwise the n query heads that share a KV head are stacked along the query axis, so one matmul
+    // per KV head serves them all and K/V are never repeated (copied) n times.
     let q = q.contiguous()?.reshape((b, hkv, n * tq, d))?;
-    let scores = mul_scalar(&matmul_lp(&q, &matmul_operand(k)?.t()?)?, scale)?;
+    let scores = mul_scalar(&matmul_lp(&q, &matmul_operand(&k)?.t()?)?, scale)?;
     let scores = match cap {
         Some(c) => softcap(&scores, c)?,
         None => scores,
     };
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
     let probs = drop(&cast(&softmax_last(&scores)?, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
-    matmul_lp(&probs, &matmul_operand(v)?)?.reshape((b, hq, tq, d))
+    matmul_lp(&probs, &matmul_operand(&v)?)?.reshape((b, hq, tq, d))
 }
 
 /// `a·b`; in bf16/f16 on the CPU with f32 accumulation and one rounding of the output, as torch's CPU

@@ -28,8 +28,10 @@ use serde_json::Value;
 const VARIANTS: &[&str] = &["opt125", "opt350", "llama32", "llama"];
 /// Models whose only mixed-precision golden is the first step's autocast gradients.
 const LATER_FAMILIES: &[&str] = &["qwen2", "gemma3", "gemma2"];
-/// Later families whose autocast gradients do not yet follow torch's (see [`autocast_gaps_of_qwen3_and_gpt2`]).
-const AUTOCAST_GAPS: &[&str] = &["qwen3", "gpt2"];
+/// Later families and modes whose autocast gradients do not yet follow torch's (see
+/// [`autocast_gaps_of_qwen3_and_gpt2`]); their other modes are checked with the rest.
+const AUTOCAST_GAPS: &[(&str, &str)] = &[("qwen3", "f16"), ("gpt2", "bf16"), ("gpt2", "f16")];
+const GAP_FAMILIES: &[&str] = &["qwen3", "gpt2"];
 
 /// The goldens were made with `attn_implementation="eager"` (scripts/make_mixed_precision_fixtures.py);
 /// sdpa, the default, is tested against its own goldens in attention_precision.rs.
@@ -287,22 +289,23 @@ fn mixed_precision_follows_autocast_not_f32_nor_all_low_precision() {
 /// zero (softmax ignores a per-query constant), so both sides hold rounding noise.
 #[test]
 fn first_step_gradients_follow_autocast_per_tensor() {
-    check_autocast_grads(&VARIANTS.iter().chain(LATER_FAMILIES).copied().collect::<Vec<_>>());
+    let variants: Vec<&str> = VARIANTS.iter().chain(LATER_FAMILIES).chain(GAP_FAMILIES).copied().collect();
+    check_autocast_grads(&variants, |v, mode| !AUTOCAST_GAPS.contains(&(v, mode)));
 }
 
-/// Known gaps, kept runnable (`--ignored`) until fixed. Measured: Qwen3 at 0.57x (bf16 `k_norm`) and
-/// 0.66x (f16 layer-0 `input_layernorm`) — likely the GQA key gradient: torch repeats the f32 rotated
-/// keys and rounds each query head's share to bf16 (autocast's matmul per repeated head), crossfeed
-/// sums the heads sharing a KV head in f32 and rounds once. GPT-2 was at 0.6-1.4x on every tensor
+/// Known gaps, kept runnable (`--ignored`) until fixed. Qwen3 in f16: 0.57x (layer-0 `input_layernorm`)
+/// and 0.53x (layer-0 `k_proj`), the rest under 0.5x. Its bf16 gap (0.57x at `k_norm`) closed when the
+/// keys stayed f32 out of RoPE and were repeated per query head before rounding, as transformers'
+/// `repeat_kv` + autocast do (`ops::autocast_repeat`). GPT-2 was at 0.6-1.4x on every tensor
 /// while `gelu_new` was widened and rounded once; composed op by op in the low dtype as torch runs it
 /// (`ops::gelu_new`) it is at 0.88x worst, 28 of 54 tensors above 0.45x: a rounding site not yet found.
 #[test]
 #[ignore = "known autocast gradient gaps of Qwen3 (GQA key rounding) and GPT-2 (gelu_new), see the doc comment"]
 fn autocast_gaps_of_qwen3_and_gpt2() {
-    check_autocast_grads(AUTOCAST_GAPS);
+    check_autocast_grads(GAP_FAMILIES, |v, mode| AUTOCAST_GAPS.contains(&(v, mode)));
 }
 
-fn check_autocast_grads(variants: &[&str]) {
+fn check_autocast_grads(variants: &[&str], checked: impl Fn(&str, &str) -> bool) {
     // The families added later carry their goldens in files of their own (make_mixed_precision_fixtures.py --families).
     let mut golden = candle_core::safetensors::load(root().join("train/autocast_grads.safetensors"), &Device::Cpu).unwrap();
     for v in variants.iter().filter(|v| !VARIANTS.contains(v)) {
@@ -322,14 +325,17 @@ fn check_autocast_grads(variants: &[&str]) {
         model.params.iter().map(|(n, var)| (n.clone(), g.get(var.as_tensor()).unwrap().to_dtype(DType::F32).unwrap())).collect()
     };
     let mut worst = (0f32, String::new());
+    let mut failures = Vec::new();
     for v in variants {
         let f32_grads = grads(v, DType::F32);
-        for (mode, dtype) in [("bf16", DType::BF16), ("f16", DType::F16)] {
+        for (mode, dtype) in [("bf16", DType::BF16), ("f16", DType::F16)].into_iter().filter(|(mode, _)| checked(v, mode)) {
             for ((name, ours), (_, f32g)) in grads(v, dtype).iter().zip(&f32_grads).filter(|((n, _), _)| !n.ends_with("k_proj.bias") && !n.ends_with("c_attn.bias")) {
                 let theirs = golden.get(&format!("{v}.{mode}.{name}")).unwrap_or_else(|| panic!("no golden {v}.{mode}.{name}"));
                 let (d_ours, d_f32) = (norm(&(ours - theirs).unwrap()), norm(&(f32g - theirs).unwrap()));
                 let r = d_ours / d_f32.max(1e-12);
-                assert!(r <= 0.5, "{v} {mode} {name}: |ours - autocast| = {d_ours:.2e} is {r:.2}x of |f32 - autocast| = {d_f32:.2e}");
+                if r > 0.5 {
+                    failures.push(format!("{v} {mode} {name}: |ours - autocast| = {d_ours:.2e} is {r:.2}x of |f32 - autocast| = {d_f32:.2e}"));
+                }
                 if r > worst.0 {
                     worst = (r, format!("{v} {mode} {name}"));
                 }
@@ -337,4 +343,5 @@ fn check_autocast_grads(variants: &[&str]) {
         }
     }
     eprintln!("worst per-tensor ratio: {:.2}x ({})", worst.0, worst.1);
+    assert!(failures.is_empty(), "{} tensor(s) past 0.5x:\n{}", failures.len(), failures.join("\n"));
 }
