@@ -24,6 +24,8 @@ Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers fr
      python3 scripts/make_mixed_precision_fixtures.py --families   # only the first-step autocast gradients
          of the families added later, one file each: autocast_grads_<variant>.safetensors
      python3 scripts/make_mixed_precision_fixtures.py --families --only gemma2   # one of those files
+     python3 scripts/make_mixed_precision_fixtures.py --gelu-new   # only gelu_new.safetensors: GPT-2's
+         activation on bf16 and f16 tensors, value and gradient as torch computes them op by op
 """
 import copy
 import json
@@ -154,8 +156,27 @@ def grads(variants=VARIANTS, name="autocast_grads"):
     save_file(out, os.path.join(OUT, f"{name}.safetensors"))
 
 
+def gelu_new_values():
+    """`gelu_new` (transformers' NewGELUActivation, GPT-2) on bf16 and f16 tensors, forward and backward, as
+    torch evaluates it op by op (autocast widens none of its ops): keys `<dtype>.{x,g,y,gx}`, stored f32."""
+    from transformers.activations import NewGELUActivation
+    torch.manual_seed(0)
+    out = {}
+    for name, dtype in [("bf16", torch.bfloat16), ("f16", torch.float16)]:
+        # Inputs across GELU's range: small, around the knee, past where tanh saturates.
+        x = (torch.randn(4096) * torch.tensor([0.3, 1.0, 3.0, 8.0]).repeat(1024)).to(dtype).requires_grad_()
+        g = (torch.randn(4096) * 0.01).to(dtype)
+        y = NewGELUActivation()(x)
+        y.backward(g)
+        out.update({f"{name}.x": x.detach().float(), f"{name}.g": g.float(), f"{name}.y": y.detach().float(), f"{name}.gx": x.grad.float()})
+    save_file(out, os.path.join(OUT, "gelu_new.safetensors"))
+
+
 def main():
     import sys
+    if "--gelu-new" in sys.argv:
+        gelu_new_values()
+        return
     if "--families" in sys.argv:
         only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else FAMILIES
         for v in [f for f in FAMILIES if f in only]:

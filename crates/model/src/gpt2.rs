@@ -153,6 +153,9 @@ struct Block {
     scale: f64,
     attn_pdrop: f64,
     resid_pdrop: f64,
+    /// `gelu_pytorch_tanh` (torch's one-op tanh GELU) instead of `gelu_new`'s op-by-op formula: the
+    /// same in f32, rounded differently in bf16/f16.
+    pytorch_tanh: bool,
 }
 
 impl Block {
@@ -173,6 +176,7 @@ impl Block {
             scale,
             attn_pdrop: cfg.attn_pdrop,
             resid_pdrop: cfg.resid_pdrop,
+            pytorch_tanh: cfg.activation_function == "gelu_pytorch_tanh",
         })
     }
 
@@ -203,7 +207,8 @@ impl Block {
             ops::cast(&y, DType::F32)
         };
         let x = (x + resid(self.attention(&self.ln_1.forward(x)?, bias, cache, drop, dtype, attn)?)?)?;
-        let hidden = ops::gelu_new(&self.c_fc.forward_as(&self.ln_2.forward(&x)?, dtype)?)?;
+        let pre = self.c_fc.forward_as(&self.ln_2.forward(&x)?, dtype)?;
+        let hidden = if self.pytorch_tanh { ops::gelu_tanh(&pre)? } else { ops::gelu_new(&pre)? };
         x + resid(self.mlp_proj.forward(&hidden)?)?
     }
 }
