@@ -254,6 +254,30 @@ TOKENIZERS = {"opt": opt_tokenizer, "llama": llama_tokenizer, "qwen": qwen_token
               "gemma3": gemma_tokenizer}
 
 
+def gemma3_multimodal_config():
+    """A `gemma3` (Gemma3ForConditionalGeneration) config around the gemma3 fixture's text model and a
+    tiny SigLIP vision tower, as Gemma 3 4B and up ship; the hub's text_config lists only what differs
+    from Gemma3TextConfig's defaults, so this one drops the keys that equal them."""
+    text = dict(VARIANTS["gemma3"]["config"])
+    for k in ["architectures", "hidden_activation", "rms_norm_eps", "attention_bias", "use_bidirectional_attention",
+              "attn_logit_softcapping"]:
+        text.pop(k)
+    vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=28, patch_size=14)
+    return dict(model_type="gemma3", architectures=["Gemma3ForConditionalGeneration"], text_config=text,
+                vision_config=vision, mm_tokens_per_image=4, boi_token_index=325, eoi_token_index=326,
+                image_token_index=327, initializer_range=0.2, eos_token_id=[1, 3])
+
+
+def hub_minimal_text_config(cfg):
+    """The hub's Gemma 3 multimodal configs list in text_config only the keys that differ from
+    Gemma3TextConfig's defaults; transformers fills in the rest."""
+    from transformers import Gemma3TextConfig
+    defaults = Gemma3TextConfig().to_dict()
+    text = {k: v for k, v in cfg["text_config"].items() if k == "model_type" or defaults.get(k, object()) != v}
+    return dict(cfg, text_config=text)
+
+
 def build_model(kind, config):
     from transformers import AutoConfig, AutoModelForCausalLM
     cfg = AutoConfig.for_model(**config)
@@ -524,6 +548,9 @@ def format_variants(major):
                                                 num_hidden_layers=2, num_attention_heads=4),
              torch.float32, "save_pretrained", minimal_llama_config),
             ("tf5-opt350-bf16", "opt350", dict(OPT350_SHAPE), torch.bfloat16, "save_pretrained", None),
+            # Gemma 3 4B and up: the multimodal `gemma3` config; crossfeed reads its text model.
+            ("tf5-gemma3-multimodal-bf16", "gemma3", gemma3_multimodal_config(), torch.bfloat16, "save_pretrained",
+             hub_minimal_text_config),
         ]
     return [
         ("tf4-llama32-bf16", "llama32", dict(LLAMA32_SHAPE, rope_theta=500000.0, rope_scaling=dict(LLAMA3_ROPE)),
@@ -560,7 +587,8 @@ def golden_logits(d):
     tok = AutoTokenizer.from_pretrained(d)
     model = reload_f32(d)
     token_ids = [tok(t)["input_ids"] for t in TEXTS]
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else tok.eos_token_id
+    text_config = model.config.get_text_config()  # the config itself, or a multimodal config's text part
+    pad = text_config.pad_token_id if text_config.pad_token_id is not None else tok.eos_token_id
     ids, mask = padded(token_ids, pad)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits.float()

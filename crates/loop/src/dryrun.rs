@@ -34,6 +34,9 @@ pub struct Shape {
 impl Shape {
     /// From an OPT, Llama, Qwen2, Qwen3, GPT-2, Gemma 2 or Gemma 3 `config.json`; a missing key is an error naming it.
     pub fn from_config(cfg: &Value, origin: &str) -> Result<Shape> {
+        // A multimodal Gemma 3 is estimated as the text model crossfeed loads from it.
+        let text = crossfeed_model::gemma3::text_part(cfg.clone(), std::path::Path::new(origin)).map_err(|e| LoopError::Config(e.to_string()))?;
+        let cfg = &text;
         let get = |k: &str| -> Result<usize> {
             cfg.get(k)
                 .and_then(Value::as_u64)
@@ -86,7 +89,7 @@ impl Shape {
                 let params = v * e + pos * h + proj + l * per_layer + 2 * h;
                 Ok(Shape { vocab: v, hidden: h, layers: l, heads: a, kv_heads: a, ffn, params: params as u64 })
             }
-            other => Err(LoopError::Config(format!("{origin}: model_type {other:?} (dry run knows \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma2\", \"gemma3_text\")"))),
+            other => Err(LoopError::Config(format!("{origin}: model_type {other:?} (dry run knows \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma2\", \"gemma3_text\", \"gemma3\")"))),
         }
     }
 
@@ -397,5 +400,14 @@ mod tests {
         assert_eq!(Shape::known("google/gemma-3-1b-pt").unwrap().params, 999_885_952);
         // transformers' Gemma2ForCausalLM at gemma-2-2b's shape: 2,614,341,888 (counted on the meta device).
         assert_eq!(Shape::known("google/gemma-2-2b").unwrap().params, 2_614_341_888);
+        // google/gemma-3-4b-pt's config.json as the hub has it (vision config trimmed): the text model
+        // transformers builds from it holds 3,880,263,168 parameters (Gemma3ForCausalLM, meta device).
+        let gemma3_4b = serde_json::json!({"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+            "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02,
+            "mm_tokens_per_image": 256, "model_type": "gemma3", "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+            "vision_config": {"model_type": "siglip_vision_model"}});
+        assert_eq!(Shape::from_config(&gemma3_4b, "gemma-3-4b-pt").unwrap().params, 3_880_263_168);
     }
 }

@@ -111,12 +111,13 @@ impl Batch {
 fn read_config(dir: &Path) -> Result<Value> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+    let json = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+    gemma3::text_part(json, &path)
 }
 
-/// Reads every weight file of a checkpoint directory to f32 CPU tensors, names normalised to the
-/// `transformers` `*ForCausalLM` layout (OPT's bare `decoder.*` becomes `model.decoder.*`).
-/// Reads the checkpoint in `dir` into f32 Vars on `device`, named as the model names them.
+/// Reads the checkpoint in `dir` into f32 Vars on `device`, names normalised to the `transformers`
+/// `*ForCausalLM` layout (OPT's bare `decoder.*` becomes `model.decoder.*`; a multimodal Gemma 3's
+/// language model its `model.*`, its vision tower left unread).
 ///
 /// A safetensors file is mapped, not read: an f32 or bf16 tensor goes from the mapped bytes straight
 /// into the buffer its Var owns, one allocation per weight and no copy of the file on the heap. The
@@ -127,15 +128,17 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
     let bin = dir.join("pytorch_model.bin");
-    let model_name = |name: String| {
-        if model_type == "opt" && name.starts_with("decoder.") {
+    let model_name = |name: String| -> Option<String> {
+        Some(if model_type == "opt" && name.starts_with("decoder.") {
             format!("model.{name}")
         } else if model_type == "gpt2" && !name.starts_with("transformer.") && !name.starts_with("lm_head.") {
             // The hub's gpt2 checkpoints name the base model's tensors without its prefix.
             format!("transformer.{name}")
+        } else if model_type == "gemma3_text" {
+            return gemma3::text_weight_name(&name);
         } else {
             name
-        }
+        })
     };
     let mut out = HashMap::new();
     let mut load_st = |p: &Path| -> Result<()> {
@@ -144,6 +147,7 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
         // checkpoint must not be rewritten meanwhile, the same condition transformers' loading has.
         let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(p) }.map_err(|e| invalid(&e))?;
         for (name, view) in file.tensors() {
+            let Some(name) = model_name(name) else { continue };
             let bytes = view.data();
             let var = match view.dtype() {
                 safetensors::Dtype::F32 => {
@@ -160,7 +164,7 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
                     Var::from_tensor(&view.load(&Device::Cpu).map_err(|e| invalid(&e))?.to_dtype(DType::F32)?.to_device(device)?)?
                 }
             };
-            out.insert(model_name(name), var);
+            out.insert(name, var);
         }
         Ok(())
     };
@@ -175,7 +179,9 @@ fn read_weights(dir: &Path, model_type: &str, device: &Device) -> Result<(HashMa
     } else if bin.exists() {
         let raw = candle_core::pickle::read_all(&bin).map_err(|e| ModelError::Invalid(format!("{}: {e}", bin.display())))?;
         for (name, t) in raw {
-            out.insert(model_name(name), Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
+            if let Some(name) = model_name(name) {
+                out.insert(name, Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
+            }
         }
         bin
     } else {

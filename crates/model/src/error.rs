@@ -12,7 +12,7 @@ pub enum ModelError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{path}: key {key:?}: {message}")]
     Config { path: PathBuf, key: String, message: String },
-    #[error("{path}: unsupported model_type {found:?} (supported: \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma2\", \"gemma3_text\")")]
+    #[error("{path}: unsupported model_type {found:?} (supported: \"opt\", \"llama\", \"qwen2\", \"qwen3\", \"gpt2\", \"gemma2\", \"gemma3_text\", and \"gemma3\" read as its text model)")]
     UnsupportedModelType { path: PathBuf, found: String },
     #[error("{path}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin)")]
     NoWeights { path: PathBuf },

@@ -6,6 +6,9 @@
 //! tokens with their own RoPE base, global layers with optional linear RoPE scaling, optional final
 //! logit soft-capping, tied head.
 //!
+//! The multimodal `gemma3` config (Gemma 3 4B and up) is read as its text model ([`text_part`],
+//! [`text_weight_name`]).
+//!
 //! Gemma 2 (`gemma2`, transformers' `modeling_gemma2.py`) is the same model without the q/k norms, with
 //! attention logit soft-capping and one RoPE: [`crate::gemma2`] reads its config into a
 //! [`Gemma3Config`] with [`GemmaFamily::Gemma2`].
@@ -31,6 +34,75 @@ use crate::config_keys::{self, key_error, TokenIds};
 use crate::dropout::Dropout;
 use crate::llama::{rope_tables, RopeParameters};
 use crate::ops::{self, attention, attention_bias, attention_with_dropout, AttnImpl, rms_norm, Linear, MASK_MIN};
+
+/// The keys of a multimodal `gemma3` config (`Gemma3ForConditionalGeneration`: Gemma 3 4B and up) besides
+/// `text_config`, none of which changes the text model: the vision tower's config, the image-token ids
+/// and count (text never holds an image token), init scale, and bookkeeping. `tie_word_embeddings` and
+/// the special-token ids are checked or carried over by [`text_part`].
+const MULTIMODAL_KEYS: &[&str] = &[
+    "architectures", "model_type", "text_config", "vision_config", "boi_token_index", "eoi_token_index",
+    "image_token_index", "mm_tokens_per_image", "initializer_range", "tie_word_embeddings", "transformers_version",
+    "dtype", "torch_dtype", "_name_or_path", "_commit_hash", "bos_token_id", "eos_token_id", "pad_token_id",
+];
+
+/// `config` itself, or for a multimodal `gemma3` config its text model as a `gemma3_text` config
+/// (`Gemma3ForCausalLM`). crossfeed trains and samples text: the vision tower and projector are not
+/// loaded, and a saved checkpoint is the text model, which transformers loads as `Gemma3ForCausalLM`.
+/// The hub's text_config lists only what differs from `Gemma3TextConfig`'s defaults, so the sizes it
+/// leaves out take those defaults (vocab 262,208, hidden 2,304, MLP 9,216, 26 layers, 8 heads); the
+/// top-level token ids carry over where the text part has none (generate reads `eos_token_id` there).
+pub fn text_part(config: Value, path: &Path) -> crate::Result<Value> {
+    if config.get("model_type").and_then(Value::as_str) != Some("gemma3") {
+        return Ok(config);
+    }
+    let top = config.as_object().cloned().unwrap_or_default();
+    if let Some(key) = top.keys().find(|k| !MULTIMODAL_KEYS.contains(&k.as_str())) {
+        return Err(key_error(path, key, "not a key of a Gemma 3 multimodal config that crossfeed knows; it may change the text model"));
+    }
+    let Some(Value::Object(mut text)) = top.get("text_config").cloned() else {
+        return Err(key_error(path, "text_config", "missing or not an object: a Gemma 3 multimodal config holds its text model there"));
+    };
+    match text.get("model_type").and_then(Value::as_str) {
+        None | Some("gemma3_text") => {}
+        Some(other) => return Err(key_error(path, "text_config.model_type", format!("{other:?} (expected \"gemma3_text\")"))),
+    }
+    let tie = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(true);
+    if tie(top.get("tie_word_embeddings")) != tie(text.get("tie_word_embeddings")) {
+        return Err(key_error(path, "tie_word_embeddings", "differs between the top level and text_config"));
+    }
+    for (key, default) in [("vocab_size", 262_208), ("hidden_size", 2304), ("intermediate_size", 9216), ("num_hidden_layers", 26), ("num_attention_heads", 8)] {
+        text.entry(key).or_insert(Value::from(default));
+    }
+    for key in ["bos_token_id", "eos_token_id", "pad_token_id", "transformers_version"] {
+        if let Some(v) = top.get(key).filter(|_| !text.contains_key(key)) {
+            text.insert(key.into(), v.clone());
+        }
+    }
+    // transformers' Gemma3ForConditionalGeneration ends at lm_head: it applies no final soft-capping,
+    // whatever text_config says (the released 4B-27B configs set none anyway), so neither does the text
+    // model read from it, nor the checkpoint saved from that.
+    text.insert("final_logit_softcapping".into(), Value::Null);
+    text.insert("model_type".into(), Value::from("gemma3_text"));
+    text.insert("architectures".into(), serde_json::json!(["Gemma3ForCausalLM"]));
+    Ok(Value::Object(text))
+}
+
+/// Whether checkpoint tensor `name` of a multimodal Gemma 3 belongs to what [`text_part`] keeps, and
+/// under which name: the language model's `language_model.model.*` (as transformers writes it) or
+/// `model.language_model.*` (its in-memory layout) is `model.*`; the vision tower and projector are not.
+pub fn text_weight_name(name: &str) -> Option<String> {
+    for prefix in ["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."] {
+        if name.starts_with(prefix) {
+            return None;
+        }
+    }
+    for prefix in ["language_model.model.", "model.language_model."] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return Some(format!("model.{rest}"));
+        }
+    }
+    Some(name.strip_prefix("language_model.").unwrap_or(name).to_string())
+}
 
 /// A `gemma3_text` `config.json`, field names as transformers writes them (4.x and 5.x). Absent keys
 /// take `Gemma3TextConfig`'s defaults; other keys are audited by [`Gemma3Config::from_json`].

@@ -2,7 +2,8 @@
 //! `scripts/make_model_fixtures.py --formats` under transformers 5.x and 4.x): 5.x `rope_parameters`
 //! and 4.x `rope_scaling` + `rope_theta`, `dtype` / `torch_dtype`, a config with only the sizes,
 //! weights stored as f32/bf16/f16 safetensors and as an old-hub `pytorch_model.bin` with `decoder.*`
-//! names. Logits must match transformers loading the same directory in f32 to 1e-4.
+//! names, and a multimodal Gemma 3 (`gemma3`, the 4B-and-up layout: a SigLIP tower beside the language
+//! model, text_config with only the keys that differ from the defaults) read as its text model. Logits must match transformers loading the same directory in f32 to 1e-4.
 
 mod common;
 
@@ -22,6 +23,7 @@ const FORMATS: &[&str] = &[
     "tf4-llama32-bf16",
     "tf4-opt350-f16-bin",
     "tf4-opt125",
+    "tf5-gemma3-multimodal-bf16",
 ];
 
 fn variant(name: &str) -> String {
@@ -158,4 +160,33 @@ fn saving_a_bf16_checkpoint_relabels_its_dtype() {
     assert_eq!((cfg["dtype"].as_str(), cfg["torch_dtype"].as_str()), (Some("float32"), Some("float32")));
     let st = candle_core::safetensors::load(tmp.path().join("model.safetensors"), &Device::Cpu).unwrap();
     assert!(st.values().all(|t| t.dtype() == DType::F32));
+}
+
+/// A multimodal Gemma 3 loads as its text model: the vision tower is not read, the model is the same as
+/// the `gemma3` fixture's text model (its weights), and what it saves is a `gemma3_text` checkpoint that
+/// loads back to the same logits. Unknown top-level keys are refused by name.
+#[test]
+fn multimodal_gemma3_is_read_as_its_text_model() {
+    let v = variant("tf5-gemma3-multimodal-bf16");
+    let model = CausalLm::load_dir(&fixture(&v), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(model.config_json["model_type"], "gemma3_text");
+    assert_eq!(model.config_json["architectures"], json!(["Gemma3ForCausalLM"]));
+    assert!(model.params.iter().all(|(n, _)| n.starts_with("model.")), "{:?}", model.params.iter().map(|p| &p.0).collect::<Vec<_>>());
+    assert_eq!(model.eos_token_ids(), vec![1, 3], "generation_config.json's eos ids");
+    let g = golden(&v);
+    let saved = tempfile::tempdir().unwrap();
+    model.save(saved.path()).unwrap();
+    // For a check that transformers loads what crossfeed saved (Gemma3ForCausalLM, same logits as the golden).
+    if let Some(dir) = std::env::var_os("CROSSFEED_KEEP_SAVED") {
+        model.save(&Path::new(&dir).join("gemma3-multimodal-text")).unwrap();
+    }
+    let text_only: Value = serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(text_only["model_type"], "gemma3_text");
+    let d = masked_diff(&logits_of(saved.path(), &g), &g.tensors["logits"], &golden_batch(&g).attention_mask);
+    assert!(d <= 1e-4, "saved text model: logits differ by {d}");
+
+    let copy = copy_fixture(&v);
+    edit_config(copy.path(), |c| drop(c.insert("mm_future_setting".into(), json!(1))));
+    let err = CausalLm::load_dir(copy.path(), &Device::Cpu, DType::F32).unwrap_err().to_string();
+    assert!(err.contains("mm_future_setting"), "{err}");
 }
