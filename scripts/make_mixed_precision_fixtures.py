@@ -36,6 +36,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
+from make_model_fixtures import padded
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
@@ -52,16 +54,6 @@ MODES = {
     # at 2**19 2-3.4x over), so skips do not hinge on rounding differences between the two sides.
     "f16_skip": dict(dtype=torch.float16, init_scale=2.0**27, growth_factor=4.0, backoff_factor=0.25, growth_interval=3, pure=True),
 }
-
-
-def padded(ids_list, pad):
-    t = max(len(x) for x in ids_list)
-    ids = torch.full((len(ids_list), t), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids_list), t), dtype=torch.long)
-    for i, x in enumerate(ids_list):
-        ids[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(x)] = 1
-    return ids, mask
 
 
 def ce_sum(logits, ids, mask):

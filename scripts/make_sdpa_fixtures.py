@@ -22,6 +22,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
+from make_mixed_precision_fixtures import ce_sum
+from make_model_fixtures import padded
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train", "attention")
@@ -56,16 +59,6 @@ def new_models():
     return list(specs)
 
 
-def padded(ids_list, pad):
-    t = max(len(x) for x in ids_list)
-    ids = torch.full((len(ids_list), t), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids_list), t), dtype=torch.long)
-    for i, x in enumerate(ids_list):
-        ids[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(x)] = 1
-    return ids, mask
-
-
 def first_step(d, attn, dtype):
     g = json.load(open(os.path.join(d, "golden.json")))
     ids, mask = padded(g["token_ids"], g["pad_id"])
@@ -75,10 +68,8 @@ def first_step(d, attn, dtype):
     else:
         with torch.autocast("cpu", dtype=dtype):
             logits = model(input_ids=ids, attention_mask=mask).logits
-    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -lp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    w = mask[:, 1:].float()
-    loss = (nll * w).sum() / w.sum()
+    s, n = ce_sum(logits, ids, mask)
+    loss = s / n
     loss.backward()
     return float(loss.detach()), {k: p.grad.detach().float().contiguous() for k, p in model.named_parameters()}
 
