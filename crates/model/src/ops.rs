@@ -240,7 +240,9 @@ pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     let r = |t: &Tensor| -> Result<Tensor> { cast(&cast(t, low)?, DType::F32) };
     let xf = cast(x, DType::F32)?;
     let xd = xf.detach();
-    let cube = if low == DType::BF16 { r(&(r(&xd.sqr()?)? * &xd)?)? } else { r(&(xd.sqr()? * &xd)?)? };
+    let sq = xd.sqr()?;
+    let sq_low = r(&sq)?;
+    let cube = if low == DType::BF16 { r(&(&sq_low * &xd)?)? } else { r(&(sq * &xd)?)? };
     if !x.track_op() {
         let inner = r(&(&xd + r(&(cube * 0.044715)?)?)?)?;
         let t = r(&r(&(inner * s)?)?.tanh()?)?;
@@ -250,7 +252,7 @@ pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     let x_bc = grad_rounded(&xf, low)?;
     let (x_pow, x_half) = (grad_rounded(&x_bc, low)?, grad_rounded(&xf, low)?);
     // x³: the value above; the gradient round(g · round(3 · round(x·x))), through x_pow.
-    let k = r(&(r(&xd.sqr()?)? * 3.0)?)?;
+    let k = r(&(sq_low * 3.0)?)?;
     let cube = surrogate(&cube, &x_pow, &k)?;
     let c1 = value_rounded(&(grad_rounded(&cube, low)? * 0.044715)?, low)?;
     let inner = value_rounded(&(x_bc + c1)?, low)?;
@@ -417,7 +419,8 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
     let (b, hq, tq, d) = q.dims4()?;
     let hkv = k.dim(1)?;
     let n = hq / hkv;
-    let (q, k, v) = (cast(q, DType::F32)?, autocast_repeat(k, n, low)?, autocast_repeat(v, n, low)?);
+    let widen = |x: &Tensor| cast(&autocast_repeat(x, n, low)?, DType::F32);
+    let (q, k, v) = (cast(q, DType::F32)?, widen(k)?, widen(v)?);
     let qk = crate::cuda_rules::matmul(&q.contiguous()?, &k.t()?)?;
     let scores = grad_rounded(&(qk * scale)?, low)?.broadcast_add(bias)?;
     let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?;
@@ -438,16 +441,16 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
 }
 
 /// `x: [B, Hkv, T, D]` as autocast hands it to an attention matmul after transformers' `repeat_kv`:
-/// repeated `n` times per KV head in f32, each query head's copy rounded to `low`, returned as f32. The
-/// forward values are `x`'s rounded to `low`; in the backward each query head's gradient is rounded to
-/// `low`, the group's are summed in f32 (the backward of `repeat_kv`, accumulated in f32 by torch), and
-/// rounded once more only if `x` itself is in `low` — transformers' keys come out of RoPE in f32 (f32
-/// cos/sin), so their gradient is not.
+/// repeated `n` times per KV head in f32, each query head's copy rounded to `low` (the result's dtype).
+/// In the backward each query head's gradient is rounded to `low` (by the matmul that consumes it, or
+/// by the caller's widening cast), the group's are summed in f32 (the backward of `repeat_kv`,
+/// accumulated in f32 by torch), and rounded once more only if `x` itself is in `low` —
+/// transformers' keys come out of RoPE in f32 (f32 cos/sin), so their gradient is not.
 fn autocast_repeat(x: &Tensor, n: usize, low: DType) -> Result<Tensor> {
     let (b, hkv, t, d) = x.dims4()?;
     let wide = cast(x, DType::F32)?;
     let wide = if n == 1 { wide } else { wide.unsqueeze(2)?.broadcast_as((b, hkv, n, t, d))?.contiguous()?.reshape((b, hkv * n, t, d))? };
-    cast(&cast(&wide, low)?, DType::F32)
+    cast(&wide, low)
 }
 
 /// [`attention`] with dropout on the probabilities (training with `attention_dropout` > 0): always the
@@ -490,7 +493,7 @@ fn eager(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, cap: Opt
         // Training (or a key still in f32 from RoPE): K and V repeated per query head in f32 and rounded
         // per head, as `repeat_kv` + autocast do, so each head's dK/dV rounds before the group's sum.
         let n = hq / hkv;
-        (cast(&autocast_repeat(k, n, dtype)?, dtype)?, cast(&autocast_repeat(v, n, dtype)?, dtype)?, hq)
+        (autocast_repeat(k, n, dtype)?, autocast_repeat(v, n, dtype)?, hq)
     } else {
         (k.clone(), v.clone(), hkv)
     };
