@@ -62,19 +62,15 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-/// Tells mimalloc never to return freed memory to the OS. candle allocates a fresh buffer for every
-/// op; with the default 10 ms purge delay the freed buffers went back to the OS and the next step
-/// faulted them in again, zeroed by the kernel (20k faults, most of them 2 MiB huge pages, in 13 steps
-/// of `crossfeed bench train`; 855 with this). Peak memory is unchanged: only memory the process
-/// already used is kept.
 /// One level of parallelism: rayon's pool (RAYON_NUM_THREADS, default one thread per core) runs every
-/// GEMM, fused kernel and reduction; candle's second pool for its element-wise ops (a spinning barrier
-/// pool of CANDLE_NUM_THREADS workers, default the same count) gets none unless the user sets it. With
-/// both, a 2-core machine ran two pools' workers on two cores: the barrier workers spin ~25k pauses
-/// after each op while rayon's threads wait for a core, and with any other load on the machine the
-/// spinning barrier stalls outright (`bench train --profile`, 2 threads, Sapphire Rapids, a build
-/// running beside it: candle's own ops 122–419 ms/step with the pool, 47–49 ms without). Bits are the
-/// same either way: candle's element-wise ops are per element.
+/// GEMM, fused kernel and reduction, and, through the vendored candle-core's one change to its pool
+/// (`vendor/README.md`), candle's large element-wise ops too. Upstream candle runs those on a second,
+/// spinning barrier pool of CANDLE_NUM_THREADS workers (default one per core): on a 2-core machine the
+/// two pools' workers took turns, the barrier workers spinning ~25k pauses after each op while rayon's
+/// threads waited for a core, and with any other load the spinning barrier stalled outright (`bench train
+/// --profile`, 2 threads, Sapphire Rapids, a build running beside it: candle's own ops 122–419 ms/step
+/// with the pool, 47–49 ms without). So the barrier pool gets no workers unless the user sets the
+/// variable. Bits are the same either way: candle's element-wise ops are per element.
 pub fn one_thread_pool() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Before any candle op: the pool reads the variable once, when first used. Single-threaded here.
@@ -82,6 +78,11 @@ pub fn one_thread_pool() {
     }
 }
 
+/// Tells mimalloc never to return freed memory to the OS. candle allocates a fresh buffer for every
+/// op; with the default 10 ms purge delay the freed buffers went back to the OS and the next step
+/// faulted them in again, zeroed by the kernel (20k faults, most of them 2 MiB huge pages, in 13 steps
+/// of `crossfeed bench train`; 855 with this). Peak memory is unchanged: only memory the process
+/// already used is kept.
 pub fn keep_freed_memory() {
     // mi_option_purge_delay, 15 in both mimalloc v2 and v3 (libmimalloc-sys does not name it).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -203,7 +203,7 @@ impl CustomOp3 for Attention {
         let _t = crate::profile::span("attention.fwd", 4.0 * (b * hq * tq * tk * d) as f64);
         let group = hq / hkv;
         let mut stats = vec![0f32; b * hq * tq * 2];
-        let mut out = vec![0f32; b * tq * hq * d];
+        let mut out = crate::fused::zeroed(b * tq * hq * d);
         let out_ptr = Shared(out.as_mut_ptr());
         self.with_bias(|bias| {
             if bias.len() != b * tq * tk {
@@ -254,9 +254,9 @@ impl CustomOp3 for Attention {
             bail!("fused-attention: CPU tensors only")
         };
         let (g, qv, kv, vv) = (view(gs, gl, "grad")?, view(qs, ql, "q")?, view(ks, kl, "k")?, view(vs, vl, "v")?);
-        let mut dq = vec![0f32; b * hq * tq * d];
-        let mut dk = vec![0f32; b * hkv * tk * d];
-        let mut dv = vec![0f32; b * hkv * tk * d];
+        let mut dq = crate::fused::zeroed(b * hq * tq * d);
+        let mut dk = crate::fused::zeroed(b * hkv * tk * d);
+        let mut dv = crate::fused::zeroed(b * hkv * tk * d);
         let dq_ptr = Shared(dq.as_mut_ptr());
         // One task per (sequence, KV head): the query heads of a group accumulate into the same dk, dv.
         self.with_bias(|bias| {

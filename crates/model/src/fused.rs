@@ -51,6 +51,39 @@ fn with_data<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>
     f(&slices)
 }
 
+/// A zeroed `len`-element buffer, zeroed on rayon's threads. `vec![0.0; n]` is calloc, and the binary
+/// keeps freed memory (`keep_freed_memory`), so calloc memsets recycled memory on the calling thread:
+/// with the fused kernels' outputs that was the largest single-threaded part of a 2-thread train step
+/// (3% of its CPU samples at the bench shape, `perf`), and single-threaded parts are what keep 2
+/// threads from 2× of 1.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    if len < 2 * CHUNK || rayon::current_num_threads() < 2 {
+        return vec![0f32; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut().par_chunks_mut(CHUNK).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the chunks cover the whole capacity of `len` elements, and each was initialised above.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// A `len`-element buffer whose chunks of `chunk` elements are written by `fill(chunk index, chunk)` on
+/// rayon's threads. Each chunk is zeroed by its own task just before `fill` (in cache, nearly free), not
+/// by one memset on the calling thread first (see [`zeroed`]).
+pub(crate) fn par_build(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut().par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, c)| {
+        c.fill(std::mem::MaybeUninit::new(0.0));
+        // SAFETY: every element of `c` was initialised on the line above; MaybeUninit<f32> has f32's layout.
+        let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        fill(i, c);
+    });
+    // SAFETY: the chunks cover the whole capacity of `len` elements, and each was initialised above.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Sums per-task partial vectors in task order. The tasks are fixed-size chunks of rows, so the sum
 /// depends on neither the thread count nor work stealing (a rayon `reduce` pairs partials in whatever
 /// order the threads finish, which changes the last bits from run to run at real widths).
@@ -86,8 +119,9 @@ impl CustomOp2 for RmsNorm {
         let _t = crate::profile::span("rms_norm.fwd", 0.0);
         let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
         let h = row_width(xl, w.len(), None, self.name())?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
+        let chunk = h * rows_per_task(h);
+        let out = par_build(x.len(), chunk, |c, o| {
+            let x = &x[c * chunk..c * chunk + o.len()];
             simd::dispatch(|| {
                 for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                     let r = inv_rms(x, self.eps);
@@ -105,7 +139,7 @@ impl CustomOp2 for RmsNorm {
         let (dx, dw) = with_data(&[x, w, g], self.name(), |s| {
             let (x, w, g) = (s[0], s[1], s[2]);
             let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
-            let mut dx = vec![0f32; x.len()];
+            let mut dx = zeroed(x.len());
             let dw = dx
                 .par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
@@ -175,8 +209,9 @@ impl CustomOp3 for LayerNorm {
         let _t = crate::profile::span("layer_norm.fwd", 0.0);
         let (x, w, b) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?, data(bs, bl, self.name())?);
         let h = row_width(xl, w.len(), Some(b.len()), self.name())?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
+        let chunk = h * rows_per_task(h);
+        let out = par_build(x.len(), chunk, |c, o| {
+            let x = &x[c * chunk..c * chunk + o.len()];
             simd::dispatch(|| {
                 for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                     let (mean, r) = moments(x, self.eps);
@@ -201,7 +236,7 @@ impl CustomOp3 for LayerNorm {
         let (dx, dwb) = with_data(&[x, w, g], self.name(), |s| {
             let (x, w, g) = (s[0], s[1], s[2]);
             let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
-            let mut dx = vec![0f32; x.len()];
+            let mut dx = zeroed(x.len());
             // One partial vector per task: dw in [0, h), db in [h, 2h).
             let dwb = dx
                 .par_chunks_mut(chunk)
@@ -258,9 +293,8 @@ fn rope_rows(x: &[f32], x_off: impl Fn(usize) -> usize + Sync, cos: &[f32], sin:
     let [_, h, t, d] = dims;
     let half = d / 2;
     let rows = dims.iter().product::<usize>() / d.max(1);
-    let mut out = vec![0f32; rows * d];
     let per = rows_per_task(d);
-    out.par_chunks_mut(d * per).enumerate().for_each(|(c, o)| {
+    let out = par_build(rows * d, d * per, |c, o| {
         simd::dispatch(|| {
             for (i, o) in o.chunks_exact_mut(d).enumerate() {
                 let r = c * per + i;
@@ -352,8 +386,8 @@ impl CustomOp2 for SwiGlu {
         if al.dims() != ul.dims() {
             bail!("{}: gate {:?} and up {:?} differ", self.name(), al.dims(), ul.dims());
         }
-        let mut out = vec![0f32; a.len()];
-        out.par_chunks_mut(16384).zip(a.par_chunks(16384).zip(u.par_chunks(16384))).for_each(|(o, (a, u))| {
+        let out = par_build(a.len(), 16384, |c, o| {
+            let (a, u) = (&a[c * 16384..c * 16384 + o.len()], &u[c * 16384..c * 16384 + o.len()]);
             simd::dispatch(|| {
                 for ((o, &a), &u) in o.iter_mut().zip(a).zip(u) {
                     *o = a * sigmoid(a) * u;
@@ -367,7 +401,7 @@ impl CustomOp2 for SwiGlu {
         let _t = crate::profile::span("swiglu.bwd", 0.0);
         let (da, du) = with_data(&[a, u, g], self.name(), |s| {
             let (a, u, g) = (s[0], s[1], s[2]);
-            let (mut da, mut du) = (vec![0f32; a.len()], vec![0f32; a.len()]);
+            let (mut da, mut du) = (zeroed(a.len()), zeroed(a.len()));
             da.par_chunks_mut(16384)
                 .zip(du.par_chunks_mut(16384))
                 .zip(a.par_chunks(16384).zip(u.par_chunks(16384)).zip(g.par_chunks(16384)))
@@ -406,9 +440,8 @@ impl candle_core::CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::span("relu.fwd", 0.0);
         let x = data(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(16384).zip(x.par_chunks(16384)).for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
+        let out = par_build(x.len(), 16384, |c, o| {
+            for (o, &x) in o.iter_mut().zip(&x[c * 16384..]) {
                 *o = x.max(0.0);
             }
         });
@@ -424,8 +457,8 @@ impl candle_core::CustomOp1 for Relu {
 /// `g` where `y > 0`, else 0: the gradient through a ReLU from its output `y`.
 pub(crate) fn relu_grad(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let dx = with_data(&[y, g], "relu-grad", |s| {
-        let mut dx = vec![0f32; s[0].len()];
-        dx.par_chunks_mut(16384).zip(s[0].par_chunks(16384).zip(s[1].par_chunks(16384))).for_each(|(d, (y, g))| {
+        let dx = par_build(s[0].len(), 16384, |c, d| {
+            let (y, g) = (&s[0][c * 16384..], &s[1][c * 16384..]);
             for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
                 *d = if y > 0.0 { g } else { 0.0 };
             }
@@ -438,4 +471,79 @@ pub(crate) fn relu_grad(y: &Tensor, g: &Tensor) -> Result<Tensor> {
 /// Fused ReLU (the caller checks [`applies`]).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Relu)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Embedding lookup with a one-pass backward. candle's index_select backward is a zeros tensor of the
+// table's shape, then index_add, which copies it into a second zeroed buffer before adding: two memsets
+// and a copy of the whole table, all on the calling thread (154 MB each at OPT-125M's 50,272 × 768).
+// Here each task owns a block of table rows: it zeroes them and adds their tokens' gradient rows in
+// position order, index_add's order, so the bits are the same for any thread count.
+
+struct Embedding {
+    ids: Vec<u32>,
+}
+
+impl candle_core::CustomOp1 for Embedding {
+    fn name(&self) -> &'static str {
+        "fused-embedding"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("embedding.fwd", 0.0);
+        let table = data(s, l, self.name())?;
+        let &[v, h] = l.dims() else { bail!("{}: expects a [vocab, hidden] table, got {:?}", self.name(), l.dims()) };
+        if let Some(&bad) = self.ids.iter().find(|&&id| id as usize >= v) {
+            bail!("{}: token id {bad} is outside the table's {v} rows", self.name());
+        }
+        let per = rows_per_task(h);
+        let out = par_build(self.ids.len() * h, h * per, |c, o| {
+            for (row, &id) in o.chunks_exact_mut(h).zip(&self.ids[c * per..]) {
+                row.copy_from_slice(&table[id as usize * h..(id as usize + 1) * h]);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((self.ids.len(), h))))
+    }
+
+    fn bwd(&self, table: &Tensor, _out: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::span("embedding.bwd", 0.0);
+        let (v, h) = table.dims2()?;
+        // Positions grouped by token id, each group in position order (a counting sort).
+        let mut first = vec![0usize; v + 1];
+        for &id in &self.ids {
+            first[id as usize + 1] += 1;
+        }
+        for i in 0..v {
+            first[i + 1] += first[i];
+        }
+        let mut next = first.clone();
+        let mut positions = vec![0usize; self.ids.len()];
+        for (p, &id) in self.ids.iter().enumerate() {
+            positions[next[id as usize]] = p;
+            next[id as usize] += 1;
+        }
+        let per = rows_per_task(h);
+        let dw = with_data(&[g], self.name(), |s| {
+            let g = s[0];
+            Ok(par_build(v * h, h * per, |c, o| {
+                for (i, row) in o.chunks_exact_mut(h).enumerate() {
+                    let id = c * per + i;
+                    for &p in &positions[first[id]..first[id + 1]] {
+                        for (d, &x) in row.iter_mut().zip(&g[p * h..(p + 1) * h]) {
+                            *d += x;
+                        }
+                    }
+                }
+            }))
+        })?;
+        Ok(Some(Tensor::from_vec(dw, (v, h), table.device())?))
+    }
+}
+
+/// Rows of `table: [V, H]` for `ids` (u32, any shape) → `[ids…, H]` (the caller checks [`applies`]).
+pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let mut shape = ids.dims().to_vec();
+    shape.push(table.dim(1)?);
+    let ids = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    table.contiguous()?.apply_op1(Embedding { ids })?.reshape(shape)
 }

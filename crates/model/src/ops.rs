@@ -85,6 +85,9 @@ impl Linear {
 
 /// Rows of `table: [V, H]` for `ids: [B, T]` (u32) → `[B, T, H]`; differentiable in `table`.
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(table) {
+        return crate::fused::embedding(table, ids);
+    }
     let (b, t) = ids.dims2()?;
     crate::cuda_rules::index_select(table, &ids.flatten_all()?, 0)?.reshape((b, t, ()))
 }

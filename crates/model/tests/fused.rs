@@ -98,6 +98,34 @@ fn relu_matches_composed_ops() {
 }
 
 #[test]
+fn embedding_is_bit_identical_to_index_select_at_a_real_vocabulary_for_any_thread_count() {
+    // OPT's 50,272 × 768 table; ids repeat (their gradient rows add up in position order, as index_add's
+    // do) and most rows are never looked up (their gradient is exactly zero).
+    let (v, h) = (50_272, 768);
+    let table = var(&[v, h], 1.0);
+    let ids: Vec<u32> = (0..2 * 96u32).map(|i| (i * 7919 + i / 3) % 97 * 511 + i % 5).collect();
+    let ids = Tensor::from_vec(ids, (2, 96), &Device::Cpu).unwrap();
+    let probe = Tensor::randn(0f32, 1., (2, 96, h), &Device::Cpu).unwrap();
+    let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let run = |threads: usize, generic: bool| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let f = || ops::embedding(&table, &ids).unwrap();
+            let y = if generic { with_generic(f) } else { f() };
+            let g = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            (bits(&y), bits(g.get(&table).expect("no gradient reaches the table")))
+        })
+    };
+    let first_difference = |a: &[u32], b: &[u32]| a.iter().zip(b).position(|(x, y)| x != y);
+    let (y0, g0) = run(2, true);
+    for threads in [1, 2, 3] {
+        let (y, g) = run(threads, false);
+        assert_eq!(first_difference(&y, &y0), None, "{threads} threads: values differ from index_select's");
+        assert_eq!(first_difference(&g, &g0), None, "{threads} threads: gradient bits differ from index_add's");
+    }
+}
+
+#[test]
 fn linear_with_and_without_bias_matches_composed_ops() {
     // More rows than the skinny path takes, so the fused gemm linear runs; also a [B, T, K] input.
     for (shape, n, bias) in [(vec![100, 24], 40, true), (vec![3, 50, 16], 9, false), (vec![2, 70, 8], 300, true)] {

@@ -27,7 +27,6 @@ use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::clip::CHUNK;
 use crate::error::{Result, TrainError};
 
 /// Hyper-parameters of [`AdamW`]. Defaults are torch's (`lr 1e-3, betas (0.9, 0.999), eps 1e-8,
@@ -257,6 +256,10 @@ impl candle_core::InplaceOp2 for FusedOp<'_> {
             candle_core::bail!("fused adamw on `{}`: length mismatch", self.name)
         }
         let c = self.coeffs;
+        // Element-wise, so any split gives the same bits. 16K elements per task (256 KiB over the four
+        // arrays): a 256 × 256 projection is four tasks, not one run on the calling thread, which is
+        // not one of rayon's workers (such small tensors were a serial part of a 2-thread step).
+        const CHUNK: usize = 1 << 14;
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))

@@ -85,7 +85,9 @@ pub fn sq_norms(ts: &[&Tensor]) -> Result<Vec<f64>> {
         return Ok(Vec::new());
     }
     if ts.iter().all(|t| crossfeed_model::fastpath::cpu_fast(t.device())) {
-        return ts.iter().map(|t| tensor_sq_norm(t)).collect();
+        // Tensors in parallel: each one's sum is the same whichever thread computes it, and a tensor
+        // of one chunk would otherwise be summed on the calling thread while the pool waits.
+        return ts.par_iter().map(|t| tensor_sq_norm(t)).collect();
     }
     let sums = ts
         .iter()

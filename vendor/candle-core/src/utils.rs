@@ -325,6 +325,16 @@ impl BarrierPool {
             f(0..n_items);
             return;
         }
+        // crossfeed patch: with no barrier workers (CANDLE_NUM_THREADS=1, what crossfeed sets so that one
+        // pool owns the cores), the items go to rayon's pool, which runs every other kernel: candle's
+        // large element-wise ops no longer run on one thread of a multi-core step. The bits are the
+        // same, as each item is computed alone.
+        if self.threads.is_empty() && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let chunk = n_items.div_ceil(rayon::current_num_threads() * 4).max(1);
+            (0..n_items).into_par_iter().step_by(chunk).for_each(|start| f(start..n_items.min(start + chunk)));
+            return;
+        }
         let n_threads = self.threads.len() + 1;
         // ~8 grabs per thread amortizes cursor contention while keeping tail imbalance small
         let chunk = n_items.div_ceil(n_threads * 8).max(1);
