@@ -478,7 +478,9 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 // table's shape, then index_add, which copies it into a second zeroed buffer before adding: two memsets
 // and a copy of the whole table, all on the calling thread (154 MB each at OPT-125M's 50,272 × 768).
 // Here each task owns a block of table rows: it zeroes them and adds their tokens' gradient rows in
-// position order, index_add's order, so the bits are the same for any thread count.
+// position order, index_add's order, so the bits are the same for any thread count. A tied table's
+// gradient is then this plus the head's, as torch's autograd sums the two uses' gradients (candle's own
+// backward added the rows into the head's gradient one by one: the last bits differ).
 
 struct Embedding {
     ids: Vec<u32>,
