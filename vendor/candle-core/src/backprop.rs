@@ -629,29 +629,29 @@ impl Tensor {
                     }
                     Op::CustomOp1(arg, c) => {
                         if let Some(arg_grad) = c.bwd(arg, node, &grad)? {
-                            grads.accumulate(arg, &arg_grad)?
+                            grads.accumulate_owned(arg, arg_grad)?
                         }
                     }
                     Op::CustomOp2(arg1, arg2, c) => {
                         let (arg_grad1, arg_grad2) = c.bwd(arg1, arg2, node, &grad)?;
                         if let Some(arg_grad1) = arg_grad1 {
-                            grads.accumulate(arg1, &arg_grad1)?
+                            grads.accumulate_owned(arg1, arg_grad1)?
                         }
                         if let Some(arg_grad2) = arg_grad2 {
-                            grads.accumulate(arg2, &arg_grad2)?
+                            grads.accumulate_owned(arg2, arg_grad2)?
                         }
                     }
                     Op::CustomOp3(arg1, arg2, arg3, c) => {
                         let (arg_grad1, arg_grad2, arg_grad3) =
                             c.bwd(arg1, arg2, arg3, node, &grad)?;
                         if let Some(arg_grad1) = arg_grad1 {
-                            grads.accumulate(arg1, &arg_grad1)?
+                            grads.accumulate_owned(arg1, arg_grad1)?
                         }
                         if let Some(arg_grad2) = arg_grad2 {
-                            grads.accumulate(arg2, &arg_grad2)?
+                            grads.accumulate_owned(arg2, arg_grad2)?
                         }
                         if let Some(arg_grad3) = arg_grad3 {
-                            grads.accumulate(arg3, &arg_grad3)?
+                            grads.accumulate_owned(arg3, arg_grad3)?
                         }
                     }
                     Op::Unary(arg, UnaryOp::Sqr) => {
@@ -738,6 +738,46 @@ impl GradStore {
             }
         }
         Ok(())
+    }
+
+    /// crossfeed patch: [`Self::accumulate`] for a gradient the caller gives up (a custom op's
+    /// backward result). When nothing else holds it (CPU, f32, contiguous, same shape), the sum is
+    /// written into its buffer rather than a new one: a tied embedding table's two gradients, the
+    /// head's and the lookup's, then take two buffers of the table's size instead of three (1 GB less
+    /// at Llama 3.2 1B's). Same bits as `add`: each element is `stored + grad`.
+    fn accumulate_owned(&mut self, tensor: &Tensor, grad: Tensor) -> Result<()> {
+        use rayon::prelude::*;
+        if let Some(prev) = self.0.get(&tensor.id()) {
+            let fits = grad.is_sole_owner()
+                && grad.dtype() == crate::DType::F32
+                && prev.dtype() == crate::DType::F32
+                && grad.shape() == prev.shape()
+                && grad.device().is_cpu()
+                && prev.device().is_cpu();
+            let mut done = false;
+            if fits {
+                let (mut dst, dl) = grad.storage_mut_and_layout();
+                let (src, sl) = prev.storage_and_layout();
+                if let (
+                    crate::Storage::Cpu(crate::CpuStorage::F32(d)),
+                    crate::Storage::Cpu(crate::CpuStorage::F32(s)),
+                    Some((d0, d1)),
+                    Some((s0, s1)),
+                ) = (&mut *dst, &*src, dl.contiguous_offsets(), sl.contiguous_offsets())
+                {
+                    d[d0..d1]
+                        .par_chunks_mut(1 << 14)
+                        .zip(s[s0..s1].par_chunks(1 << 14))
+                        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s + *d));
+                    done = true;
+                }
+            }
+            if done {
+                self.0.insert(tensor.id(), grad);
+                return Ok(());
+            }
+        }
+        self.accumulate(tensor, &grad)
     }
 
     fn or_insert(&mut self, tensor: &Tensor) -> Result<&mut Tensor> {
