@@ -1,5 +1,5 @@
-//! Fused CPU kernels with hand-written backward passes: RMSNorm, LayerNorm, rotate-half RoPE and
-//! SwiGLU (attention is `attention.rs`). Each replaces a chain of composed candle ops whose forward and
+//! Fused CPU kernels with hand-written backward passes: RMSNorm, LayerNorm, rotate-half RoPE, SwiGLU,
+//! ReLU and the embedding lookup (attention is `attention.rs`). Each replaces a chain of composed candle ops whose forward and
 //! backward each make a full-size temporary per op. The composed chains in `ops.rs` stay as the
 //! device-generic twins (what CUDA runs); callers take these only when [`crate::fastpath::cpu_fast`]
 //! says so, and `tests/fused.rs` checks values and gradients of each against its twin.
