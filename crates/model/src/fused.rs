@@ -1,6 +1,6 @@
 //! Fused CPU kernels with hand-written backward passes: RMSNorm, LayerNorm, rotate-half RoPE, SwiGLU,
-//! ReLU and the embedding lookup (attention is `attention.rs`). Each replaces a chain of composed candle ops whose forward and
-//! backward each make a full-size temporary per op. The composed chains in `ops.rs` stay as the
+//! ReLU and the embedding lookup (attention is `attention.rs`). Each replaces a chain of composed candle
+//! ops whose forward and backward each make a full-size temporary per op. The composed chains in `ops.rs` stay as the
 //! device-generic twins (what CUDA runs); callers take these only when [`crate::fastpath::cpu_fast`]
 //! says so, and `tests/fused.rs` checks values and gradients of each against its twin.
 //!
@@ -61,11 +61,7 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     if len < 2 * CHUNK || rayon::current_num_threads() < 2 {
         return vec![0f32; len];
     }
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut().par_chunks_mut(CHUNK).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
-    // SAFETY: the chunks cover the whole capacity of `len` elements, and each was initialised above.
-    unsafe { v.set_len(len) };
-    v
+    par_build(len, CHUNK, |_, _| {})
 }
 
 /// A `len`-element buffer whose chunks of `chunk` elements are written by `fill(chunk index, chunk)` on

@@ -13,7 +13,7 @@ use crate::error::Result;
 
 /// Elements per parallel chunk. Fixed (not derived from the thread count) so that reductions are
 /// bit-reproducible whatever the number of threads.
-pub(crate) const CHUNK: usize = 1 << 16;
+const CHUNK: usize = 1 << 16;
 
 /// Sum of squares of a contiguous f32 slice in f64, eight independent lanes so it vectorises,
 /// reduced in a fixed order so the result never depends on threading.

@@ -754,25 +754,26 @@ impl GradStore {
                 && grad.shape() == prev.shape()
                 && grad.device().is_cpu()
                 && prev.device().is_cpu();
-            let mut done = false;
-            if fits {
+            let summed = fits && {
                 let (mut dst, dl) = grad.storage_mut_and_layout();
                 let (src, sl) = prev.storage_and_layout();
-                if let (
-                    crate::Storage::Cpu(crate::CpuStorage::F32(d)),
-                    crate::Storage::Cpu(crate::CpuStorage::F32(s)),
-                    Some((d0, d1)),
-                    Some((s0, s1)),
-                ) = (&mut *dst, &*src, dl.contiguous_offsets(), sl.contiguous_offsets())
-                {
-                    d[d0..d1]
-                        .par_chunks_mut(1 << 14)
-                        .zip(s[s0..s1].par_chunks(1 << 14))
-                        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s + *d));
-                    done = true;
+                match (&mut *dst, &*src, dl.contiguous_offsets(), sl.contiguous_offsets()) {
+                    (
+                        crate::Storage::Cpu(crate::CpuStorage::F32(d)),
+                        crate::Storage::Cpu(crate::CpuStorage::F32(s)),
+                        Some((d0, d1)),
+                        Some((s0, s1)),
+                    ) => {
+                        d[d0..d1]
+                            .par_chunks_mut(1 << 14)
+                            .zip(s[s0..s1].par_chunks(1 << 14))
+                            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s + *d));
+                        true
+                    }
+                    _ => false,
                 }
-            }
-            if done {
+            };
+            if summed {
                 self.0.insert(tensor.id(), grad);
                 return Ok(());
             }

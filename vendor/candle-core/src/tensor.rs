@@ -2763,13 +2763,13 @@ impl Tensor {
         self.storage.read_recursive()
     }
 
-    /// Acquire write lock on storage and returns guard.
     /// crossfeed patch: true when no other tensor or view shares this tensor or its storage, so
     /// writing into the storage cannot be seen through any other handle.
     pub(crate) fn is_sole_owner(&self) -> bool {
         Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.storage) == 1
     }
 
+    /// Acquire write lock on storage and returns guard.
     pub(crate) fn storage_mut(&self) -> StorageMutRef<'_> {
         self.storage.write()
     }
