@@ -73,8 +73,12 @@ struct RmsNorm {
     eps: f64,
 }
 
+/// `rsqrt(mean(x²) + ε)` with transformers' f32 ops as torch's CPU kernels round them: the squares
+/// summed in torch's order ([`simd::torch_sum_map`]), the mean as that sum divided by the width, ε
+/// rounded to f32, the reciprocal of the square root rounded twice (ATen's `rsqrt` is `1 / sqrt`).
 fn inv_rms(row: &[f32], eps: f64) -> f32 {
-    (1.0 / (simd::sum_map(row, |v| v * v) / row.len() as f64 + eps).sqrt()) as f32
+    let mean = simd::torch_sum_map(row, |v| v * v) / row.len() as f32;
+    1.0 / (mean + eps as f32).sqrt()
 }
 
 impl CustomOp2 for RmsNorm {

@@ -105,3 +105,71 @@ pub fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&u, &v)| f(u, v) as f64).sum();
     acc.iter().map(|&s| s as f64).sum::<f64>() + tail
 }
+
+/// Σ f(x[i]) in f32 in the order torch's CPU `sum` adds a contiguous row (ATen SumKernel.cpp,
+/// `vectorized_inner_sum`), so that a norm's statistics carry torch's bits: under autocast an f32
+/// ulp of the RMS moves which way the normalised values round to bf16/f16 at the next linear, and
+/// on the fixtures those flips are a visible part of the distance from torch. The order: 8 lanes
+/// (torch runs the AVX2 build of its sum kernel on AVX-512 CPUs too), 4 vectors side by side, their
+/// partial sums cascaded every 16 groups, leftover vectors into the first, the four combined in
+/// order; then the scalar tail from 0, then the 8 lanes one by one.
+#[inline(always)]
+pub fn torch_sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const W: usize = 8;
+    const ILP: usize = 4;
+    const LEVELS: usize = 4;
+    let nv = x.len() / W;
+    let groups = nv / ILP;
+    // ATen's CeilLog2 (1 for sizes up to 2).
+    let ceil_log2 = if groups <= 2 { 1 } else { usize::BITS - (groups - 1).leading_zeros() } as usize;
+    let power = (ceil_log2 / LEVELS).max(4);
+    let (step, mask) = (1usize << power, (1usize << power) - 1);
+    let mut acc = [[[0f32; W]; ILP]; LEVELS];
+    let add = |a: &mut [f32; W], v: usize| {
+        for (a, &t) in a.iter_mut().zip(&x[v * W..v * W + W]) {
+            *a += f(t);
+        }
+    };
+    let mut i = 0;
+    while i + step <= groups {
+        for _ in 0..step {
+            for k in 0..ILP {
+                add(&mut acc[0][k], i * ILP + k);
+            }
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            for k in 0..ILP {
+                let low = std::mem::replace(&mut acc[j - 1][k], [0f32; W]);
+                acc[j][k].iter_mut().zip(low).for_each(|(a, b)| *a += b);
+            }
+            if i & (mask << (j * power)) != 0 {
+                break;
+            }
+        }
+    }
+    while i < groups {
+        for k in 0..ILP {
+            add(&mut acc[0][k], i * ILP + k);
+        }
+        i += 1;
+    }
+    let mut p = acc[0];
+    for level in &acc[1..] {
+        for (p, l) in p.iter_mut().zip(level) {
+            p.iter_mut().zip(l).for_each(|(a, &b)| *a += b);
+        }
+    }
+    for v in groups * ILP..nv {
+        add(&mut p[0], v);
+    }
+    let [mut lanes, rest @ ..] = p;
+    for r in rest {
+        lanes.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+    }
+    let mut s = 0f32;
+    for &t in &x[nv * W..] {
+        s += f(t);
+    }
+    lanes.iter().fold(s, |s, &l| s + l)
+}
