@@ -402,6 +402,12 @@ fn grad_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
     x.detach() + cast(&cast(&zero, low)?, DType::F32)?
 }
 
+/// `x` in the forward pass; its gradient multiplied by `s` (one f32 rounding) in the backward pass.
+fn grad_scaled(x: &Tensor, s: f64) -> Result<Tensor> {
+    let scaled = (x * s)?;
+    x.detach() + (&scaled - scaled.detach())?
+}
+
 /// `x` rounded to `low` (as f32) in the forward pass; the gradient passes unrounded.
 fn value_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
     cast(&cast(&x.detach(), low)?, DType::F32)? + (x - x.detach())?
@@ -421,15 +427,23 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
     let n = hq / hkv;
     let widen = |x: &Tensor| cast(&autocast_repeat(x, n, low)?, DType::F32);
     let (q, k, v) = (cast(q, DType::F32)?, widen(k)?, widen(v)?);
+    // The kernel's backward scales the products dS·K and dSᵀ·Q (gemm's alpha), not dS: with a scale
+    // that is no power of two (head_dim 8) the two round differently.
+    let (q, k) = (grad_scaled(&q, scale)?, grad_scaled(&k, scale)?);
     let qk = crate::cuda_rules::matmul(&q.contiguous()?, &k.t()?)?;
-    let scores = grad_rounded(&(qk * scale)?, low)?.broadcast_add(bias)?;
-    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?;
-    let e = if crate::fastpath::cpu_fast(q.device()) { crate::fexp::attention_exp(&shifted.detach())? } else { shifted.detach().exp()? };
-    let l = e.sum_keepdim(D::Minus1)?;
+    let qk = ((&qk * scale)?.detach() + (&qk - qk.detach())?)?;
+    let scores = grad_rounded(&qk, low)?.broadcast_add(bias)?;
+    let max = scores.max_keepdim(D::Minus1)?.detach();
+    let shifted = scores.broadcast_sub(&max)?;
+    let cpu = crate::fastpath::cpu_fast(q.device());
+    let e = if cpu { crate::fexp::attention_exp(&shifted.detach())? } else { shifted.detach().exp()? };
+    let l = if cpu { crate::fexp::attention_sum(&e)? } else { e.sum_keepdim(D::Minus1)? };
     let e_low = cast(&cast(&e, low)?, DType::F32)?;
-    let out = crate::cuda_rules::matmul(&e_low, &v.detach())?.broadcast_div(&l)?;
+    // Normalised by the reciprocal of the sum, as the kernel does (a division rounds differently).
+    let out = crate::cuda_rules::matmul(&e_low, &v.detach())?.broadcast_mul(&l.recip()?)?;
     let out = if q.track_op() || k.track_op() || v.track_op() {
-        let p = shifted.broadcast_sub(&l.log()?)?.exp()?;
+        // P recomputed from the stored log-sum-exp `max + ln l`, as the kernel's backward does.
+        let p = scores.broadcast_sub(&(max + l.log()?)?)?.exp()?;
         let o_low = cast(&cast(&out, low)?, DType::F32)?;
         let g = (crate::cuda_rules::matmul(&value_rounded(&p, low)?, &v)? - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
         (out + (&g - g.detach())?)?
