@@ -67,9 +67,16 @@ pub(crate) fn sum_in_order(parts: Vec<Vec<f32>>) -> Vec<f32> {
 
 // ---------------------------------------------------------------------------------------------------
 // RMSNorm: y = w ∘ (x · r), r = 1/√(mean(x²) + ε), as transformers' LlamaRMSNorm.
-// Backward: x̂ = x·r, dx = r · (g∘w − x̂ · mean(g∘w∘x̂)), dw = Σ_rows g∘x̂.
+//
+// Three ops, each with torch's backward for the step it stands for, so that the gradients carry the
+// bits of autograd over transformers' composed ops: `r` (rsqrt ∘ mean ∘ pow), `x · r` and `w ∘ x̂`.
+// Splitting matters for x's gradient too: torch sums it as (residual + g∘w·r) + pow's term, in that
+// order, and so does candle's backward when the two terms come from two nodes, the residual's first.
+// Under autocast an f32 ulp there moves which way the next layer's f16/bf16 gradients round.
 
-struct RmsNorm {
+/// `r` per row (`[.., 1]`); backward: `2x · (−0.5·dr · r³) / n`, rounded where torch's rsqrt, mean and
+/// pow backward passes round.
+struct InvRms {
     eps: f64,
 }
 
@@ -81,69 +88,126 @@ fn inv_rms(row: &[f32], eps: f64) -> f32 {
     1.0 / (mean + eps as f32).sqrt()
 }
 
-impl CustomOp2 for RmsNorm {
+impl candle_core::CustomOp1 for InvRms {
     fn name(&self) -> &'static str {
-        "fused-rms-norm"
+        "fused-inv-rms"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("rms_norm.fwd", 0.0);
+        let x = data(xs, xl, self.name())?;
+        let h = xl.dims().last().copied().unwrap_or(0);
+        if h == 0 {
+            bail!("{}: rows of width 0", self.name());
+        }
+        let r: Vec<f32> = x.par_chunks(h).map(|row| simd::dispatch(|| inv_rms(row, self.eps))).collect();
+        let mut dims = xl.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = 1;
+        }
+        Ok((CpuStorage::F32(r), Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, r: &Tensor, dr: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::span("rms_norm.bwd", 0.0);
+        let h = x.dim(candle_core::D::Minus1)?;
+        let dx = with_data(&[x, r, dr], self.name(), |s| {
+            let (x, r, dr) = (s[0], s[1], s[2]);
+            let mut dx = vec![0f32; x.len()];
+            dx.par_chunks_mut(h).zip(x.par_chunks(h)).zip(r.par_iter().zip(dr)).for_each(|((dx, x), (&r, &dr))| {
+                // rsqrt: −0.5·grad · r³ (r³ as (r·r)·r); mean: / n; pow: grad · (2·x).
+                let dsq = (-0.5 * dr) * (r * r * r) / h as f32;
+                dx.iter_mut().zip(x).for_each(|(d, &x)| *d = dsq * (2.0 * x));
+            });
+            Ok(dx)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// `x · r` with `r: [.., 1]` per row; backward: `dx = g·r`, `dr = Σ g∘x` in torch's row-sum order.
+struct RowScale;
+
+impl CustomOp2 for RowScale {
+    fn name(&self) -> &'static str {
+        "fused-row-scale"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, rs: &CpuStorage, rl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (data(xs, xl, self.name())?, data(rs, rl, self.name())?);
+        let h = xl.dims().last().copied().unwrap_or(0);
+        if h == 0 || x.len() != r.len() * h {
+            bail!("{}: {:?} rows against {} scales", self.name(), xl.dims(), r.len());
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h).zip(x.par_chunks(h)).zip(r).for_each(|((o, x), &r)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = x * r));
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, r: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let h = x.dim(candle_core::D::Minus1)?;
+        let (dx, dr) = with_data(&[x, r, g], self.name(), |s| {
+            let (x, r, g) = (s[0], s[1], s[2]);
+            let mut dx = vec![0f32; x.len()];
+            let dr: Vec<f32> = dx
+                .par_chunks_mut(h)
+                .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+                .zip(r)
+                .map(|((dx, (x, g)), &r)| {
+                    dx.iter_mut().zip(g).for_each(|(d, &g)| *d = g * r);
+                    let prod: Vec<f32> = g.iter().zip(x).map(|(&g, &x)| g * x).collect();
+                    simd::torch_sum_map(&prod, |v| v)
+                })
+                .collect();
+            Ok((dx, dr))
+        })?;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dr, r.shape(), r.device())?)))
+    }
+}
+
+/// `w ∘ x̂` over rows of `x̂`; backward: `dx̂ = g∘w`, `dw` the column sums of `g∘x̂` in the order torch's
+/// CPU sum reduces over leading dims ([`simd::torch_col_sums`]).
+struct ColScale;
+
+impl CustomOp2 for ColScale {
+    fn name(&self) -> &'static str {
+        "fused-col-scale"
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let _t = crate::profile::span("rms_norm.fwd", 0.0);
         let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
         let h = row_width(xl, w.len(), None, self.name())?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
-            simd::dispatch(|| {
-                for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                    let r = inv_rms(x, self.eps);
-                    for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
-                        *o = w * (x * r);
-                    }
-                }
-            })
+            for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                o.iter_mut().zip(x).zip(w).for_each(|((o, &x), &w)| *o = w * x);
+            }
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let _t = crate::profile::span("rms_norm.bwd", 0.0);
         let (dx, dw) = with_data(&[x, w, g], self.name(), |s| {
             let (x, w, g) = (s[0], s[1], s[2]);
-            let (h, chunk) = (w.len(), w.len() * rows_per_task(w.len()));
+            let h = w.len();
             let mut dx = vec![0f32; x.len()];
-            let dw = dx
-                .par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
-                .map(|(dx, (x, g))| {
-                    simd::dispatch(|| {
-                        let mut dw = vec![0f32; h];
-                        for ((dx, x), g) in dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(g.chunks_exact(h)) {
-                            let r = inv_rms(x, self.eps);
-                            let mut dot = 0f64;
-                            for ((&x, &g), &w) in x.iter().zip(g).zip(w) {
-                                dot += (x * g * w) as f64;
-                            }
-                            let m = (dot * r as f64 / h as f64) as f32;
-                            for ((((d, &x), &g), &w), dw) in dx.iter_mut().zip(x).zip(g).zip(w).zip(dw.iter_mut()) {
-                                let xh = x * r;
-                                *d = r * (g * w - xh * m);
-                                *dw += g * xh;
-                            }
-                        }
-                        dw
-                    })
-                })
-                .collect::<Vec<_>>();
-            Ok((dx, sum_in_order(dw)))
+            dx.par_chunks_mut(h * rows_per_task(h)).zip(g.par_chunks(h * rows_per_task(h))).for_each(|(d, g)| {
+                for (d, g) in d.chunks_exact_mut(h).zip(g.chunks_exact(h)) {
+                    d.iter_mut().zip(g).zip(w).for_each(|((d, &g), &w)| *d = g * w);
+                }
+            });
+            let gx: Vec<f32> = g.par_iter().zip(x).map(|(&g, &x)| g * x).collect();
+            Ok((dx, simd::torch_col_sums(&gx, h)))
         })?;
-        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
-        let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
-        Ok((Some(dx), Some(dw)))
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
     }
 }
 
 /// Fused RMSNorm over the last dim (the caller checks [`applies`]).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
+    let x = x.contiguous()?;
+    let r = x.apply_op1(InvRms { eps })?;
+    x.apply_op2(&r, RowScale)?.apply_op2(&w.contiguous()?, ColScale)
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -173,3 +173,60 @@ pub fn torch_sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     }
     lanes.iter().fold(s, |s, &l| s + l)
 }
+
+/// ATen's `multi_row_sum` for one lane: `get(0..n)` added in order into the first of four levels,
+/// each full block of 2^power values carried into the next level up, the levels summed at the end.
+fn cascade(n: usize, get: impl Fn(usize) -> f32) -> f32 {
+    const LEVELS: usize = 4;
+    let ceil_log2 = if n <= 2 { 1 } else { (usize::BITS - (n - 1).leading_zeros()) as usize };
+    let power = (ceil_log2 / LEVELS).max(4);
+    let (step, mask) = (1usize << power, (1usize << power) - 1);
+    let mut acc = [0f32; LEVELS];
+    let mut i = 0;
+    while i + step <= n {
+        for _ in 0..step {
+            acc[0] += get(i);
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            acc[j] += acc[j - 1];
+            acc[j - 1] = 0.0;
+            if i & (mask << (j * power)) != 0 {
+                break;
+            }
+        }
+    }
+    while i < n {
+        acc[0] += get(i);
+        i += 1;
+    }
+    acc[1..].iter().fold(acc[0], |s, &a| s + a)
+}
+
+/// Column sums of a row-major `[rows, h]` matrix in the order torch's CPU `sum` reduces leading dims
+/// (ATen's `vectorized_outer_sum`, AVX2 build): columns in blocks of 32 each summed over all rows by
+/// [`cascade`], the rest by `row_sum` (rows dealt round-robin to 4 partial sums, the leftover rows into
+/// the first, the four then added in order). A norm's weight gradient is such a sum.
+pub fn torch_col_sums(x: &[f32], h: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    if h == 0 {
+        return Vec::new();
+    }
+    let rows = x.len() / h;
+    let blocked = h / 32 * 32;
+    (0..h)
+        .into_par_iter()
+        .map(|j| {
+            let at = |i: usize| x[i * h + j];
+            if j < blocked {
+                return cascade(rows, at);
+            }
+            let groups = rows / 4;
+            let mut p: [f32; 4] = std::array::from_fn(|k| cascade(groups, |i| at(4 * i + k)));
+            for i in groups * 4..rows {
+                p[0] += at(i);
+            }
+            p[1..].iter().fold(p[0], |s, &a| s + a)
+        })
+        .collect()
+}
