@@ -64,7 +64,7 @@ pub fn next_token_ce_counted(
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= v) {
             candle_core::bail!("label {bad} is outside the vocabulary of {v} logits");
         }
-        logits.to_dtype(DType::F32)?.apply_op1(FusedNll { labels })?.narrow(1, 0, t - 1)?
+        logits.to_dtype(DType::F32)?.apply_op1(FusedNll { labels, stats: Default::default() })?.narrow(1, 0, t - 1)?
     } else {
         let logits = logits.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
         let labels = input_ids.narrow(1, 1, t - 1)?.contiguous()?;
@@ -101,10 +101,21 @@ fn row_starts(l: &Layout) -> Result<Vec<usize>> {
 /// subtract, gather, and their backward) makes about a dozen `[B·T, V]` temporaries, ~200 MB each at
 /// OPT's 50k vocabulary and 2 × 511 positions. (The bench model's step time did not change beyond
 /// the machine's noise; BENCHMARKS.md.)
-/// Per row: `lse = max + ln Σ exp(x − max)` (sum in f64), `nll = lse − x[label]`; the gradient is
-/// `g · (exp(x − lse) − onehot(label))`, with `lse` recovered from the saved `nll`.
+/// Per row, as torch's `log_softmax` and its backward round: `lp = (x − max) − ln Σ exp(x − max)`
+/// ([`crate::simd::torch_exp_sum`]), `nll = −lp[label]`; the gradient `exp(lp)·g` off the label and
+/// `−g − exp(lp)·(−g)` on it (`dlp − exp(lp)·Σdlp` with the one nonzero `dlp = −g`). Each row's
+/// `(max, ln Σ)` is kept from the forward pass for the backward.
 struct FusedNll {
     labels: Vec<u32>,
+    stats: std::sync::Mutex<Vec<(f32, f32)>>,
+}
+
+/// `(max, ln Σ exp(x − max))` of a row, in torch's order.
+fn row_stats(row: &[f32]) -> (f32, f32) {
+    crate::simd::dispatch(|| {
+        let max = crate::simd::max(row);
+        (max, crate::simd::torch_exp_sum(row, max).ln())
+    })
 }
 
 impl CustomOp1 for FusedNll {
@@ -116,31 +127,25 @@ impl CustomOp1 for FusedNll {
         let CpuStorage::F32(x) = s else { candle_core::bail!("fused-nll: f32 only") };
         let _t = crate::profile::span("nll.fwd", 0.0);
         let (starts, v) = (row_starts(l)?, l.dims()[2]);
-        let mut nll = vec![0f32; starts.len()];
-        nll.par_iter_mut().zip(starts.par_iter().zip(&self.labels)).for_each(|(out, (&start, &label))| {
-            let row = &x[start..start + v];
-            let (max, sum) = crate::simd::dispatch(|| {
-                let max = crate::simd::max(row);
-                (max, crate::simd::sum_map(row, |z| crate::simd::exp(z - max)))
-            });
-            *out = max + (sum.ln() as f32) - row[label as usize];
-        });
+        let stats: Vec<(f32, f32)> = starts.par_iter().map(|&start| row_stats(&x[start..start + v])).collect();
+        let nll = stats.iter().zip(&starts).zip(&self.labels).map(|((&(max, ls), &start), &label)| -((x[start + label as usize] - max) - ls)).collect();
+        if let Ok(mut s) = self.stats.lock() {
+            *s = stats;
+        }
         Ok((CpuStorage::F32(nll), Shape::from((l.dims()[0], l.dims()[1]))))
     }
 
-    fn bwd(&self, logits: &Tensor, nll: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let op = FusedNllGrad {
-            labels: self.labels.clone(),
-            nll: nll.flatten_all()?.to_vec1()?,
-            grad: grad.flatten_all()?.to_vec1()?,
-        };
+    fn bwd(&self, logits: &Tensor, _nll: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let op = FusedNllGrad { labels: self.labels.clone(), stats, grad: grad.flatten_all()?.to_vec1()? };
         Ok(Some(logits.apply_op1_no_bwd(&op)?))
     }
 }
 
 struct FusedNllGrad {
     labels: Vec<u32>,
-    nll: Vec<f32>,
+    /// `(max, ln Σ)` per row from the forward pass (recomputed if absent).
+    stats: Vec<(f32, f32)>,
     grad: Vec<f32>,
 }
 
@@ -166,15 +171,14 @@ impl CustomOp1 for FusedNllGrad {
                 });
                 return;
             }
-            let lse = self.nll[r] + row[label];
+            let (max, ls) = self.stats.get(r).copied().unwrap_or_else(|| row_stats(row));
             crate::simd::dispatch(|| {
                 for (d, &z) in dst.iter_mut().zip(row) {
-                    d.write(g * crate::simd::exp(z - lse));
+                    d.write(crate::simd::sleef_exp((z - max) - ls) * g);
                 }
             });
-            // SAFETY: the loop above wrote the whole row, label included.
-            let at_label = unsafe { dst[label].assume_init() };
-            dst[label].write(at_label - g);
+            let at_label = crate::simd::sleef_exp((row[label] - max) - ls);
+            dst[label].write(-g - at_label * -g);
         });
         // SAFETY: each of the len elements was written above (every row, masked or not, in full).
         unsafe { out.set_len(len) };
