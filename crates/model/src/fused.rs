@@ -455,6 +455,43 @@ impl CustomOp2 for SwiGlu {
     }
 }
 
+/// SiLU of an f32 tensor holding bf16/f16 values, with the backward torch's kernel computes for those
+/// dtypes: `dy·σ·(1 + x·(1 − σ))`, `σ = 1/(1 + e^(−x))`, in f32 and rounded once by the caller's cast.
+/// candle's backward, `dy·(σ·(1 − silu) + silu)`, is the same derivative rounded elsewhere, and moves
+/// a gate's f16 gradient by an ulp now and then.
+struct LowSilu;
+
+impl candle_core::CustomOp1 for LowSilu {
+    fn name(&self) -> &'static str {
+        "low-silu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let out = x.par_iter().map(|&v| v / (1.0 + (-v).exp())).collect();
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_data(&[x, g], self.name(), |s| {
+            Ok(s[0]
+                .par_iter()
+                .zip(s[1])
+                .map(|(&x, &dy)| {
+                    let sig = 1.0 / (1.0 + simd::sleef_exp(-x));
+                    dy * sig * (1.0 + x * (1.0 - sig))
+                })
+                .collect::<Vec<f32>>())
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// [`LowSilu`] (the caller checks [`applies`]).
+pub fn low_silu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(LowSilu)
+}
+
 /// Fused `silu(gate) ∘ up` (the caller checks [`applies`]).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)

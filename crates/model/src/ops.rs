@@ -126,7 +126,9 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     if low == DType::F32 || low == DType::F64 {
         return candle_nn::ops::silu(x);
     }
-    cast(&candle_nn::ops::silu(&cast(x, DType::F32)?)?, low)
+    let wide = cast(x, DType::F32)?;
+    let y = if crate::fused::applies(&wide) { crate::fused::low_silu(&wide)? } else { candle_nn::ops::silu(&wide)? };
+    cast(&y, low)
 }
 
 /// LayerNorm over the last dim as `torch.nn.LayerNorm` (biased variance), computed in f32.
