@@ -117,6 +117,34 @@ pub fn attention_sum(e: &Tensor) -> Result<Tensor> {
     e.contiguous()?.apply_op1_no_bwd(&RowSum)
 }
 
+/// `e^x` elementwise with torch's vectorised exp ([`crate::simd::sleef_exp`]); backward `g·e^x`.
+/// The backward of torch's CPU flash attention recomputes P this way (`exp`, not `exp_u20`), and P
+/// rounded to bf16/f16 gives dV while `P∘(dP − Δ)` rounded gives dS.
+struct SleefExp;
+
+impl CustomOp1 for SleefExp {
+    fn name(&self) -> &'static str {
+        "torch-cpu-exp"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else { bail!("torch-cpu-exp: f32 only") };
+        let Some((a, b)) = l.contiguous_offsets() else { bail!("torch-cpu-exp: expects a contiguous input") };
+        let mut out = v[a..b].to_vec();
+        out.par_chunks_mut(1 << 14).for_each(|c| crate::simd::dispatch(|| c.iter_mut().for_each(|x| *x = crate::simd::sleef_exp(*x))));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.mul(res)?))
+    }
+}
+
+/// `e^x` as torch's vectorised CPU kernels compute it, differentiable; see [`SleefExp`].
+pub fn torch_exp(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(SleefExp)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -404,6 +404,22 @@ fn grad_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
     x.detach() + cast(&cast(&zero, low)?, DType::F32)?
 }
 
+/// `n` views of `x` for `n` consumers whose gradients torch accumulates into a `low` tensor in turn:
+/// the first view's gradient is rounded and added to the second's, that sum rounded and added to the
+/// third's, and so on into `x` (whose caller rounds the last sum).
+fn rounded_chain(x: &Tensor, n: usize, low: DType) -> Result<Vec<Tensor>> {
+    let mut chain = vec![x.clone()];
+    for _ in 1..n {
+        let next = match chain.last() {
+            Some(last) => grad_rounded(last, low)?,
+            None => x.clone(),
+        };
+        chain.push(next);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
 /// `x` in the forward pass; its gradient multiplied by `s` (one f32 rounding) in the backward pass.
 fn grad_scaled(x: &Tensor, s: f64) -> Result<Tensor> {
     let scaled = (x * s)?;
@@ -429,25 +445,49 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
     let n = hq / hkv;
     let widen = |x: &Tensor| cast(&autocast_repeat(x, n, low)?, DType::F32);
     let (q, k, v) = (cast(q, DType::F32)?, widen(k)?, widen(v)?);
+    let cpu = crate::fastpath::cpu_fast(q.device());
+    // The kernel's backward walks the queries in blocks (`q_split_size`) and adds each block's share of
+    // dK and dV into the bf16/f16 gradient itself (gemm with beta = 1 on the low-precision output), so
+    // the running sum is rounded to the low dtype after every block: dV = R(R(c₁) + c₂) + … for
+    // c_b = round(P_b)ᵀ·dO_b, dK likewise with c_b = scale·dS_bᵀ·Q_b. Each block's product is its own
+    // node here, reading K and V through a chain of gradient roundings (`rounded_chain`).
+    let split = if tq >= 768 {
+        256
+    } else if tq >= 192 {
+        64
+    } else {
+        32
+    };
+    let blocks: Vec<(usize, usize)> = if tq == 0 { vec![(0, 0)] } else { (0..tq).step_by(split).map(|m| (m, split.min(tq - m))).collect() };
+    let (k_chain, v_chain) = (rounded_chain(&k, blocks.len(), low)?, rounded_chain(&v, blocks.len(), low)?);
     // The kernel's backward scales the products dS·K and dSᵀ·Q (gemm's alpha), not dS: with a scale
     // that is no power of two (head_dim 8) the two round differently.
-    let (q, k) = (grad_scaled(&q, scale)?, grad_scaled(&k, scale)?);
-    let qk = crate::cuda_rules::matmul(&q.contiguous()?, &k.t()?)?;
+    let q = grad_scaled(&q, scale)?.contiguous()?;
+    let qk = blocks
+        .iter()
+        .zip(&k_chain)
+        .map(|(&(m, len), k)| crate::cuda_rules::matmul(&q.narrow(2, m, len)?, &grad_scaled(k, scale)?.t()?))
+        .collect::<Result<Vec<_>>>()?;
+    let qk = if qk.len() == 1 { qk[0].clone() } else { Tensor::cat(&qk, 2)? };
     let qk = ((&qk * scale)?.detach() + (&qk - qk.detach())?)?;
     let scores = grad_rounded(&qk, low)?.broadcast_add(bias)?;
     let max = scores.max_keepdim(D::Minus1)?.detach();
     let shifted = scores.broadcast_sub(&max)?;
-    let cpu = crate::fastpath::cpu_fast(q.device());
     let e = if cpu { crate::fexp::attention_exp(&shifted.detach())? } else { shifted.detach().exp()? };
     let l = if cpu { crate::fexp::attention_sum(&e)? } else { e.sum_keepdim(D::Minus1)? };
     let e_low = cast(&cast(&e, low)?, DType::F32)?;
     // Normalised by the reciprocal of the sum, as the kernel does (a division rounds differently).
     let out = crate::cuda_rules::matmul(&e_low, &v.detach())?.broadcast_mul(&l.recip()?)?;
     let out = if q.track_op() || k.track_op() || v.track_op() {
-        // P recomputed from the stored log-sum-exp `max + ln l`, as the kernel's backward does.
-        let p = scores.broadcast_sub(&(max + l.log()?)?)?.exp()?;
+        // P recomputed from the stored log-sum-exp `max + ln l`, as the kernel's backward does, and with
+        // its exp (torch's vectorised one, not the forward's `exp_u20`).
+        let p = scores.broadcast_sub(&(max + l.log()?)?)?;
+        let p = if cpu { crate::fexp::torch_exp(&p)? } else { p.exp()? };
         let o_low = cast(&cast(&out, low)?, DType::F32)?;
-        let g = (crate::cuda_rules::matmul(&value_rounded(&p, low)?, &v)? - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
+        let p_low = value_rounded(&p, low)?;
+        let pv = blocks.iter().zip(&v_chain).map(|(&(m, len), v)| crate::cuda_rules::matmul(&p_low.narrow(2, m, len)?, v)).collect::<Result<Vec<_>>>()?;
+        let pv = if pv.len() == 1 { pv[0].clone() } else { Tensor::cat(&pv, 2)? };
+        let g = (pv - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
         (out + (&g - g.detach())?)?
     } else {
         out
