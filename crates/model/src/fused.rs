@@ -492,6 +492,53 @@ pub fn low_silu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(LowSilu)
 }
 
+/// Softmax over the last dim as torch's CPU kernel computes it (`_vec_softmax_lastdim`, AVX-512): the
+/// row max, `e = exp(x − max)` with torch's vectorised exp, their sum in its 16-lane order, and the
+/// row multiplied by `1/sum` (not divided). The backward is `(g − Σ g∘y) ∘ y` with the dot product in
+/// the same lane order (`_softmax_backward_data`). Eager attention rounds these probabilities and
+/// their gradient to bf16/f16, so the last f32 bit decides roundings there.
+struct TorchSoftmax;
+
+impl candle_core::CustomOp1 for TorchSoftmax {
+    fn name(&self) -> &'static str {
+        "torch-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let n = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = x.to_vec();
+        out.par_chunks_mut(n).for_each(|row| {
+            simd::dispatch(|| {
+                let max = simd::max(row);
+                row.iter_mut().for_each(|v| *v = simd::sleef_exp(*v - max));
+                let inv = 1.0 / simd::torch_lane_sum(row.len(), |i| row[i]);
+                row.iter_mut().for_each(|v| *v *= inv);
+            })
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let n = y.dim(candle_core::D::Minus1)?.max(1);
+        let dx = with_data(&[y, g], self.name(), |s| {
+            let (y, g) = (s[0], s[1]);
+            let mut dx = vec![0f32; y.len()];
+            dx.par_chunks_mut(n).zip(y.par_chunks(n).zip(g.par_chunks(n))).for_each(|(dx, (y, g))| {
+                let dot = simd::torch_lane_sum(y.len(), |i| g[i] * y[i]);
+                dx.iter_mut().zip(y.iter().zip(g)).for_each(|(d, (&y, &g))| *d = (g - dot) * y);
+            });
+            Ok(dx)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+    }
+}
+
+/// [`TorchSoftmax`] (the caller checks [`applies`]).
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(TorchSoftmax)
+}
+
 /// Fused `silu(gate) ∘ up` (the caller checks [`applies`]).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)

@@ -283,6 +283,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 /// `softmax` over the last dim from primitive ops (max-subtracted, so fully masked rows stay finite).
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(x) {
+        return crate::fused::softmax_last(x);
+    }
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)

@@ -269,16 +269,23 @@ pub fn sleef_exp(d: f32) -> f32 {
 /// lanes halved pairwise; a row shorter than a vector is summed in order.
 #[inline(always)]
 pub fn torch_exp_sum(x: &[f32], max: f32) -> f32 {
-    if x.len() < LANES {
-        return x.iter().map(|&v| sleef_exp(v - max)).reduce(|a, b| a + b).unwrap_or(0.0);
+    torch_lane_sum(x.len(), |i| sleef_exp(x[i] - max))
+}
+
+/// `Σ f(i)` for `i < n` in the order of ATen's `reduce_all` / `map_reduce_all` over an f32 row with
+/// 16-lane vectors: lanes seeded with the first vector, later vectors added lane-wise, the tail into
+/// the first lanes, the lanes halved pairwise; fewer than 16 values are added in order.
+#[inline(always)]
+pub fn torch_lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    if n < LANES {
+        return (0..n).map(&f).reduce(|a, b| a + b).unwrap_or(0.0);
     }
-    let mut acc = [0f32; LANES];
-    acc.iter_mut().zip(x).for_each(|(a, &v)| *a = sleef_exp(v - max));
-    let mut chunks = x[LANES..].chunks_exact(LANES);
-    for c in &mut chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += sleef_exp(v - max));
+    let mut acc: [f32; LANES] = std::array::from_fn(&f);
+    let full = n / LANES * LANES;
+    for start in (LANES..full).step_by(LANES) {
+        acc.iter_mut().enumerate().for_each(|(l, a)| *a += f(start + l));
     }
-    acc.iter_mut().zip(chunks.remainder()).for_each(|(a, &v)| *a += sleef_exp(v - max));
+    acc.iter_mut().enumerate().take(n - full).for_each(|(l, a)| *a += f(full + l));
     let mut width = LANES;
     while width > 1 {
         width /= 2;
