@@ -26,6 +26,9 @@ Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers fr
      python3 scripts/make_mixed_precision_fixtures.py --families --only gemma2   # one of those files
      python3 scripts/make_mixed_precision_fixtures.py --gelu-new   # only gelu_new.safetensors: GPT-2's
          activation on bf16 and f16 tensors, value and gradient as torch computes them op by op
+     python3 scripts/make_mixed_precision_fixtures.py --norms   # only torch_norms.safetensors: f32
+         LayerNorm and LlamaRMSNorm outputs as torch's CPU kernels round them (what crossfeed's autocast
+         path reproduces bit for bit)
 """
 import copy
 import json
@@ -164,8 +167,29 @@ def gelu_new_values():
     save_file(out, os.path.join(OUT, "gelu_new.safetensors"))
 
 
+def norm_values():
+    """f32 LayerNorm (`torch.nn.functional.layer_norm`, ATen's CPU kernel) and transformers'
+    `LlamaRMSNorm` on rows of widths 64-2048 with offsets and scales of both signs: keys
+    `<width>.{x,w,b}` and the outputs `<width>.ln` (eps 1e-5) and `<width>.rms` (eps 1e-6, weight w). Under autocast these f32 outputs are rounded to
+    bf16/f16 at the next linear, so crossfeed's autocast kernels must give the same bits."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    torch.manual_seed(0)
+    out = {}
+    for width in [64, 100, 768, 1024, 2048]:
+        x = torch.randn(4, width) * torch.tensor([[0.1], [1.0], [3.0], [20.0]]) + torch.tensor([[0.0], [1.5], [-2.0], [30.0]])
+        w, b = torch.randn(width), torch.randn(width)
+        rms = LlamaRMSNorm(width, eps=1e-6)
+        with torch.no_grad():
+            rms.weight.copy_(w)
+            out.update({f"{width}.x": x, f"{width}.w": w, f"{width}.b": b, f"{width}.ln": torch.nn.functional.layer_norm(x, (width,), w, b, 1e-5), f"{width}.rms": rms(x)})
+    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT, "torch_norms.safetensors"))
+
+
 def main():
     import sys
+    if "--norms" in sys.argv:
+        norm_values()
+        return
     if "--gelu-new" in sys.argv:
         gelu_new_values()
         return

@@ -491,7 +491,7 @@ impl CausalLm {
     fn ce_dropout(&self, batch: &Batch, drop: Option<&Dropout>) -> Result<crate::loss::CeSums> {
         let logits = self.forward_batch_dropout(batch, drop)?;
         let tokens = batch.host.as_ref().map(|h| h.tokens.clone());
-        Ok(crate::loss::next_token_ce_counted(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref(), tokens)?)
+        Ok(crate::loss::next_token_ce_counted(&logits, &batch.input_ids, &batch.attention_mask, batch.label_mask.as_ref(), tokens, self.dtype)?)
     }
 
     /// The id that fills padded positions of a batch: the tokenizer's pad token, else its EOS, else the

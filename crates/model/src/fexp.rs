@@ -68,6 +68,83 @@ pub fn attention_exp(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&RowExp)
 }
 
+/// The row sums of [`attention_exp`]'s output as torch's kernel adds them up
+/// (`_exp_reduce_sum_fusion_kernel`): per key block, the vector part in 16 f32 lanes, the lanes
+/// halved pairwise (`vec_reduce_all`), then the tail one by one; blocks summed in order. This sum is
+/// both the softmax denominator and inside the log-sum-exp, so its last bit moves output roundings.
+struct RowSum;
+
+impl CustomOp1 for RowSum {
+    fn name(&self) -> &'static str {
+        "torch-cpu-attention-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else { bail!("torch-cpu-attention-sum: f32 only") };
+        let Some((a, b)) = l.contiguous_offsets() else { bail!("torch-cpu-attention-sum: expects a contiguous input") };
+        let n = l.dims().last().copied().unwrap_or(1).max(1);
+        let sums: Vec<f32> = v[a..b]
+            .par_chunks(n)
+            .map(|row| {
+                row.chunks(KV_BLOCK).fold(0f32, |total, block| {
+                    let vector = block.len() / LANES * LANES;
+                    let mut lanes = [0f32; LANES];
+                    for c in block[..vector].chunks_exact(LANES) {
+                        lanes.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
+                    }
+                    let mut width = LANES;
+                    while width > 1 {
+                        width /= 2;
+                        for i in 0..width {
+                            lanes[i] += lanes[i + width];
+                        }
+                    }
+                    let sum = block[vector..].iter().fold(lanes[0], |s, &x| s + x);
+                    sum + total
+                })
+            })
+            .collect();
+        let mut dims = l.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = 1;
+        }
+        Ok((CpuStorage::F32(sums), Shape::from(dims)))
+    }
+}
+
+/// `Σ e` over the last dim (kept as size 1) in the order of torch's CPU flash attention; see [`RowSum`].
+pub fn attention_sum(e: &Tensor) -> Result<Tensor> {
+    e.contiguous()?.apply_op1_no_bwd(&RowSum)
+}
+
+/// `e^x` elementwise with torch's vectorised exp ([`crate::simd::sleef_exp`]); backward `g·e^x`.
+/// The backward of torch's CPU flash attention recomputes P this way (`exp`, not `exp_u20`), and P
+/// rounded to bf16/f16 gives dV while `P∘(dP − Δ)` rounded gives dS.
+struct SleefExp;
+
+impl CustomOp1 for SleefExp {
+    fn name(&self) -> &'static str {
+        "torch-cpu-exp"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else { bail!("torch-cpu-exp: f32 only") };
+        let Some((a, b)) = l.contiguous_offsets() else { bail!("torch-cpu-exp: expects a contiguous input") };
+        let mut out = v[a..b].to_vec();
+        out.par_chunks_mut(1 << 14).for_each(|c| crate::simd::dispatch(|| c.iter_mut().for_each(|x| *x = crate::simd::sleef_exp(*x))));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.mul(res)?))
+    }
+}
+
+/// `e^x` as torch's vectorised CPU kernels compute it, differentiable; see [`SleefExp`].
+pub fn torch_exp(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(SleefExp)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

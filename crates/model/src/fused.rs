@@ -17,11 +17,11 @@ pub fn applies(x: &Tensor) -> bool {
 }
 
 /// Rows per rayon task: enough work per task that scheduling stays negligible.
-fn rows_per_task(width: usize) -> usize {
+pub(crate) fn rows_per_task(width: usize) -> usize {
     (16384 / width.max(1)).max(1)
 }
 
-fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { bail!("{op}: f32 only") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
@@ -31,7 +31,7 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 
 /// The row width of a norm's input, checked against its weight (and bias) length: a mismatch would
 /// otherwise normalise rows of the weight's width across the real rows.
-fn row_width(xl: &Layout, w: usize, b: Option<usize>, op: &str) -> Result<usize> {
+pub(crate) fn row_width(xl: &Layout, w: usize, b: Option<usize>, op: &str) -> Result<usize> {
     let h = xl.dims().last().copied().unwrap_or(0);
     if h != w || b.is_some_and(|b| b != w) || h == 0 {
         bail!("{op}: input rows of width {h} need a weight{} of {h} elements, got {w}{}", if b.is_some() { " and bias" } else { "" }, b.map(|b| format!(" and {b}")).unwrap_or_default());
@@ -40,7 +40,7 @@ fn row_width(xl: &Layout, w: usize, b: Option<usize>, op: &str) -> Result<usize>
 }
 
 /// Runs `f` over the (made contiguous) f32 CPU data of `ts`.
-fn with_data<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_data<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
     let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices = Vec::with_capacity(guards.len());
@@ -270,6 +270,11 @@ impl CustomOp3 for LayerNorm {
         let db = Tensor::from_slice(&dwb[h..], b.shape(), dev)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// The fused LayerNorm's backward pass, for a forward pass computed elsewhere (`torch_cpu.rs`).
+pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor, eps: f64) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    LayerNorm { eps }.bwd(x, w, b, y, g)
 }
 
 /// Fused LayerNorm over the last dim (the caller checks [`applies`]).

@@ -33,7 +33,7 @@ use crate::cache::KvCache;
 use crate::config_keys::{self, key_error, TokenIds};
 use crate::dropout::Dropout;
 use crate::llama::{rope_tables, RopeParameters};
-use crate::ops::{self, attention, attention_bias, attention_with_dropout, AttnImpl, rms_norm, Linear, MASK_MIN};
+use crate::ops::{self, attention, attention_bias, attention_with_dropout, AttnImpl, Linear, MASK_MIN};
 
 /// The keys of a multimodal `gemma3` config (`Gemma3ForConditionalGeneration`: Gemma 3 4B and up) besides
 /// `text_config`, none of which changes the text model: the vision tower's config, the image-token ids
@@ -339,10 +339,11 @@ pub(crate) fn refuse_null_window(config: &Value, path: &Path) -> crate::Result<(
     Ok(())
 }
 
-/// Gemma's RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + w)` in f32, cast back to `x`'s dtype.
-fn norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+/// Gemma's RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + w)` in f32, cast back to `x`'s dtype, in a
+/// model that computes in `dtype` ([`ops::rms_norm_in`]).
+fn norm(x: &Tensor, w: &Tensor, eps: f64, dtype: DType) -> Result<Tensor> {
     let scale = (w + 1.0)?;
-    ops::cast(&rms_norm(&ops::cast(x, DType::F32)?, &scale, eps)?, x.dtype())
+    ops::cast(&ops::rms_norm_in(&ops::cast(x, DType::F32)?, &scale, eps, dtype)?, x.dtype())
 }
 
 #[derive(Debug, Clone)]
@@ -415,7 +416,7 @@ impl Layer {
         let rotated = |y: Tensor, h: usize, w: Option<&Tensor>| -> Result<Tensor> {
             let y = heads(y, h)?;
             let y = match w {
-                Some(w) => norm(&y, w, self.eps)?,
+                Some(w) => norm(&y, w, self.eps, dtype)?,
                 None => y,
             };
             ops::cast(&ops::rope_low(&y.transpose(1, 2)?, &rope.0, &rope.1)?, dtype)
@@ -441,12 +442,12 @@ impl Layer {
     /// `x` is the f32 residual stream; each block's output is normed in its own dtype, then widened.
     #[allow(clippy::too_many_arguments)]
     fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType, attn: AttnImpl) -> Result<Tensor> {
-        let h = self.attention(&norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop, dtype, attn)?;
-        let x = (x + ops::cast(&norm(&h, &self.post_attention_layernorm, self.eps)?, DType::F32)?)?;
-        let h = norm(&x, &self.pre_feedforward_layernorm, self.eps)?;
+        let h = self.attention(&norm(x, &self.input_layernorm, self.eps, dtype)?, rope, bias, cache, drop, dtype, attn)?;
+        let x = (x + ops::cast(&norm(&h, &self.post_attention_layernorm, self.eps, dtype)?, DType::F32)?)?;
+        let h = norm(&x, &self.pre_feedforward_layernorm, self.eps, dtype)?;
         let (gate, up) = (self.gate_proj.forward_as(&h, dtype)?, self.up_proj.forward_as(&h, dtype)?);
         let h = self.down_proj.forward(&(ops::gelu_tanh(&gate)? * up)?)?;
-        x + ops::cast(&norm(&h, &self.post_feedforward_layernorm, self.eps)?, DType::F32)?
+        x + ops::cast(&norm(&h, &self.post_feedforward_layernorm, self.eps, dtype)?, DType::F32)?
     }
 }
 
@@ -538,7 +539,7 @@ impl Gemma3 {
             };
             x = layer.forward(&x, rope, bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype, attn)?;
         }
-        let x = ops::cast(&norm(&x, &self.norm, self.config.rms_norm_eps)?, dtype)?;
+        let x = ops::cast(&norm(&x, &self.norm, self.config.rms_norm_eps, dtype)?, dtype)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };
         let logits = ops::cast(&head.forward(&x)?, DType::F32)?;
         match self.config.final_logit_softcapping {

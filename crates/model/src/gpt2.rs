@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::cache::KvCache;
 use crate::config_keys::{self, key_error, TokenIds};
 use crate::dropout::Dropout;
-use crate::ops::{self, attention, attention_bias, attention_with_dropout, AttnImpl, layer_norm, Linear};
+use crate::ops::{self, attention, attention_bias, attention_with_dropout, AttnImpl, Linear};
 
 /// A GPT-2 `config.json`, field names as transformers writes them. Absent keys take `GPT2Config`'s
 /// defaults (dropout rates 0.1 included: transformers trains with them); other keys are audited.
@@ -134,8 +134,9 @@ impl Norm {
     fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        layer_norm(x, &self.weight, &self.bias, self.eps)
+    /// In a model that computes in `dtype` ([`ops::layer_norm_in`]).
+    fn forward(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        ops::layer_norm_in(x, &self.weight, &self.bias, self.eps, dtype)
     }
 }
 
@@ -206,8 +207,8 @@ impl Block {
             };
             ops::cast(&y, DType::F32)
         };
-        let x = (x + resid(self.attention(&self.ln_1.forward(x)?, bias, cache, drop, dtype, attn)?)?)?;
-        let pre = self.c_fc.forward_as(&self.ln_2.forward(&x)?, dtype)?;
+        let x = (x + resid(self.attention(&self.ln_1.forward(x, dtype)?, bias, cache, drop, dtype, attn)?)?)?;
+        let pre = self.c_fc.forward_as(&self.ln_2.forward(&x, dtype)?, dtype)?;
         let hidden = if self.pytorch_tanh { ops::gelu_tanh(&pre)? } else { ops::gelu_new(&pre)? };
         x + resid(self.mlp_proj.forward(&hidden)?)?
     }
@@ -276,7 +277,7 @@ impl Gpt2 {
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype, attn)?;
         }
-        let x = ops::cast(&self.ln_f.forward(&x)?, dtype)?;
+        let x = ops::cast(&self.ln_f.forward(&x, dtype)?, dtype)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };
         f32(&head.forward(&x)?)
     }

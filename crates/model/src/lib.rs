@@ -26,6 +26,7 @@ pub mod opt;
 pub mod profile;
 pub mod qwen;
 mod simd;
+mod torch_cpu;
 pub mod skinny;
 pub mod tokenizer;
 pub mod transfer;

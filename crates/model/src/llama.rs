@@ -15,7 +15,7 @@ use crate::config_keys::{self, key_error};
 
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
-use crate::ops::{self, attention, attention_bias, rms_norm, AttnImpl, Linear};
+use crate::ops::{self, attention, attention_bias, AttnImpl, Linear};
 
 /// RoPE parameters: 4.x writes them as `rope_scaling` (with `rope_theta` at the top level), 5.x
 /// as `rope_parameters` with `rope_theta` inside. Keys not listed land in `other` and are refused.
@@ -406,9 +406,9 @@ impl Layer {
 
     /// `x` is the f32 residual stream, as under torch.autocast (see `crate::opt`'s layer).
     fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), bias: &Tensor, cache: Option<(&mut KvCache, usize)>, drop: Option<&Dropout>, dtype: DType, attn: AttnImpl) -> Result<Tensor> {
-        let h = self.self_attn.forward(&rms_norm(x, &self.input_layernorm, self.eps)?, rope, bias, cache, drop, dtype, attn)?;
+        let h = self.self_attn.forward(&ops::rms_norm_in(x, &self.input_layernorm, self.eps, dtype)?, rope, bias, cache, drop, dtype, attn)?;
         let x = (x + ops::cast(&h, DType::F32)?)?;
-        let h = self.mlp.forward(&rms_norm(&x, &self.post_attention_layernorm, self.eps)?, dtype)?;
+        let h = self.mlp.forward(&ops::rms_norm_in(&x, &self.post_attention_layernorm, self.eps, dtype)?, dtype)?;
         x + ops::cast(&h, DType::F32)?
     }
 }
@@ -483,7 +483,7 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &rope, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype, attn)?;
         }
-        let x = ops::cast(&rms_norm(&x, &self.norm, self.config.rms_norm_eps)?, dtype)?;
+        let x = ops::cast(&ops::rms_norm_in(&x, &self.norm, self.config.rms_norm_eps, dtype)?, dtype)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };
         ops::cast(&head.forward(&x)?, DType::F32)
     }

@@ -32,17 +32,19 @@ pub fn next_token_ce(
     attention_mask: &Tensor,
     label_mask: Option<&Tensor>,
 ) -> Result<CeSums> {
-    next_token_ce_counted(logits, input_ids, attention_mask, label_mask, None)
+    next_token_ce_counted(logits, input_ids, attention_mask, label_mask, None, logits.dtype())
 }
 
 /// [`next_token_ce`] with the per-row token counts already known on the host (`tokens`), which saves
-/// reading them back from the device.
+/// reading them back from the device, for a model that computes in `dtype` (under bf16/f16 autocast the
+/// CPU kernel rounds as torch's does; models hand back f32 logits either way).
 pub fn next_token_ce_counted(
     logits: &Tensor,
     input_ids: &Tensor,
     attention_mask: &Tensor,
     label_mask: Option<&Tensor>,
     tokens: Option<Vec<usize>>,
+    dtype: DType,
 ) -> Result<CeSums> {
     let (b, t, v) = logits.dims3()?;
     if t < 2 {
@@ -64,7 +66,8 @@ pub fn next_token_ce_counted(
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= v) {
             candle_core::bail!("label {bad} is outside the vocabulary of {v} logits");
         }
-        logits.to_dtype(DType::F32)?.apply_op1(FusedNll { labels })?.narrow(1, 0, t - 1)?
+        let torch_order = dtype != DType::F32 && dtype != DType::F64;
+        logits.to_dtype(DType::F32)?.apply_op1(FusedNll { labels, torch_order, stats: Default::default() })?.narrow(1, 0, t - 1)?
     } else {
         let logits = logits.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
         let labels = input_ids.narrow(1, 1, t - 1)?.contiguous()?;
@@ -101,10 +104,25 @@ fn row_starts(l: &Layout) -> Result<Vec<usize>> {
 /// subtract, gather, and their backward) makes about a dozen `[B·T, V]` temporaries, ~200 MB each at
 /// OPT's 50k vocabulary and 2 × 511 positions. (The bench model's step time did not change beyond
 /// the machine's noise; BENCHMARKS.md.)
-/// Per row: `lse = max + ln Σ exp(x − max)` (sum in f64), `nll = lse − x[label]`; the gradient is
-/// `g · (exp(x − lse) − onehot(label))`, with `lse` recovered from the saved `nll`.
+/// Per row, in f32 runs: `lse = max + ln Σ exp(x − max)` (sum in f64), `nll = lse − x[label]`; the
+/// gradient is `g · (exp(x − lse) − onehot(label))`, with `lse` recovered from the saved `nll`.
+/// Under bf16/f16 autocast (`torch_order`), as torch's `log_softmax` and its backward round, since the
+/// logits' gradient is rounded to bf16/f16 next and every later gradient inherits its bits:
+/// `lp = (x − max) − ln Σ exp(x − max)` ([`crate::simd::torch_exp_sum`]), `nll = −lp[label]`; the
+/// gradient `exp(lp)·g` off the label and `−g − exp(lp)·(−g)` on it (`dlp − exp(lp)·Σdlp` with the
+/// one nonzero `dlp = −g`), each row's `(max, ln Σ)` kept from the forward pass.
 struct FusedNll {
     labels: Vec<u32>,
+    torch_order: bool,
+    stats: std::sync::Mutex<Vec<(f32, f32)>>,
+}
+
+/// `(max, ln Σ exp(x − max))` of a row, in torch's order.
+fn row_stats(row: &[f32]) -> (f32, f32) {
+    crate::simd::dispatch(|| {
+        let max = crate::simd::max(row);
+        (max, crate::simd::torch_exp_sum(row, max).ln())
+    })
 }
 
 impl CustomOp1 for FusedNll {
@@ -116,31 +134,44 @@ impl CustomOp1 for FusedNll {
         let CpuStorage::F32(x) = s else { candle_core::bail!("fused-nll: f32 only") };
         let _t = crate::profile::span("nll.fwd", 0.0);
         let (starts, v) = (row_starts(l)?, l.dims()[2]);
-        let mut nll = vec![0f32; starts.len()];
-        nll.par_iter_mut().zip(starts.par_iter().zip(&self.labels)).for_each(|(out, (&start, &label))| {
-            let row = &x[start..start + v];
-            let (max, sum) = crate::simd::dispatch(|| {
-                let max = crate::simd::max(row);
-                (max, crate::simd::sum_map(row, |z| crate::simd::exp(z - max)))
+        if !self.torch_order {
+            let mut nll = vec![0f32; starts.len()];
+            nll.par_iter_mut().zip(starts.par_iter().zip(&self.labels)).for_each(|(out, (&start, &label))| {
+                let row = &x[start..start + v];
+                let (max, sum) = crate::simd::dispatch(|| {
+                    let max = crate::simd::max(row);
+                    (max, crate::simd::sum_map(row, |z| crate::simd::exp(z - max)))
+                });
+                *out = max + (sum.ln() as f32) - row[label as usize];
             });
-            *out = max + (sum.ln() as f32) - row[label as usize];
-        });
+            return Ok((CpuStorage::F32(nll), Shape::from((l.dims()[0], l.dims()[1]))));
+        }
+        let stats: Vec<(f32, f32)> = starts.par_iter().map(|&start| row_stats(&x[start..start + v])).collect();
+        let nll = stats.iter().zip(&starts).zip(&self.labels).map(|((&(max, ls), &start), &label)| -((x[start + label as usize] - max) - ls)).collect();
+        if let Ok(mut s) = self.stats.lock() {
+            *s = stats;
+        }
         Ok((CpuStorage::F32(nll), Shape::from((l.dims()[0], l.dims()[1]))))
     }
 
     fn bwd(&self, logits: &Tensor, nll: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let op = FusedNllGrad {
-            labels: self.labels.clone(),
-            nll: nll.flatten_all()?.to_vec1()?,
-            grad: grad.flatten_all()?.to_vec1()?,
-        };
+        let row_stats = if self.torch_order { RowStats::TorchOrder(self.stats.lock().map(|s| s.clone()).unwrap_or_default()) } else { RowStats::Nll(nll.flatten_all()?.to_vec1()?) };
+        let op = FusedNllGrad { labels: self.labels.clone(), row_stats, grad: grad.flatten_all()?.to_vec1()? };
         Ok(Some(logits.apply_op1_no_bwd(&op)?))
     }
 }
 
+/// What the backward pass keeps of the forward pass, per row.
+enum RowStats {
+    /// The f32 path: the row's `nll`, from which `lse = nll + x[label]`.
+    Nll(Vec<f32>),
+    /// Torch's order: `(max, ln Σ)` (recomputed if absent).
+    TorchOrder(Vec<(f32, f32)>),
+}
+
 struct FusedNllGrad {
     labels: Vec<u32>,
-    nll: Vec<f32>,
+    row_stats: RowStats,
     grad: Vec<f32>,
 }
 
@@ -166,15 +197,29 @@ impl CustomOp1 for FusedNllGrad {
                 });
                 return;
             }
-            let lse = self.nll[r] + row[label];
-            crate::simd::dispatch(|| {
-                for (d, &z) in dst.iter_mut().zip(row) {
-                    d.write(g * crate::simd::exp(z - lse));
+            match &self.row_stats {
+                RowStats::Nll(nll) => {
+                    let lse = nll[r] + row[label];
+                    crate::simd::dispatch(|| {
+                        for (d, &z) in dst.iter_mut().zip(row) {
+                            d.write(g * crate::simd::exp(z - lse));
+                        }
+                    });
+                    // SAFETY: the loop above wrote the whole row, label included.
+                    let at_label = unsafe { dst[label].assume_init() };
+                    dst[label].write(at_label - g);
                 }
-            });
-            // SAFETY: the loop above wrote the whole row, label included.
-            let at_label = unsafe { dst[label].assume_init() };
-            dst[label].write(at_label - g);
+                RowStats::TorchOrder(stats) => {
+                    let (max, ls) = stats.get(r).copied().unwrap_or_else(|| row_stats(row));
+                    crate::simd::dispatch(|| {
+                        for (d, &z) in dst.iter_mut().zip(row) {
+                            d.write(crate::simd::sleef_exp((z - max) - ls) * g);
+                        }
+                    });
+                    let at_label = crate::simd::sleef_exp((row[label] - max) - ls);
+                    dst[label].write(-g - at_label * -g);
+                }
+            }
         });
         // SAFETY: each of the len elements was written above (every row, masked or not, in full).
         unsafe { out.set_len(len) };

@@ -129,7 +129,19 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     if low == DType::F32 || low == DType::F64 {
         return candle_nn::ops::silu(x);
     }
-    cast(&candle_nn::ops::silu(&cast(x, DType::F32)?)?, low)
+    let wide = cast(x, DType::F32)?;
+    let y = if crate::fused::applies(&wide) { crate::torch_cpu::silu(&wide)? } else { candle_nn::ops::silu(&wide)? };
+    cast(&y, low)
+}
+
+/// [`layer_norm`] of the f32 residual stream of a model that computes in `dtype`: under bf16/f16
+/// autocast on the CPU with torch's forward bits (`torch_cpu.rs`), since the result is rounded to
+/// `dtype` at the next linear; otherwise the fused f32 kernel.
+pub fn layer_norm_in(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, dtype: DType) -> Result<Tensor> {
+    if dtype != DType::F32 && dtype != DType::F64 && crate::fused::applies(x) {
+        return crate::torch_cpu::layer_norm(x, weight, bias, eps);
+    }
+    layer_norm(x, weight, bias, eps)
 }
 
 /// LayerNorm over the last dim as `torch.nn.LayerNorm` (biased variance), computed in f32.
@@ -145,6 +157,16 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
     let y = y.broadcast_mul(&cast(weight, DType::F32)?)?.broadcast_add(&cast(bias, DType::F32)?)?;
     cast(&y, dtype)
+}
+
+/// [`rms_norm`] of the f32 residual stream of a model that computes in `dtype`: under bf16/f16
+/// autocast on the CPU in torch's rounding order (`torch_cpu.rs`), since the result is rounded to
+/// `dtype` at the next linear; otherwise the fused f32 kernel.
+pub fn rms_norm_in(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType) -> Result<Tensor> {
+    if dtype != DType::F32 && dtype != DType::F64 && crate::fused::applies(x) {
+        return crate::torch_cpu::rms_norm(x, weight, eps);
+    }
+    rms_norm(x, weight, eps)
 }
 
 /// RMSNorm as transformers' `LlamaRMSNorm`: normalise in f32, cast back, then scale.
@@ -405,6 +427,28 @@ fn grad_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
     x.detach() + cast(&cast(&zero, low)?, DType::F32)?
 }
 
+/// `n` views of `x` for `n` consumers whose gradients torch accumulates into a `low` tensor in turn:
+/// the first view's gradient is rounded and added to the second's, that sum rounded and added to the
+/// third's, and so on into `x` (whose caller rounds the last sum).
+fn rounded_chain(x: &Tensor, n: usize, low: DType) -> Result<Vec<Tensor>> {
+    let mut chain = vec![x.clone()];
+    for _ in 1..n {
+        let next = match chain.last() {
+            Some(last) => grad_rounded(last, low)?,
+            None => x.clone(),
+        };
+        chain.push(next);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// `x` in the forward pass; its gradient multiplied by `s` (one f32 rounding) in the backward pass.
+fn grad_scaled(x: &Tensor, s: f64) -> Result<Tensor> {
+    let scaled = (x * s)?;
+    x.detach() + (&scaled - scaled.detach())?
+}
+
 /// `x` rounded to `low` (as f32) in the forward pass; the gradient passes unrounded.
 fn value_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
     cast(&cast(&x.detach(), low)?, DType::F32)? + (x - x.detach())?
@@ -424,17 +468,53 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
     let n = hq / hkv;
     let widen = |x: &Tensor| cast(&autocast_repeat(x, n, low)?, DType::F32);
     let (q, k, v) = (cast(q, DType::F32)?, widen(k)?, widen(v)?);
-    let qk = crate::cuda_rules::matmul(&q.contiguous()?, &k.t()?)?;
-    let scores = grad_rounded(&(qk * scale)?, low)?.broadcast_add(bias)?;
-    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?;
-    let e = if crate::fastpath::cpu_fast(q.device()) { crate::fexp::attention_exp(&shifted.detach())? } else { shifted.detach().exp()? };
-    let l = e.sum_keepdim(D::Minus1)?;
+    let cpu = crate::fastpath::cpu_fast(q.device());
+    // The kernel's backward walks the queries in blocks (`q_split_size`) and adds each block's share of
+    // dK and dV into the bf16/f16 gradient itself (gemm with beta = 1 on the low-precision output), so
+    // the running sum is rounded to the low dtype after every block: dV = R(R(c₁) + c₂) + … for
+    // c_b = round(P_b)ᵀ·dO_b, dK likewise with c_b = scale·dS_bᵀ·Q_b. Each block's product is its own
+    // node here, reading K and V through a chain of gradient roundings (`rounded_chain`). That is the
+    // CPU kernel's order only: the GPU's flash and memory-efficient kernels keep dK/dV in f32 across
+    // query blocks and round once, so off the CPU all queries are one block.
+    let split = if !cpu {
+        tq.max(1)
+    } else if tq >= 768 {
+        256
+    } else if tq >= 192 {
+        64
+    } else {
+        32
+    };
+    let blocks: Vec<(usize, usize)> = if tq == 0 { vec![(0, 0)] } else { (0..tq).step_by(split).map(|m| (m, split.min(tq - m))).collect() };
+    let (k_chain, v_chain) = (rounded_chain(&k, blocks.len(), low)?, rounded_chain(&v, blocks.len(), low)?);
+    // The kernel's backward scales the products dS·K and dSᵀ·Q (gemm's alpha), not dS: with a scale
+    // that is no power of two (head_dim 8) the two round differently.
+    let q = grad_scaled(&q, scale)?.contiguous()?;
+    let qk = blocks
+        .iter()
+        .zip(&k_chain)
+        .map(|(&(m, len), k)| crate::cuda_rules::matmul(&q.narrow(2, m, len)?, &grad_scaled(k, scale)?.t()?))
+        .collect::<Result<Vec<_>>>()?;
+    let qk = if qk.len() == 1 { qk[0].clone() } else { Tensor::cat(&qk, 2)? };
+    let qk = ((&qk * scale)?.detach() + (&qk - qk.detach())?)?;
+    let scores = grad_rounded(&qk, low)?.broadcast_add(bias)?;
+    let max = scores.max_keepdim(D::Minus1)?.detach();
+    let shifted = scores.broadcast_sub(&max)?;
+    let e = if cpu { crate::fexp::attention_exp(&shifted.detach())? } else { shifted.detach().exp()? };
+    let l = if cpu { crate::fexp::attention_sum(&e)? } else { e.sum_keepdim(D::Minus1)? };
     let e_low = cast(&cast(&e, low)?, DType::F32)?;
-    let out = crate::cuda_rules::matmul(&e_low, &v.detach())?.broadcast_div(&l)?;
+    // Normalised by the reciprocal of the sum, as the kernel does (a division rounds differently).
+    let out = crate::cuda_rules::matmul(&e_low, &v.detach())?.broadcast_mul(&l.recip()?)?;
     let out = if q.track_op() || k.track_op() || v.track_op() {
-        let p = shifted.broadcast_sub(&l.log()?)?.exp()?;
+        // P recomputed from the stored log-sum-exp `max + ln l`, as the kernel's backward does, and with
+        // its exp (torch's vectorised one, not the forward's `exp_u20`).
+        let p = scores.broadcast_sub(&(max + l.log()?)?)?;
+        let p = if cpu { crate::fexp::torch_exp(&p)? } else { p.exp()? };
         let o_low = cast(&cast(&out, low)?, DType::F32)?;
-        let g = (crate::cuda_rules::matmul(&value_rounded(&p, low)?, &v)? - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
+        let p_low = value_rounded(&p, low)?;
+        let pv = blocks.iter().zip(&v_chain).map(|(&(m, len), v)| crate::cuda_rules::matmul(&p_low.narrow(2, m, len)?, v)).collect::<Result<Vec<_>>>()?;
+        let pv = if pv.len() == 1 { pv[0].clone() } else { Tensor::cat(&pv, 2)? };
+        let g = (pv - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
         (out + (&g - g.detach())?)?
     } else {
         out
@@ -510,7 +590,10 @@ fn eager(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, cap: Opt
         None => scores,
     };
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
-    let probs = drop(&cast(&softmax_last(&scores)?, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
+    // Under autocast on the CPU the probabilities are rounded to bf16/f16, so their last f32 bit counts:
+    // torch's own softmax order then (in f32 the composed ops are as good and need no custom op).
+    let probs = if dtype != DType::F32 && crate::fused::applies(&scores) { crate::torch_cpu::softmax_last(&scores)? } else { softmax_last(&scores)? };
+    let probs = drop(&cast(&probs, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
     matmul_lp(&probs, &matmul_operand(&v)?)?.reshape((b, hq, tq, d))
 }
 

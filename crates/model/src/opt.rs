@@ -16,7 +16,7 @@ use crate::config_keys::{self, key_error, TokenIds};
 
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
-use crate::ops::{self, attention, attention_bias, attention_with_dropout, layer_norm, AttnImpl, Linear};
+use crate::ops::{self, attention, attention_bias, attention_with_dropout, AttnImpl, Linear};
 
 /// OPT's learned positional embedding table is offset by 2 (a fairseq legacy).
 const POSITION_OFFSET: i64 = 2;
@@ -124,8 +124,9 @@ impl Norm {
     fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")? })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        layer_norm(x, &self.weight, &self.bias, 1e-5)
+    /// In a model that computes in `dtype` ([`ops::layer_norm_in`]).
+    fn forward(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        ops::layer_norm_in(x, &self.weight, &self.bias, 1e-5, dtype)
     }
 }
 
@@ -215,16 +216,16 @@ impl Layer {
             };
             ops::cast(&y, DType::F32)
         };
-        let h = if self.pre_ln { self.self_attn_layer_norm.forward(x)? } else { x.clone() };
+        let h = if self.pre_ln { self.self_attn_layer_norm.forward(x, dtype)? } else { x.clone() };
         let mut x = (x + block(self.self_attn.forward(&h, bias, cache, drop, dtype, attn)?)?)?;
         if !self.pre_ln {
-            x = self.self_attn_layer_norm.forward(&x)?;
+            x = self.self_attn_layer_norm.forward(&x, dtype)?;
         }
-        let h = if self.pre_ln { self.final_layer_norm.forward(&x)? } else { x.clone() };
+        let h = if self.pre_ln { self.final_layer_norm.forward(&x, dtype)? } else { x.clone() };
         let h = block(self.fc2.forward(&self.fc1.forward_relu(&ops::cast(&h, dtype)?)?)?)?;
         let mut x = (x + h)?;
         if !self.pre_ln {
-            x = self.final_layer_norm.forward(&x)?;
+            x = self.final_layer_norm.forward(&x, dtype)?;
         }
         Ok(x)
     }
@@ -305,7 +306,7 @@ impl Opt {
             x = layer.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), drop, dtype, attn)?;
         }
         if let Some(n) = &self.final_layer_norm {
-            x = n.forward(&x)?;
+            x = n.forward(&x, dtype)?;
         }
         let mut x = ops::cast(&x, dtype)?;
         if let Some(p) = &self.project_out {

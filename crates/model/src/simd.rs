@@ -105,3 +105,197 @@ pub fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&u, &v)| f(u, v) as f64).sum();
     acc.iter().map(|&s| s as f64).sum::<f64>() + tail
 }
+
+/// Σ f(x[i]) in f32 in the order torch's CPU `sum` adds a contiguous row (ATen SumKernel.cpp,
+/// `vectorized_inner_sum`), so that a norm's statistics carry torch's bits: under autocast an f32
+/// ulp of the RMS moves which way the normalised values round to bf16/f16 at the next linear, and
+/// on the fixtures those flips are a visible part of the distance from torch. The order: 8 lanes
+/// (torch runs the AVX2 build of its sum kernel on AVX-512 CPUs too), 4 vectors side by side, their
+/// partial sums cascaded every 16 groups, leftover vectors into the first, the four combined in
+/// order; then the scalar tail from 0, then the 8 lanes one by one.
+#[inline(always)]
+pub fn torch_sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const W: usize = 8;
+    const ILP: usize = 4;
+    const LEVELS: usize = 4;
+    let nv = x.len() / W;
+    let groups = nv / ILP;
+    // ATen's CeilLog2 (1 for sizes up to 2).
+    let ceil_log2 = if groups <= 2 { 1 } else { usize::BITS - (groups - 1).leading_zeros() } as usize;
+    let power = (ceil_log2 / LEVELS).max(4);
+    let (step, mask) = (1usize << power, (1usize << power) - 1);
+    let mut acc = [[[0f32; W]; ILP]; LEVELS];
+    let add = |a: &mut [f32; W], v: usize| {
+        for (a, &t) in a.iter_mut().zip(&x[v * W..v * W + W]) {
+            *a += f(t);
+        }
+    };
+    let mut i = 0;
+    while i + step <= groups {
+        for _ in 0..step {
+            for k in 0..ILP {
+                add(&mut acc[0][k], i * ILP + k);
+            }
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            for k in 0..ILP {
+                let low = std::mem::replace(&mut acc[j - 1][k], [0f32; W]);
+                acc[j][k].iter_mut().zip(low).for_each(|(a, b)| *a += b);
+            }
+            if i & (mask << (j * power)) != 0 {
+                break;
+            }
+        }
+    }
+    while i < groups {
+        for k in 0..ILP {
+            add(&mut acc[0][k], i * ILP + k);
+        }
+        i += 1;
+    }
+    let mut p = acc[0];
+    for level in &acc[1..] {
+        for (p, l) in p.iter_mut().zip(level) {
+            p.iter_mut().zip(l).for_each(|(a, &b)| *a += b);
+        }
+    }
+    for v in groups * ILP..nv {
+        add(&mut p[0], v);
+    }
+    let [mut lanes, rest @ ..] = p;
+    for r in rest {
+        lanes.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+    }
+    let mut s = 0f32;
+    for &t in &x[nv * W..] {
+        s += f(t);
+    }
+    lanes.iter().fold(s, |s, &l| s + l)
+}
+
+/// ATen's `multi_row_sum` for one lane: `get(0..n)` added in order into the first of four levels,
+/// each full block of 2^power values carried into the next level up, the levels summed at the end.
+fn cascade(n: usize, get: impl Fn(usize) -> f32) -> f32 {
+    const LEVELS: usize = 4;
+    let ceil_log2 = if n <= 2 { 1 } else { (usize::BITS - (n - 1).leading_zeros()) as usize };
+    let power = (ceil_log2 / LEVELS).max(4);
+    let (step, mask) = (1usize << power, (1usize << power) - 1);
+    let mut acc = [0f32; LEVELS];
+    let mut i = 0;
+    while i + step <= n {
+        for _ in 0..step {
+            acc[0] += get(i);
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            acc[j] += acc[j - 1];
+            acc[j - 1] = 0.0;
+            if i & (mask << (j * power)) != 0 {
+                break;
+            }
+        }
+    }
+    while i < n {
+        acc[0] += get(i);
+        i += 1;
+    }
+    acc[1..].iter().fold(acc[0], |s, &a| s + a)
+}
+
+/// Column sums of a row-major `[rows, h]` matrix in the order torch's CPU `sum` reduces leading dims
+/// (ATen's `vectorized_outer_sum`, AVX2 build): columns in blocks of 32 each summed over all rows by
+/// [`cascade`], the rest by `row_sum` (rows dealt round-robin to 4 partial sums, the leftover rows into
+/// the first, the four then added in order). A norm's weight gradient is such a sum.
+pub fn torch_col_sums(x: &[f32], h: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    if h == 0 {
+        return Vec::new();
+    }
+    let rows = x.len() / h;
+    let blocked = h / 32 * 32;
+    (0..h)
+        .into_par_iter()
+        .map(|j| {
+            let at = |i: usize| x[i * h + j];
+            if j < blocked {
+                return cascade(rows, at);
+            }
+            let groups = rows / 4;
+            let mut p: [f32; 4] = std::array::from_fn(|k| cascade(groups, |i| at(4 * i + k)));
+            for i in groups * 4..rows {
+                p[0] += at(i);
+            }
+            p[1..].iter().fold(p[0], |s, &a| s + a)
+        })
+        .collect()
+}
+
+/// `e^d` in f32 as torch's vectorised CPU kernels take it (SLEEF's `expf_u10` with FMA, which
+/// `Vectorized<float>::exp` calls): within 1 ulp, and 1% of its results differ from the correctly
+/// rounded `f32::exp`. Cross entropy's gradient is this exp of the log-probabilities, rounded to
+/// bf16/f16 under autocast, so the last bit reaches every later gradient.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // SLEEF's constants as published
+pub fn sleef_exp(d: f32) -> f32 {
+    const R_LN2: f32 = 1.442_695_040_888_963_407_359_924_681_001_892_137;
+    const L2U: f32 = 0.693_145_751_953_125;
+    const L2L: f32 = 1.428_606_765_330_187_045e-6;
+    let q = (d * R_LN2).round_ties_even();
+    let s = q.mul_add(-L2U, d);
+    let s = q.mul_add(-L2L, s);
+    let mut u = 0.000_198_527_617_612_853_646_278_381_f32;
+    u = u.mul_add(s, 0.001_393_043_552_525_341_510_772_71);
+    u = u.mul_add(s, 0.008_333_360_776_305_198_669_433_59);
+    u = u.mul_add(s, 0.041_666_485_369_205_474_853_515_6);
+    u = u.mul_add(s, 0.166_666_671_633_720_397_949_219);
+    u = u.mul_add(s, 0.5);
+    let u = 1.0 + (s * s).mul_add(u, s);
+    // ldexp in two steps, so that 2^q never overflows on its own.
+    let q = q as i32;
+    let pow2 = |e: i32| f32::from_bits(((e + 0x7f) as u32) << 23);
+    let u = u * pow2(q >> 1) * pow2(q - (q >> 1));
+    if d < -104.0 {
+        0.0
+    } else if d > 100.0 {
+        f32::INFINITY
+    } else {
+        u
+    }
+}
+
+/// `Σ e^(x − max)` over a row as torch's `log_softmax` takes it (`map_reduce_all`, AVX-512): see
+/// [`torch_lane_sum_zip`].
+#[inline(always)]
+pub fn torch_exp_sum(x: &[f32], max: f32) -> f32 {
+    torch_lane_sum_zip(x, x, |v, _| sleef_exp(v - max))
+}
+
+/// `Σ f(a[i], b[i])` in the order of ATen's `reduce_all` / `map_reduce_all` over an f32 row with
+/// 16-lane vectors: lanes seeded with the first vector, later vectors added lane-wise, the tail into
+/// the first lanes, the lanes halved pairwise; fewer than 16 values are added in order. Slices, not
+/// indices, so that the loop vectorises (an indexed closure kept a bounds check per element and made
+/// cross entropy's forward 9× slower).
+#[inline(always)]
+pub fn torch_lane_sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    if n < LANES {
+        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).reduce(|s, t| s + t).unwrap_or(0.0);
+    }
+    let mut acc = [0f32; LANES];
+    acc.iter_mut().zip(&a[..LANES]).zip(&b[..LANES]).for_each(|((s, &x), &y)| *s = f(x, y));
+    let full = n / LANES * LANES;
+    for (ca, cb) in a[LANES..full].chunks_exact(LANES).zip(b[LANES..full].chunks_exact(LANES)) {
+        acc.iter_mut().zip(ca).zip(cb).for_each(|((s, &x), &y)| *s += f(x, y));
+    }
+    acc.iter_mut().zip(&a[full..]).zip(&b[full..]).for_each(|((s, &x), &y)| *s += f(x, y));
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
+}

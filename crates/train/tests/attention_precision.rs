@@ -5,14 +5,14 @@
 //! prints the ratios per model. Excluded: `k_proj.bias`, whose true gradient is zero (softmax ignores a
 //! per-query constant), so both sides hold rounding noise.
 //!
-//! Both hold within 0.5x (measured on a Xeon with AVX-512/AMX, torch 2.15: sdpa loss ≤ 0.36x, gradients
-//! ≤ 0.37x, mean per model 0.00-0.22x; eager loss ≤ 0.37x, gradients ≤ 0.36x) — the bound of
-//! mixed_precision.rs (per-tensor worst there 0.42x). The issue asked for 0.25x; eager, which follows
-//! torch's op sequence rounding for rounding, lands at 0.32-0.37x on a loss or tensor of opt125,
-//! opt350, llama32, llama_gqa64 and llama_tied, where torch's CPU kernels and candle sum in other orders, so 0.25x is
-//! below what either implementation reaches on these shapes. The last test pins that the default
-//! moved toward what HF's trainer runs: against torch's sdpa, crossfeed's sdpa mode lands at a mean
-//! 0.07x (bf16) / 0.09x (f16), its eager mode at 0.73x / 0.74x.
+//! Both hold within 0.25x, as the issue asked. Measured on a Xeon with AVX-512/AMX, torch 2.15: every
+//! model and mode at or under 0.17x (losses ≤ 0.03x); most sit at 0.00-0.07x. What it took: under
+//! autocast on the CPU the f32 parts of a step run in torch's own rounding order (`torch_cpu.rs`:
+//! LayerNorm's Welford moments, RMSNorm's sums, softmax, cross entropy with torch's `exp`, SiLU's
+//! backward; `ops::sdpa_low`: the flash kernel's sums, its per-query-block dK/dV accumulation), since
+//! an f32 last bit there flips a bf16/f16 rounding at the next linear. The last test pins that the
+//! default moved toward what HF's trainer runs: against torch's sdpa, crossfeed's sdpa mode lands at a
+//! mean 0.03x (bf16 and f16), its eager mode at 0.73x / 0.74x.
 //!
 //! The f16 goldens depend on the machine that makes them: the committed ones come from a Xeon with
 //! AVX-512 FP16 and AMX; an earlier run of the same script (same torch, probably another CPU) gave f16
@@ -26,7 +26,7 @@ use crossfeed_model::{AttnImpl, Batch, CausalLm};
 use serde_json::Value;
 
 const MODELS: &[&str] = &["opt125", "opt350", "llama32", "llama", "attn/llama_gqa64", "attn/opt_post64", "attn/llama_tied"];
-const LIMIT: f32 = 0.5;
+const LIMIT: f32 = 0.25;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -128,8 +128,8 @@ fn f16_attention_follows_eager_when_asked() {
 }
 
 /// The default moves bf16/f16 toward what HF's trainer runs: crossfeed's sdpa mode is nearer torch's
-/// sdpa goldens than its eager mode is (mean per-tensor ratio over every model; measured 0.07x against
-/// 0.73x in bf16, 0.09x against 0.74x in f16).
+/// sdpa goldens than its eager mode is (mean per-tensor ratio over every model; measured 0.03x against
+/// 0.73x in bf16, 0.03x against 0.74x in f16).
 #[test]
 fn sdpa_mode_is_nearer_torch_sdpa_than_eager_mode_is() {
     for (mode, dtype) in [("bf16", DType::BF16), ("f16", DType::F16)] {

@@ -293,11 +293,11 @@ fn first_step_gradients_follow_autocast_per_tensor() {
     check_autocast_grads(&variants, |v, mode| !AUTOCAST_GAPS.contains(&(v, mode)));
 }
 
-/// Known gaps, kept runnable (`--ignored`) until fixed. Qwen3 in f16: 0.57x (layer-0 `input_layernorm`)
-/// and 0.53x (layer-0 `k_proj`), the rest under 0.5x. Its bf16 gap (0.57x at `k_norm`) closed when the
+/// Known gaps, kept runnable (`--ignored`) until fixed. Qwen3 in f16: 0.61x (layer-0 `input_layernorm`),
+/// 0.52x (`k_proj`) and 0.51x (`q_proj`), the rest under 0.5x. Its bf16 gap (0.57x at `k_norm`) closed when the
 /// keys stayed f32 out of RoPE and were repeated per query head before rounding, as transformers'
-/// `repeat_kv` + autocast do (`ops::autocast_repeat`). GPT-2 in f16: 0.51-0.65x on 8 tensors (layer 0,
-/// `wpe`, two of layer 1's). Its bf16 gap (0.88x) closed when `gelu_new` followed torch bit for bit, backward
+/// `repeat_kv` + autocast do (`ops::autocast_repeat`). GPT-2 in f16: 0.50-0.71x on 7 tensors (layer 0, the worst
+/// `ln_1.weight`; two of layer 1's); LayerNorm, not yet on torch's bits, is the first suspect. Its bf16 gap (0.88x) closed when `gelu_new` followed torch bit for bit, backward
 /// included (`ops::gelu_new`: bf16's `pow` rounds at each product, `tanh`'s gradient from its rounded
 /// output, three roundings in `pow`'s, the three gradients of x summed in autograd's order); in f16 that
 /// function is exact too, so the f16 gap is elsewhere.
@@ -335,6 +335,9 @@ fn check_autocast_grads(variants: &[&str], checked: impl Fn(&str, &str) -> bool)
                 let theirs = golden.get(&format!("{v}.{mode}.{name}")).unwrap_or_else(|| panic!("no golden {v}.{mode}.{name}"));
                 let (d_ours, d_f32) = (norm(&(ours - theirs).unwrap()), norm(&(f32g - theirs).unwrap()));
                 let r = d_ours / d_f32.max(1e-12);
+                if r > 0.25 {
+                    eprintln!("  past 0.25x: {v} {mode} {name} {r:.2}x");
+                }
                 if r > 0.5 {
                     failures.push(format!("{v} {mode} {name}: |ours - autocast| = {d_ours:.2e} is {r:.2}x of |f32 - autocast| = {d_f32:.2e}"));
                 }

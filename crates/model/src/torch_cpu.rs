@@ -1,0 +1,360 @@
+//! CPU kernels that round as torch's CPU kernels do, for bf16/f16 autocast only.
+//!
+//! Under autocast the f32 parts of a step (norm statistics, softmax, cross entropy, the activations'
+//! backward) feed values that are then rounded to bf16/f16, so one f32 ulp decides which way a rounding
+//! goes, and those flips are most of the distance between two implementations of the same math. These
+//! kernels add up in torch's order and take torch's `exp` (`simd::torch_*`, `simd::sleef_exp`), so
+//! that crossfeed's `--dtype bf16|f16` lands as near torch.autocast as autocast is to itself
+//! (`tests/attention_precision.rs`, `tests/mixed_precision.rs`). In f32 the fused kernels (`fused.rs`)
+//! run instead: there the order only moves last bits, and they are faster. Callers take these only
+//! when [`crate::fused::applies`] and the model computes in bf16/f16; the composed chains in `ops.rs`
+//! stay as the device-generic twins.
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::fused::{data, row_width, rows_per_task, with_data, zeroed};
+use crate::simd;
+
+// RMSNorm: y = w ∘ (x · r), r = 1/√(mean(x²) + ε), as transformers' LlamaRMSNorm.
+//
+// Three ops, each with torch's backward for the step it stands for, so that the gradients carry the
+// bits of autograd over transformers' composed ops: `r` (rsqrt ∘ mean ∘ pow), `x · r` and `w ∘ x̂`.
+// Splitting matters for x's gradient too: torch sums it as (residual + g∘w·r) + pow's term, in that
+// order, and so does candle's backward when the two terms come from two nodes, the residual's first.
+
+/// `r` per row (`[.., 1]`); backward: `2x · (−0.5·dr · r³) / n`, rounded where torch's rsqrt, mean and
+/// pow backward passes round.
+struct InvRms {
+    eps: f64,
+}
+
+/// `rsqrt(mean(x²) + ε)` with transformers' f32 ops as torch's CPU kernels round them: the squares
+/// summed in torch's order ([`simd::torch_sum_map`]), the mean as that sum divided by the width, ε
+/// rounded to f32, the reciprocal of the square root rounded twice (ATen's `rsqrt` is `1 / sqrt`).
+fn inv_rms(row: &[f32], eps: f64) -> f32 {
+    let mean = simd::torch_sum_map(row, |v| v * v) / row.len() as f32;
+    1.0 / (mean + eps as f32).sqrt()
+}
+
+impl candle_core::CustomOp1 for InvRms {
+    fn name(&self) -> &'static str {
+        "fused-inv-rms"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("rms_norm.fwd", 0.0);
+        let x = data(xs, xl, self.name())?;
+        let h = xl.dims().last().copied().unwrap_or(0);
+        if h == 0 {
+            bail!("{}: rows of width 0", self.name());
+        }
+        let r: Vec<f32> = x.par_chunks(h).map(|row| simd::dispatch(|| inv_rms(row, self.eps))).collect();
+        let mut dims = xl.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = 1;
+        }
+        Ok((CpuStorage::F32(r), Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, r: &Tensor, dr: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::span("rms_norm.bwd", 0.0);
+        let h = x.dim(candle_core::D::Minus1)?;
+        let dx = with_data(&[x, r, dr], self.name(), |s| {
+            let (x, r, dr) = (s[0], s[1], s[2]);
+            let mut dx = zeroed(x.len());
+            dx.par_chunks_mut(h).zip(x.par_chunks(h)).zip(r.par_iter().zip(dr)).for_each(|((dx, x), (&r, &dr))| {
+                // rsqrt: −0.5·grad · r³ (r³ as (r·r)·r); mean: / n; pow: grad · (2·x).
+                let dsq = (-0.5 * dr) * (r * r * r) / h as f32;
+                dx.iter_mut().zip(x).for_each(|(d, &x)| *d = dsq * (2.0 * x));
+            });
+            Ok(dx)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// `x · r` with `r: [.., 1]` per row; backward: `dx = g·r`, `dr = Σ g∘x` in torch's row-sum order.
+struct RowScale;
+
+impl CustomOp2 for RowScale {
+    fn name(&self) -> &'static str {
+        "fused-row-scale"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, rs: &CpuStorage, rl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (data(xs, xl, self.name())?, data(rs, rl, self.name())?);
+        let h = xl.dims().last().copied().unwrap_or(0);
+        if h == 0 || x.len() != r.len() * h {
+            bail!("{}: {:?} rows against {} scales", self.name(), xl.dims(), r.len());
+        }
+        let mut out = zeroed(x.len());
+        out.par_chunks_mut(h).zip(x.par_chunks(h)).zip(r).for_each(|((o, x), &r)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = x * r));
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, r: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let h = x.dim(candle_core::D::Minus1)?;
+        let (dx, dr) = with_data(&[x, r, g], self.name(), |s| {
+            let (x, r, g) = (s[0], s[1], s[2]);
+            let mut dx = zeroed(x.len());
+            let dr: Vec<f32> = dx
+                .par_chunks_mut(h)
+                .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+                .zip(r)
+                .map(|((dx, (x, g)), &r)| {
+                    dx.iter_mut().zip(g).for_each(|(d, &g)| *d = g * r);
+                    let prod: Vec<f32> = g.iter().zip(x).map(|(&g, &x)| g * x).collect();
+                    simd::torch_sum_map(&prod, |v| v)
+                })
+                .collect();
+            Ok((dx, dr))
+        })?;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dr, r.shape(), r.device())?)))
+    }
+}
+
+/// `w ∘ x̂` over rows of `x̂`; backward: `dx̂ = g∘w`, `dw` the column sums of `g∘x̂` in the order torch's
+/// CPU sum reduces over leading dims ([`simd::torch_col_sums`]).
+struct ColScale;
+
+impl CustomOp2 for ColScale {
+    fn name(&self) -> &'static str {
+        "fused-col-scale"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
+        let h = row_width(xl, w.len(), None, self.name())?;
+        let mut out = zeroed(x.len());
+        out.par_chunks_mut(h * rows_per_task(h)).zip(x.par_chunks(h * rows_per_task(h))).for_each(|(o, x)| {
+            for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                o.iter_mut().zip(x).zip(w).for_each(|((o, &x), &w)| *o = w * x);
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = with_data(&[x, w, g], self.name(), |s| {
+            let (x, w, g) = (s[0], s[1], s[2]);
+            let h = w.len();
+            let mut dx = zeroed(x.len());
+            dx.par_chunks_mut(h * rows_per_task(h)).zip(g.par_chunks(h * rows_per_task(h))).for_each(|(d, g)| {
+                for (d, g) in d.chunks_exact_mut(h).zip(g.chunks_exact(h)) {
+                    d.iter_mut().zip(g).zip(w).for_each(|((d, &g), &w)| *d = g * w);
+                }
+            });
+            let gx: Vec<f32> = g.par_iter().zip(x).map(|(&g, &x)| g * x).collect();
+            Ok((dx, simd::torch_col_sums(&gx, h)))
+        })?;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
+    }
+}
+
+/// RMSNorm over the last dim in torch's rounding order (the caller checks [`crate::fused::applies`]).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let r = x.apply_op1(InvRms { eps })?;
+    x.apply_op2(&r, RowScale)?.apply_op2(&w.contiguous()?, ColScale)
+}
+
+/// SiLU of an f32 tensor holding bf16/f16 values, with the backward torch's kernel computes for those
+/// dtypes: `dy·σ·(1 + x·(1 − σ))`, `σ = 1/(1 + e^(−x))`, in f32 and rounded once by the caller's cast.
+/// candle's backward, `dy·(σ·(1 − silu) + silu)`, is the same derivative rounded elsewhere, and moves
+/// a gate's f16 gradient by an ulp now and then.
+struct LowSilu;
+
+impl candle_core::CustomOp1 for LowSilu {
+    fn name(&self) -> &'static str {
+        "low-silu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let out = x.par_iter().map(|&v| v / (1.0 + (-v).exp())).collect();
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_data(&[x, g], self.name(), |s| {
+            Ok(s[0]
+                .par_iter()
+                .zip(s[1])
+                .map(|(&x, &dy)| {
+                    let sig = 1.0 / (1.0 + simd::sleef_exp(-x));
+                    dy * sig * (1.0 + x * (1.0 - sig))
+                })
+                .collect::<Vec<f32>>())
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// [`LowSilu`] (the caller checks [`crate::fused::applies`]).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(LowSilu)
+}
+
+/// Softmax over the last dim as torch's CPU kernel computes it (`_vec_softmax_lastdim`, AVX-512): the
+/// row max, `e = exp(x − max)` with torch's vectorised exp, their sum in its 16-lane order, and the
+/// row multiplied by `1/sum` (not divided). The backward is `(g − Σ g∘y) ∘ y` with the dot product in
+/// the same lane order (`_softmax_backward_data`). Eager attention rounds these probabilities and
+/// their gradient to bf16/f16, so the last f32 bit decides roundings there.
+struct TorchSoftmax;
+
+impl candle_core::CustomOp1 for TorchSoftmax {
+    fn name(&self) -> &'static str {
+        "torch-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let n = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = x.to_vec();
+        out.par_chunks_mut(n).for_each(|row| {
+            simd::dispatch(|| {
+                let max = simd::max(row);
+                row.iter_mut().for_each(|v| *v = simd::sleef_exp(*v - max));
+                let inv = 1.0 / simd::torch_lane_sum_zip(row, row, |v, _| v);
+                row.iter_mut().for_each(|v| *v *= inv);
+            })
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let n = y.dim(candle_core::D::Minus1)?.max(1);
+        let dx = with_data(&[y, g], self.name(), |s| {
+            let (y, g) = (s[0], s[1]);
+            let mut dx = zeroed(y.len());
+            dx.par_chunks_mut(n).zip(y.par_chunks(n).zip(g.par_chunks(n))).for_each(|(dx, (y, g))| {
+                let dot = simd::torch_lane_sum_zip(g, y, |g, y| g * y);
+                dx.iter_mut().zip(y.iter().zip(g)).for_each(|(d, (&y, &g))| *d = (g - dot) * y);
+            });
+            Ok(dx)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+    }
+}
+
+/// [`TorchSoftmax`] (the caller checks [`crate::fused::applies`]).
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(TorchSoftmax)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// LayerNorm: y = (x − mean)·rstd·w + b as ATen's CPU kernel (`LayerNormKernelImplInternal`) computes
+// it: Welford moments in torch's order ([`moments`]), `rstd = 1/√(var + ε)` in f32, and the output
+// as `fma((x − mean)·rstd, w, b)`. Bit-identical to torch 2.15's forward on rows of 64-2048 (checked
+// against `torch.ops.aten.native_layer_norm`). Post-LN models (OPT-350M, GPT-2's ln_f) feed this
+// output to a bf16/f16 linear, where a last-bit difference flips roundings. The backward stays the
+// fused kernel's ([`crate::fused::layer_norm_backward`]), from the same statistics.
+
+/// `(mean, biased variance)` of a row as ATen's `RowwiseMoments` (moments_utils.h) computes them in
+/// f32 with torch's AVX2 build (8 lanes; torch registers no AVX-512 kernel for layer norm): each
+/// chunk of 16 vectors folded in by Welford's update with FMA, chunks merged pairwise in a cascade of
+/// `CeilLog2(chunks)` levels, then the scalar tail by Welford, and the 8 lanes merged into it one by
+/// one (GCC contracts that scalar code's `a·b + c` into FMA, and so does this).
+fn moments(x: &[f32]) -> (f32, f32) {
+    const W: usize = 8;
+    const CHUNK: usize = 16;
+    type V = [f32; W];
+    // AddMomentsVec: merge (m0_add, m1_add, m2_add) into (m0, m1, m2).
+    fn add(m0_add: usize, m1_add: &V, m2_add: &V, st: &mut (usize, V, V)) {
+        let n = st.0 + m0_add;
+        let c = if n == 0 { 0.0 } else { m0_add as f32 / n as f32 };
+        for l in 0..W {
+            let delta = m1_add[l] - st.1[l];
+            let m2_tmp = st.2[l] + m2_add[l];
+            let c_delta = c * delta;
+            let m0_delta = delta * st.0 as f32;
+            st.1[l] += c_delta;
+            st.2[l] = m0_delta.mul_add(c_delta, m2_tmp);
+        }
+        st.0 = n;
+    }
+    let n = x.len() / W;
+    let m = n.div_ceil(CHUNK);
+    let depth = if m <= 2 { 1 } else { (usize::BITS - (m - 1).leading_zeros()) as usize };
+    let mut stack = vec![(0usize, [0f32; W], [0f32; W]); depth.max(1)];
+    for i in 0..m {
+        let m0 = CHUNK.min(n - i * CHUNK);
+        let (mut m1, mut m2) = ([0f32; W], [0f32; W]);
+        for j in 0..m0 {
+            let c = 1.0 / (j + 1) as f32;
+            let v = &x[(i * CHUNK + j) * W..(i * CHUNK + j + 1) * W];
+            for l in 0..W {
+                let delta = v[l] - m1[l];
+                m1[l] = c.mul_add(delta, m1[l]);
+                m2[l] = delta.mul_add(v[l] - m1[l], m2[l]);
+            }
+        }
+        add(m0, &m1, &m2, &mut stack[0]);
+        let mut mask = i + 1;
+        let mut j = 1;
+        while j < depth && mask & 1 == 0 {
+            let low = std::mem::replace(&mut stack[j - 1], (0, [0f32; W], [0f32; W]));
+            add(low.0, &low.1, &low.2, &mut stack[j]);
+            mask >>= 1;
+            j += 1;
+        }
+    }
+    for i in 1..depth {
+        let s = stack[i];
+        add(s.0, &s.1, &s.2, &mut stack[0]);
+    }
+    let (lanes1, lanes2) = (stack[0].1, stack[0].2);
+    let (mut m0, mut m1, mut m2) = (0usize, 0f32, 0f32);
+    for &v in &x[n * W..] {
+        let delta = v - m1;
+        m0 += 1;
+        m1 += delta / m0 as f32;
+        m2 = delta.mul_add(v - m1, m2);
+    }
+    for l in 0..W {
+        let total = m0 + n;
+        let c = if total == 0 { 0.0 } else { n as f32 / total as f32 };
+        let delta = lanes1[l] - m1;
+        m1 = c.mul_add(delta, m1);
+        m2 += (delta * delta * c).mul_add(m0 as f32, lanes2[l]);
+        m0 = total;
+    }
+    (m1, m2 / x.len() as f32)
+}
+
+struct LayerNorm {
+    eps: f64,
+}
+
+impl candle_core::CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "torch-layer-norm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::span("layer_norm.fwd", 0.0);
+        let (x, w, b) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?, data(bs, bl, self.name())?);
+        let h = row_width(xl, w.len(), Some(b.len()), self.name())?;
+        let mut out = zeroed(x.len());
+        out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, x)| {
+            simd::dispatch(|| {
+                let (mean, var) = moments(x);
+                let rstd = 1.0 / (var + self.eps as f32).sqrt();
+                for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                    *o = ((x - mean) * rstd).mul_add(w, b);
+                }
+            })
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        crate::fused::layer_norm_backward(x, w, b, y, g, self.eps)
+    }
+}
+
+/// LayerNorm over the last dim with torch's forward bits (the caller checks [`crate::fused::applies`]).
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
+}
