@@ -18,17 +18,14 @@ the way HF Trainer runs them with `bf16=True` / `fp16=True` on CPU:
            residual stream is f16 too; the scaler's logic is the same.)
 Per step: loss (token-mean CE, f32), grad norm after unscaling (inf on a skipped step), lr, loss scale,
 skipped; the final weights. HF semantics for a skipped step: no optimizer step and no scheduler step.
-Writes tests/fixtures/train/mixed_precision.json and .safetensors, and autocast_grads.safetensors (the
-first step's gradient of every parameter under autocast bf16 and f16).
+Writes tests/fixtures/train/mixed_precision.json and .safetensors. (Each parameter's first-step gradient under
+autocast, sdpa and eager, is scripts/make_sdpa_fixtures.py's.)
 Run: python3 scripts/make_mixed_precision_fixtures.py   (torch + transformers from PyPI, CPU only)
-     python3 scripts/make_mixed_precision_fixtures.py --families   # only the first-step autocast gradients
-         of the families added later, one file each: autocast_grads_<variant>.safetensors
-     python3 scripts/make_mixed_precision_fixtures.py --families --only gemma2   # one of those files
      python3 scripts/make_mixed_precision_fixtures.py --gelu-new   # only gelu_new.safetensors: GPT-2's
          activation on bf16 and f16 tensors, value and gradient as torch computes them op by op
      python3 scripts/make_mixed_precision_fixtures.py --norms   # only torch_norms.safetensors: f32
-         LayerNorm and LlamaRMSNorm outputs as torch's CPU kernels round them (what crossfeed's autocast
-         path reproduces bit for bit)
+         LayerNorm and LlamaRMSNorm values and gradients as torch's CPU kernels round them (what
+         crossfeed's autocast path reproduces bit for bit)
 """
 import copy
 import json
@@ -45,7 +42,6 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "train")
 VARIANTS = ["opt125", "opt350", "llama32", "llama"]
-FAMILIES = ["qwen2", "qwen3", "gpt2", "gemma3", "gemma2"]
 STEPS = 12
 HP = dict(lr=2e-3, warmup_steps=2, weight_decay=0.1, max_grad_norm=1.0)
 MODES = {
@@ -131,26 +127,6 @@ def run(variant, mode):
     return rows, final
 
 
-def grads(variants=VARIANTS, name="autocast_grads"):
-    """First-step gradients under torch.autocast (bf16, f16) per parameter on every fixture model, from the
-    loaded weights (token-mean CE backpropagated as HF does: the 1/n before the backward). Writes
-    tests/fixtures/train/autocast_grads.safetensors, keys `<variant>.<mode>.<parameter>`."""
-    torch.set_num_threads(1)
-    out = {}
-    for v in variants:
-        d = os.path.join(MODELS, v)
-        g = json.load(open(os.path.join(d, "golden.json")))
-        ids, mask = padded(g["token_ids"], g["pad_id"])
-        for mode, dtype in [("bf16", torch.bfloat16), ("f16", torch.float16)]:
-            model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").float().train()
-            with torch.autocast("cpu", dtype=dtype):
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            s, n = ce_sum(logits, ids, mask)
-            (s / n).backward()
-            out.update({f"{v}.{mode}.{k}": p.grad.detach().float().contiguous() for k, p in model.named_parameters()})
-    save_file(out, os.path.join(OUT, f"{name}.safetensors"))
-
-
 def gelu_new_values():
     """`gelu_new` (transformers' NewGELUActivation, GPT-2) on bf16 and f16 tensors, forward and backward, as
     torch evaluates it op by op (autocast widens none of its ops): keys `<dtype>.{x,g,y,gx}`, stored f32."""
@@ -169,19 +145,30 @@ def gelu_new_values():
 
 def norm_values():
     """f32 LayerNorm (`torch.nn.functional.layer_norm`, ATen's CPU kernel) and transformers'
-    `LlamaRMSNorm` on rows of widths 64-2048 with offsets and scales of both signs: keys
-    `<width>.{x,w,b}` and the outputs `<width>.ln` (eps 1e-5) and `<width>.rms` (eps 1e-6, weight w). Under autocast these f32 outputs are rounded to
-    bf16/f16 at the next linear, so crossfeed's autocast kernels must give the same bits."""
+    `LlamaRMSNorm` on rows of widths 64, 100 and 2048 with offsets and scales of both signs, forward and backward
+    on one thread: keys `<width>.{x,w,b,dy}`, the outputs `<width>.ln` (eps 1e-5) and `<width>.rms` (eps
+    1e-6, weight w), and the gradients `<width>.{ln,rms}.{dx,dw}`, `<width>.ln.db` for the upstream
+    gradient dy. Under autocast these f32 values are rounded to bf16/f16 next, so crossfeed's autocast
+    kernels must give the same bits."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # ATen's LayerNorm backward sums dγ/dβ per thread first
     out = {}
-    for width in [64, 100, 768, 1024, 2048]:
+    for width in [64, 100, 2048]:
         x = torch.randn(4, width) * torch.tensor([[0.1], [1.0], [3.0], [20.0]]) + torch.tensor([[0.0], [1.5], [-2.0], [30.0]])
-        w, b = torch.randn(width), torch.randn(width)
+        w, b, dy = torch.randn(width), torch.randn(width), torch.randn(4, width) * 1e-2
+        out.update({f"{width}.x": x, f"{width}.w": w, f"{width}.b": b, f"{width}.dy": dy})
+        xl, wl, bl = (t.clone().requires_grad_() for t in (x, w, b))
+        y = torch.nn.functional.layer_norm(xl, (width,), wl, bl, 1e-5)
+        y.backward(dy)
+        out.update({f"{width}.ln": y.detach(), f"{width}.ln.dx": xl.grad, f"{width}.ln.dw": wl.grad, f"{width}.ln.db": bl.grad})
         rms = LlamaRMSNorm(width, eps=1e-6)
         with torch.no_grad():
             rms.weight.copy_(w)
-            out.update({f"{width}.x": x, f"{width}.w": w, f"{width}.b": b, f"{width}.ln": torch.nn.functional.layer_norm(x, (width,), w, b, 1e-5), f"{width}.rms": rms(x)})
+        xr = x.clone().requires_grad_()
+        y = rms(xr)
+        y.backward(dy)
+        out.update({f"{width}.rms": y.detach(), f"{width}.rms.dx": xr.grad, f"{width}.rms.dw": rms.weight.grad})
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT, "torch_norms.safetensors"))
 
 
@@ -192,11 +179,6 @@ def main():
         return
     if "--gelu-new" in sys.argv:
         gelu_new_values()
-        return
-    if "--families" in sys.argv:
-        only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else FAMILIES
-        for v in [f for f in FAMILIES if f in only]:
-            grads([v], f"autocast_grads_{v}")
         return
     torch.manual_seed(0)
     torch.set_num_threads(1)  # reproducible reductions
@@ -217,7 +199,6 @@ def main():
     with open(os.path.join(OUT, "mixed_precision.json"), "w") as f:
         json.dump(meta, f, indent=1)
     save_file(tensors, os.path.join(OUT, "mixed_precision.safetensors"))
-    grads()
 
 
 if __name__ == "__main__":

@@ -272,11 +272,6 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-/// The fused LayerNorm's backward pass, for a forward pass computed elsewhere (`torch_cpu.rs`).
-pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor, eps: f64) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    LayerNorm { eps }.bwd(x, w, b, y, g)
-}
-
 /// Fused LayerNorm over the last dim (the caller checks [`applies`]).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })

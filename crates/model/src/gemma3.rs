@@ -541,11 +541,14 @@ impl Gemma3 {
         }
         let x = ops::cast(&norm(&x, &self.norm, self.config.rms_norm_eps, dtype)?, dtype)?;
         let head = Linear { weight: self.lm_head.clone(), bias: None };
-        let logits = ops::cast(&head.forward(&x)?, DType::F32)?;
-        match self.config.final_logit_softcapping {
-            Some(cap) => (logits / cap)?.tanh()? * cap,
-            None => Ok(logits),
-        }
+        // The cap applies to the head's output in its own dtype, as transformers computes it under
+        // autocast: division, tanh and product each rounded to bf16/f16.
+        let logits = head.forward(&x)?;
+        let logits = match self.config.final_logit_softcapping {
+            Some(cap) => ops::softcap(&logits, cap)?,
+            None => logits,
+        };
+        ops::cast(&logits, DType::F32)
     }
 }
 

@@ -189,6 +189,9 @@ pub fn head_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         return rms_norm(x, weight, eps);
     }
     let xf = cast(x, DType::F32)?;
+    if crate::fused::applies(&xf) {
+        return crate::torch_cpu::rms_norm_rounded(&xf, weight, eps, x.dtype());
+    }
     let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let y = cast(&xf.broadcast_div(&(ms + eps)?.sqrt()?)?, x.dtype())?;
     cast(&y, DType::F32)?.broadcast_mul(weight)
@@ -552,18 +555,19 @@ pub fn attention_softcapped(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, s
 }
 
 /// `tanh(x / cap) · cap` as torch computes it on a tensor of `x`'s dtype: each of the three steps in
-/// f32, rounded to that dtype (no rounding in f32).
+/// f32, rounded to that dtype (no rounding in f32). In bf16/f16 the backward rounds where torch's does:
+/// the division is a division (candle's `x / f64` multiplies by the reciprocal, another rounding), and
+/// tanh's gradient `g·(1 − t²)` takes the rounded output `t`, after `g` itself was rounded.
 pub fn softcap(x: &Tensor, cap: f64) -> Result<Tensor> {
     let low = x.dtype();
-    let round = |t: Tensor| -> Result<Tensor> {
-        if low == DType::F32 || low == DType::F64 {
-            Ok(t)
-        } else {
-            cast(&cast(&t, low)?, DType::F32)
-        }
-    };
-    let t = round((cast(x, DType::F32)? / cap)?)?;
-    let t = round(t.tanh()?)?;
+    if low == DType::F32 || low == DType::F64 {
+        return (x / cap)?.tanh()? * cap;
+    }
+    let r = |t: &Tensor| -> Result<Tensor> { cast(&cast(t, low)?, DType::F32) };
+    let xf = cast(x, DType::F32)?;
+    let z = value_rounded(&xf.broadcast_div(&Tensor::new(&[cap as f32], x.device())?)?, low)?;
+    let t = r(&z.detach().tanh()?)?;
+    let t = if x.track_op() { grad_rounded(&surrogate(&t, &grad_rounded(&z, low)?, &(1.0 - t.sqr()?)?)?, low)? } else { t };
     cast(&(t * cap)?, low)
 }
 

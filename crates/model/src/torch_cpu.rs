@@ -3,10 +3,10 @@
 //! Under autocast the f32 parts of a step (norm statistics, softmax, cross entropy, the activations'
 //! backward) feed values that are then rounded to bf16/f16, so one f32 ulp decides which way a rounding
 //! goes, and those flips are most of the distance between two implementations of the same math. These
-//! kernels add up in torch's order and take torch's `exp` (`simd::torch_*`, `simd::sleef_exp`), so
-//! that crossfeed's `--dtype bf16|f16` lands as near torch.autocast as autocast is to itself
-//! (`tests/attention_precision.rs`, `tests/mixed_precision.rs`). In f32 the fused kernels (`fused.rs`)
-//! run instead: there the order only moves last bits, and they are faster. Callers take these only
+//! kernels add up in torch's order and take torch's `exp` (`simd::torch_*`, `simd::sleef_exp`), so that
+//! crossfeed's `--dtype bf16|f16` rounds where torch.autocast rounds (`train/tests/attention_precision.rs`;
+//! the norms bit for bit in `tests/torch_cpu.rs`). In f32 the fused kernels (`fused.rs`) run instead:
+//! there the order only moves last bits, and they are faster. Callers take these only
 //! when [`crate::fused::applies`] and the model computes in bf16/f16; the composed chains in `ops.rs`
 //! stay as the device-generic twins.
 
@@ -159,6 +159,16 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     x.apply_op2(&r, RowScale)?.apply_op2(&w.contiguous()?, ColScale)
 }
 
+/// Qwen3's q/k norm on a bf16/f16 projection `x` (given widened to f32), as transformers runs it under
+/// autocast: normalised in f32 in torch's order, rounded to `low`, then times the f32 weight (an f32
+/// result). The caller checks [`crate::fused::applies`].
+pub fn rms_norm_rounded(x: &Tensor, w: &Tensor, eps: f64, low: candle_core::DType) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let r = x.apply_op1(InvRms { eps })?;
+    let y = x.apply_op2(&r, RowScale)?.to_dtype(low)?.to_dtype(candle_core::DType::F32)?;
+    y.apply_op2(&w.contiguous()?, ColScale)
+}
+
 /// SiLU of an f32 tensor holding bf16/f16 values, with the backward torch's kernel computes for those
 /// dtypes: `dy·σ·(1 + x·(1 − σ))`, `σ = 1/(1 + e^(−x))`, in f32 and rounded once by the caller's cast.
 /// candle's backward, `dy·(σ·(1 − silu) + silu)`, is the same derivative rounded elsewhere, and moves
@@ -247,9 +257,8 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 // LayerNorm: y = (x − mean)·rstd·w + b as ATen's CPU kernel (`LayerNormKernelImplInternal`) computes
 // it: Welford moments in torch's order ([`moments`]), `rstd = 1/√(var + ε)` in f32, and the output
 // as `fma((x − mean)·rstd, w, b)`. Bit-identical to torch 2.15's forward on rows of 64-2048 (checked
-// against `torch.ops.aten.native_layer_norm`). Post-LN models (OPT-350M, GPT-2's ln_f) feed this
-// output to a bf16/f16 linear, where a last-bit difference flips roundings. The backward stays the
-// fused kernel's ([`crate::fused::layer_norm_backward`]), from the same statistics.
+// against `torch.ops.aten.native_layer_norm`). Its output feeds a bf16/f16 linear, where a last-bit
+// difference flips roundings; the backward follows ATen's kernel too (`LayerNorm::bwd`).
 
 /// `(mean, biased variance)` of a row as ATen's `RowwiseMoments` (moments_utils.h) computes them in
 /// f32 with torch's AVX2 build (8 lanes; torch registers no AVX-512 kernel for layer norm): each
@@ -323,6 +332,39 @@ fn moments(x: &[f32]) -> (f32, f32) {
     (m1, m2 / x.len() as f32)
 }
 
+/// `Σ a·b·c` (`triple`) or `Σ a·b` over a row as ATen's `map3_reduce_all` / `map2_reduce_all` add it up in
+/// the AVX2 build: 8 lanes seeded with the first vector, later vectors added lane-wise, the partial last
+/// vector folded in with FMA (GCC contracts that path's `acc + x·y`), the lanes halved pairwise; a
+/// row shorter than a vector summed in order.
+fn lane8_dot(a: &[f32], b: &[f32], c: &[f32], triple: bool) -> f32 {
+    const W: usize = 8;
+    let n = a.len();
+    // The product's last factor apart, so that the tail can fuse it.
+    let head = |i: usize| if triple { a[i] * b[i] } else { a[i] };
+    let last = |i: usize| if triple { c[i] } else { b[i] };
+    if n < W {
+        return (0..n).map(|i| head(i) * last(i)).reduce(|s, t| s + t).unwrap_or(0.0);
+    }
+    let mut acc: [f32; W] = std::array::from_fn(|l| head(l) * last(l));
+    let full = n / W * W;
+    for start in (W..full).step_by(W) {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            *acc += head(start + l) * last(start + l);
+        }
+    }
+    for (l, acc) in acc.iter_mut().enumerate().take(n - full) {
+        *acc = head(full + l).mul_add(last(full + l), *acc);
+    }
+    let mut width = W;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
+}
+
 struct LayerNorm {
     eps: f64,
 }
@@ -349,8 +391,62 @@ impl candle_core::CustomOp3 for LayerNorm {
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        crate::fused::layer_norm_backward(x, w, b, y, g, self.eps)
+    /// ATen's `LayerNormBackwardKernelImplInternal` as torch runs it on one thread (the goldens' setting;
+    /// with more threads torch sums dγ/dβ per thread first, so its bits depend on the thread count):
+    /// dγ and dβ summed over rows in order, dγ's terms as `fma(dy, fma(rstd, x, −rstd·mean), acc)`; per
+    /// row `ds = Σ dy·x·γ` and `db = Σ dy·γ` in 8 lanes ([`lane8_dot`]), then
+    /// `dx = fma(B, x, rstd·dy·γ) + C` with `B = fma(db, mean, −ds)·rstd³/N` and
+    /// `C = fma(−B, mean, −db·rstd/N)` — GCC's FMA contractions of the kernel's vector code included.
+    /// Bit-identical to `torch.ops.aten.native_layer_norm_backward` on rows of 64-768 (torch 2.15).
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _t = crate::profile::span("layer_norm.bwd", 0.0);
+        let h = w.elem_count();
+        let (dx, dw, db) = with_data(&[x, w, g], self.name(), |s| {
+            let (x, w, g) = (s[0], s[1], s[2]);
+            if h == 0 || x.len() % h != 0 || g.len() != x.len() {
+                bail!("{}: {} values against a weight of {h}", self.name(), x.len());
+            }
+            let stats: Vec<(f32, f32)> = x
+                .par_chunks(h)
+                .map(|row| {
+                    simd::dispatch(|| {
+                        let (mean, var) = moments(row);
+                        (mean, 1.0 / (var + self.eps as f32).sqrt())
+                    })
+                })
+                .collect();
+            let scale = 1.0 / h as f32;
+            let mut dx = zeroed(x.len());
+            dx.par_chunks_mut(h).zip(x.par_chunks(h).zip(g.par_chunks(h))).zip(&stats).for_each(|((dx, (x, dy)), &(mean, a))| {
+                simd::dispatch(|| {
+                    let ds = lane8_dot(dy, x, w, true);
+                    let db = lane8_dot(dy, w, w, false);
+                    let bb = db.mul_add(mean, -ds) * a * a * a * scale;
+                    let c = (-bb).mul_add(mean, -(db * a * scale));
+                    for (((d, &dy), &x), &w) in dx.iter_mut().zip(dy).zip(x).zip(w) {
+                        *d = bb.mul_add(x, a * dy * w) + c;
+                    }
+                })
+            });
+            // Columns are independent: one task per block of columns, rows summed in order within it.
+            let rows = x.len() / h;
+            let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
+            dw.par_chunks_mut(256).zip(db.par_chunks_mut(256)).enumerate().for_each(|(c, (dw, db))| {
+                let j0 = c * 256;
+                for i in 0..rows {
+                    let (mean, a) = stats[i];
+                    let shift = -a * mean;
+                    let (x, dy) = (&x[i * h + j0..i * h + j0 + dw.len()], &g[i * h + j0..i * h + j0 + dw.len()]);
+                    for (((dw, db), &x), &dy) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
+                        *dw = dy.mul_add(a.mul_add(x, shift), *dw);
+                        *db += dy;
+                    }
+                }
+            });
+            Ok((dx, dw, db))
+        })?;
+        let dev = x.device();
+        Ok((Some(Tensor::from_vec(dx, x.shape(), dev)?), Some(Tensor::from_vec(dw, w.shape(), dev)?), Some(Tensor::from_vec(db, b.shape(), dev)?)))
     }
 }
 

@@ -1,18 +1,21 @@
 //! bf16/f16 attention as transformers runs it, `sdpa` (its default) and `eager` (goldens:
-//! scripts/make_sdpa_fixtures.py), on the four fixture models and three more shapes (head_dim 64 with
-//! GQA, OPT post-LN with head_dim 64, a tied Llama with 4 heads): the first step's loss and every
-//! parameter's gradient measured as a multiple of torch.autocast's own distance from f32. `--nocapture`
-//! prints the ratios per model. Excluded: `k_proj.bias`, whose true gradient is zero (softmax ignores a
-//! per-query constant), so both sides hold rounding noise.
+//! scripts/make_sdpa_fixtures.py), on every fixture model (OPT ×2, Llama ×2, Qwen2, Qwen3, GPT-2, Gemma 3,
+//! Gemma 2; Gemma 2 has no sdpa in transformers, so both modes are eager's) and three more shapes
+//! (head_dim 64 with GQA, OPT post-LN with head_dim 64, a tied Llama with 4 heads): the first step's
+//! loss and every parameter's gradient measured as a multiple of torch.autocast's own distance from
+//! f32. `--nocapture` prints the ratios per model. Excluded: `k_proj.bias` (and GPT-2's fused
+//! `c_attn.bias`), whose true gradient is zero (softmax ignores a per-query constant), so both sides
+//! hold rounding noise.
 //!
-//! Both hold within 0.25x, as the issue asked. Measured on a Xeon with AVX-512/AMX, torch 2.15: every
-//! model and mode at or under 0.17x (losses ≤ 0.03x); most sit at 0.00-0.07x. What it took: under
-//! autocast on the CPU the f32 parts of a step run in torch's own rounding order (`torch_cpu.rs`:
-//! LayerNorm's Welford moments, RMSNorm's sums, softmax, cross entropy with torch's `exp`, SiLU's
-//! backward; `ops::sdpa_low`: the flash kernel's sums, its per-query-block dK/dV accumulation), since
-//! an f32 last bit there flips a bf16/f16 rounding at the next linear. The last test pins that the
-//! default moved toward what HF's trainer runs: against torch's sdpa, crossfeed's sdpa mode lands at a
-//! mean 0.03x (bf16 and f16), its eager mode at 0.73x / 0.74x.
+//! Both hold within 0.25x, as the issue asked. Measured on a Xeon with AVX-512/AMX, torch 2.15: losses
+//! ≤ 0.04x, gradients ≤ 0.20x (Gemma's; the rest ≤ 0.17x, most models 0.00-0.07x, OPT and GPT-2 in
+//! f16 bit for bit but for single tensors). What it took: under autocast on the CPU the f32 parts of a
+//! step run in torch's own rounding order (`torch_cpu.rs`: LayerNorm's Welford moments and backward,
+//! RMSNorm's sums, softmax, cross entropy with torch's `exp`, SiLU's backward; `ops::sdpa_low`: the
+//! flash kernel's sums and its per-query-block dK/dV accumulation), since an f32 last bit there flips a
+//! bf16/f16 rounding at the next linear; and Gemma's soft-capping in the low dtype. The last test pins
+//! that the default moved toward what HF's trainer runs: against torch's sdpa, crossfeed's sdpa mode
+//! lands at a mean 0.03x (bf16) / 0.02x (f16), its eager mode at 0.71x / 0.67x.
 //!
 //! The f16 goldens depend on the machine that makes them: the committed ones come from a Xeon with
 //! AVX-512 FP16 and AMX; an earlier run of the same script (same torch, probably another CPU) gave f16
@@ -25,7 +28,20 @@ use candle_core::{DType, Device, Tensor};
 use crossfeed_model::{AttnImpl, Batch, CausalLm};
 use serde_json::Value;
 
-const MODELS: &[&str] = &["opt125", "opt350", "llama32", "llama", "attn/llama_gqa64", "attn/opt_post64", "attn/llama_tied"];
+const MODELS: &[&str] = &[
+    "opt125",
+    "opt350",
+    "llama32",
+    "llama",
+    "qwen2",
+    "qwen3",
+    "gpt2",
+    "gemma3",
+    "gemma2",
+    "attn/llama_gqa64",
+    "attn/opt_post64",
+    "attn/llama_tied",
+];
 const LIMIT: f32 = 0.25;
 
 fn root() -> PathBuf {
@@ -72,7 +88,7 @@ fn check_against(mode: &str, dtype: DType, imp: AttnImpl, gold: AttnImpl) -> (Ve
         let loss_ratio = (loss - torch_loss).abs() / (torch_f32 - torch_loss).abs().max(1e-12);
         let mut worst = (0f32, String::new());
         let mut sum_ratio = HashMap::<&str, f32>::new();
-        for ((name, ours), (_, f32g)) in grads.iter().zip(&f32_grads).filter(|((n, _), _)| !n.ends_with("k_proj.bias")) {
+        for ((name, ours), (_, f32g)) in grads.iter().zip(&f32_grads).filter(|((n, _), _)| !n.ends_with("k_proj.bias") && !n.ends_with("c_attn.bias")) {
             let theirs = golden.get(&format!("{}.{name}", gold.as_str())).unwrap_or_else(|| panic!("no golden {key}.{mode}.{name}"));
             let (d_ours, d_f32) = (norm(&(ours - theirs).unwrap()), norm(&(f32g - theirs).unwrap()));
             let r = d_ours / d_f32.max(1e-12);
@@ -129,7 +145,7 @@ fn f16_attention_follows_eager_when_asked() {
 
 /// The default moves bf16/f16 toward what HF's trainer runs: crossfeed's sdpa mode is nearer torch's
 /// sdpa goldens than its eager mode is (mean per-tensor ratio over every model; measured 0.03x against
-/// 0.73x in bf16, 0.03x against 0.74x in f16).
+/// 0.71x in bf16, 0.02x against 0.67x in f16).
 #[test]
 fn sdpa_mode_is_nearer_torch_sdpa_than_eager_mode_is() {
     for (mode, dtype) in [("bf16", DType::BF16), ("f16", DType::F16)] {
