@@ -132,7 +132,7 @@ impl Attention {
     /// `q` and `k` must describe their storages and hold sequence `bi`, heads `h` and `h / group`.
     unsafe fn scores(&self, p: &mut [f32], q: &View, k: &View, bias: &[f32], (bi, h, group): (usize, usize, usize), (tq, tk, d): (usize, usize, usize)) {
         mm((tq, tk, d), p.as_mut_ptr(), (tk, 1), false, q.block(bi, h), (q.st[2], q.st[3]), k.block(bi, h / group), (k.st[3], k.st[2]));
-        simd::dispatch(|| {
+        simd::dispatch(#[inline(always)] || {
             for (i, row) in p.chunks_exact_mut(tk).enumerate() {
                 let brow = &bias[(bi * tq + i) * tk..(bi * tq + i + 1) * tk];
                 for (x, &m) in row.iter_mut().zip(brow) {
@@ -144,7 +144,7 @@ impl Attention {
 
     /// Scores → probabilities in place, each row's `[max, 1/sum]` into `stats` (`[tq, 2]`).
     fn softmax(p: &mut [f32], stats: &mut [f32], tk: usize) {
-        simd::dispatch(|| {
+        simd::dispatch(#[inline(always)] || {
             for (row, st) in p.chunks_exact_mut(tk).zip(stats.chunks_exact_mut(2)) {
                 let max = simd::max(row);
                 for x in row.iter_mut() {
@@ -162,7 +162,7 @@ impl Attention {
     /// Scores → the probabilities [`Self::softmax`] made from them, from its `stats`: the same
     /// instructions on the same values, so the same bits.
     fn softmax_again(p: &mut [f32], stats: &[f32], tk: usize) {
-        simd::dispatch(|| {
+        simd::dispatch(#[inline(always)] || {
             for (row, st) in p.chunks_exact_mut(tk).zip(stats.chunks_exact(2)) {
                 let (max, inv) = (st[0], st[1]);
                 for x in row.iter_mut() {
@@ -276,7 +276,7 @@ impl CustomOp3 for Attention {
                         mm((tq, tk, d), ds.as_mut_ptr(), (tk, 1), false, go, (hq * d, 1), vv.block(bi, kh), (vv.st[3], vv.st[2]));
                         mm((tk, d, tq), dv.as_mut_ptr(), (d, 1), j > 0, p.as_ptr(), (1, tk), go, (hq * d, 1));
                     }
-                    simd::dispatch(|| {
+                    simd::dispatch(#[inline(always)] || {
                         for (row, p) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
                             let dot = simd::sum_zip(row, p, |a, b| a * b) as f32;
                             for (x, &p) in row.iter_mut().zip(p) {

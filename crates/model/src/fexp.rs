@@ -16,6 +16,7 @@ const KV_BLOCK: usize = 512;
 const LANES: usize = 16;
 
 /// torch's `fexp_u20` for one value (its AVX-512 steps, lane by lane).
+#[inline(always)]
 fn fexp_u20(x: f32) -> f32 {
     const LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);
     const LN_FLT_MIN: f32 = f32::from_bits(0xc2ae_ac50);
@@ -51,12 +52,14 @@ impl CustomOp1 for RowExp {
         let n = l.dims().last().copied().unwrap_or(1).max(1);
         let mut out = v[a..b].to_vec();
         out.par_chunks_mut(n).for_each(|row| {
-            for block in row.chunks_mut(KV_BLOCK) {
-                let vector = block.len() / LANES * LANES;
-                let (head, tail) = block.split_at_mut(vector);
-                head.iter_mut().for_each(|x| *x = fexp_u20(*x));
-                tail.iter_mut().for_each(|x| *x = x.exp());
-            }
+            crate::simd::dispatch(#[inline(always)] || {
+                for block in row.chunks_mut(KV_BLOCK) {
+                    let vector = block.len() / LANES * LANES;
+                    let (head, tail) = block.split_at_mut(vector);
+                    head.iter_mut().for_each(|x| *x = fexp_u20(*x));
+                    tail.iter_mut().for_each(|x| *x = x.exp());
+                }
+            })
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -131,7 +134,7 @@ impl CustomOp1 for SleefExp {
         let CpuStorage::F32(v) = s else { bail!("torch-cpu-exp: f32 only") };
         let Some((a, b)) = l.contiguous_offsets() else { bail!("torch-cpu-exp: expects a contiguous input") };
         let mut out = v[a..b].to_vec();
-        out.par_chunks_mut(1 << 14).for_each(|c| crate::simd::dispatch(|| c.iter_mut().for_each(|x| *x = crate::simd::sleef_exp(*x))));
+        out.par_chunks_mut(1 << 14).for_each(|c| crate::simd::dispatch(#[inline(always)] || c.iter_mut().for_each(|x| *x = crate::simd::sleef_exp(*x))));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 

@@ -118,7 +118,7 @@ impl CustomOp2 for RmsNorm {
         let chunk = h * rows_per_task(h);
         let out = par_build(x.len(), chunk, |c, o| {
             let x = &x[c * chunk..c * chunk + o.len()];
-            simd::dispatch(|| {
+            simd::dispatch(#[inline(always)] || {
                 for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                     let r = inv_rms(x, self.eps);
                     for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
@@ -140,7 +140,7 @@ impl CustomOp2 for RmsNorm {
                 .par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
                 .map(|(dx, (x, g))| {
-                    simd::dispatch(|| {
+                    simd::dispatch(#[inline(always)] || {
                         let mut dw = vec![0f32; h];
                         for ((dx, x), g) in dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(g.chunks_exact(h)) {
                             let r = inv_rms(x, self.eps);
@@ -208,7 +208,7 @@ impl CustomOp3 for LayerNorm {
         let chunk = h * rows_per_task(h);
         let out = par_build(x.len(), chunk, |c, o| {
             let x = &x[c * chunk..c * chunk + o.len()];
-            simd::dispatch(|| {
+            simd::dispatch(#[inline(always)] || {
                 for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                     let (mean, r) = moments(x, self.eps);
                     for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
@@ -238,7 +238,7 @@ impl CustomOp3 for LayerNorm {
                 .par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
                 .map(|(dx, (x, g))| {
-                    simd::dispatch(|| {
+                    simd::dispatch(#[inline(always)] || {
                         let mut dwb = vec![0f32; 2 * h];
                         let (dw, db) = dwb.split_at_mut(h);
                         for ((dx, x), g) in dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(g.chunks_exact(h)) {
@@ -291,7 +291,7 @@ fn rope_rows(x: &[f32], x_off: impl Fn(usize) -> usize + Sync, cos: &[f32], sin:
     let rows = dims.iter().product::<usize>() / d.max(1);
     let per = rows_per_task(d);
     let out = par_build(rows * d, d * per, |c, o| {
-        simd::dispatch(|| {
+        simd::dispatch(#[inline(always)] || {
             for (i, o) in o.chunks_exact_mut(d).enumerate() {
                 let r = c * per + i;
                 let tab = ((r / (h * t)) * t + r % t) * d;
@@ -384,7 +384,7 @@ impl CustomOp2 for SwiGlu {
         }
         let out = par_build(a.len(), 16384, |c, o| {
             let (a, u) = (&a[c * 16384..c * 16384 + o.len()], &u[c * 16384..c * 16384 + o.len()]);
-            simd::dispatch(|| {
+            simd::dispatch(#[inline(always)] || {
                 for ((o, &a), &u) in o.iter_mut().zip(a).zip(u) {
                     *o = a * sigmoid(a) * u;
                 }
@@ -402,7 +402,7 @@ impl CustomOp2 for SwiGlu {
                 .zip(du.par_chunks_mut(16384))
                 .zip(a.par_chunks(16384).zip(u.par_chunks(16384)).zip(g.par_chunks(16384)))
                 .for_each(|((da, du), ((a, u), g))| {
-                    simd::dispatch(|| {
+                    simd::dispatch(#[inline(always)] || {
                         for ((((da, du), &a), &u), &g) in da.iter_mut().zip(du.iter_mut()).zip(a).zip(u).zip(g) {
                             let s = sigmoid(a);
                             *da = g * u * s * (1.0 + a * (1.0 - s));

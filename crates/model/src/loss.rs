@@ -119,7 +119,7 @@ struct FusedNll {
 
 /// `(max, ln Σ exp(x − max))` of a row, in torch's order.
 fn row_stats(row: &[f32]) -> (f32, f32) {
-    crate::simd::dispatch(|| {
+    crate::simd::dispatch(#[inline(always)] || {
         let max = crate::simd::max(row);
         (max, crate::simd::torch_exp_sum(row, max).ln())
     })
@@ -138,7 +138,7 @@ impl CustomOp1 for FusedNll {
             let mut nll = vec![0f32; starts.len()];
             nll.par_iter_mut().zip(starts.par_iter().zip(&self.labels)).for_each(|(out, (&start, &label))| {
                 let row = &x[start..start + v];
-                let (max, sum) = crate::simd::dispatch(|| {
+                let (max, sum) = crate::simd::dispatch(#[inline(always)] || {
                     let max = crate::simd::max(row);
                     (max, crate::simd::sum_map(row, |z| crate::simd::exp(z - max)))
                 });
@@ -167,6 +167,15 @@ enum RowStats {
     Nll(Vec<f32>),
     /// Torch's order: `(max, ln Σ)` (recomputed if absent).
     TorchOrder(Vec<(f32, f32)>),
+}
+
+/// `exp(lp)·g` per logit of a row, `lp = (x − max) − ln Σ` ([`FusedNll`]'s torch order).
+fn torch_order_grad_row(dst: &mut [std::mem::MaybeUninit<f32>], row: &[f32], max: f32, ls: f32, g: f32) {
+    crate::simd::dispatch(#[inline(always)] || {
+        for (d, &z) in dst.iter_mut().zip(row) {
+            d.write(crate::simd::sleef_exp((z - max) - ls) * g);
+        }
+    })
 }
 
 struct FusedNllGrad {
@@ -200,7 +209,7 @@ impl CustomOp1 for FusedNllGrad {
             match &self.row_stats {
                 RowStats::Nll(nll) => {
                     let lse = nll[r] + row[label];
-                    crate::simd::dispatch(|| {
+                    crate::simd::dispatch(#[inline(always)] || {
                         for (d, &z) in dst.iter_mut().zip(row) {
                             d.write(g * crate::simd::exp(z - lse));
                         }
@@ -211,11 +220,7 @@ impl CustomOp1 for FusedNllGrad {
                 }
                 RowStats::TorchOrder(stats) => {
                     let (max, ls) = stats.get(r).copied().unwrap_or_else(|| row_stats(row));
-                    crate::simd::dispatch(|| {
-                        for (d, &z) in dst.iter_mut().zip(row) {
-                            d.write(crate::simd::sleef_exp((z - max) - ls) * g);
-                        }
-                    });
+                    torch_order_grad_row(dst, row, max, ls, g);
                     let at_label = crate::simd::sleef_exp((row[label] - max) - ls);
                     dst[label].write(-g - at_label * -g);
                 }

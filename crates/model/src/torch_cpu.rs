@@ -33,8 +33,10 @@ struct InvRms {
 /// summed in torch's order ([`simd::torch_sum_map`]), the mean as that sum divided by the width, ε
 /// rounded to f32, the reciprocal of the square root rounded twice (ATen's `rsqrt` is `1 / sqrt`).
 fn inv_rms(row: &[f32], eps: f64) -> f32 {
-    let mean = simd::torch_sum_map(row, |v| v * v) / row.len() as f32;
-    1.0 / (mean + eps as f32).sqrt()
+    simd::dispatch(#[inline(always)] || {
+        let mean = simd::torch_sum_map(row, |v| v * v) / row.len() as f32;
+        1.0 / (mean + eps as f32).sqrt()
+    })
 }
 
 impl candle_core::CustomOp1 for InvRms {
@@ -49,7 +51,7 @@ impl candle_core::CustomOp1 for InvRms {
         if h == 0 {
             bail!("{}: rows of width 0", self.name());
         }
-        let r: Vec<f32> = x.par_chunks(h).map(|row| simd::dispatch(|| inv_rms(row, self.eps))).collect();
+        let r: Vec<f32> = x.par_chunks(h).map(|row| inv_rms(row, self.eps)).collect();
         let mut dims = xl.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = 1;
@@ -188,17 +190,24 @@ impl candle_core::CustomOp1 for LowSilu {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_data(&[x, g], self.name(), |s| {
-            Ok(s[0]
-                .par_iter()
-                .zip(s[1])
-                .map(|(&x, &dy)| {
-                    let sig = 1.0 / (1.0 + simd::sleef_exp(-x));
-                    dy * sig * (1.0 + x * (1.0 - sig))
-                })
-                .collect::<Vec<f32>>())
+            let mut dx = zeroed(s[0].len());
+            dx.par_chunks_mut(1 << 14).zip(s[0].par_chunks(1 << 14).zip(s[1].par_chunks(1 << 14))).for_each(|(d, (x, dy))| {
+                silu_grad(d, x, dy)
+            });
+            Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
+}
+
+/// `dy·σ·(1 + x·(1 − σ))` elementwise ([`LowSilu`]).
+fn silu_grad(d: &mut [f32], x: &[f32], dy: &[f32]) {
+    simd::dispatch(#[inline(always)] || {
+        for ((d, &x), &dy) in d.iter_mut().zip(x).zip(dy) {
+            let sig = 1.0 / (1.0 + simd::sleef_exp(-x));
+            *d = dy * sig * (1.0 + x * (1.0 - sig));
+        }
+    })
 }
 
 /// [`LowSilu`] (the caller checks [`crate::fused::applies`]).
@@ -222,14 +231,7 @@ impl candle_core::CustomOp1 for TorchSoftmax {
         let x = data(s, l, self.name())?;
         let n = l.dims().last().copied().unwrap_or(1).max(1);
         let mut out = x.to_vec();
-        out.par_chunks_mut(n).for_each(|row| {
-            simd::dispatch(|| {
-                let max = simd::max(row);
-                row.iter_mut().for_each(|v| *v = simd::sleef_exp(*v - max));
-                let inv = 1.0 / simd::torch_lane_sum_zip(row, row, |v, _| v);
-                row.iter_mut().for_each(|v| *v *= inv);
-            })
-        });
+        out.par_chunks_mut(n).for_each(softmax_row);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -238,14 +240,29 @@ impl candle_core::CustomOp1 for TorchSoftmax {
         let dx = with_data(&[y, g], self.name(), |s| {
             let (y, g) = (s[0], s[1]);
             let mut dx = zeroed(y.len());
-            dx.par_chunks_mut(n).zip(y.par_chunks(n).zip(g.par_chunks(n))).for_each(|(dx, (y, g))| {
-                let dot = simd::torch_lane_sum_zip(g, y, |g, y| g * y);
-                dx.iter_mut().zip(y.iter().zip(g)).for_each(|(d, (&y, &g))| *d = (g - dot) * y);
-            });
+            dx.par_chunks_mut(n).zip(y.par_chunks(n).zip(g.par_chunks(n))).for_each(|(dx, (y, g))| softmax_grad_row(dx, y, g));
             Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
     }
+}
+
+/// One row of [`TorchSoftmax`]'s forward pass, in place.
+fn softmax_row(row: &mut [f32]) {
+    simd::dispatch(#[inline(always)] || {
+        let max = simd::max(row);
+        row.iter_mut().for_each(|v| *v = simd::sleef_exp(*v - max));
+        let inv = 1.0 / simd::torch_lane_sum_zip(row, row, |v, _| v);
+        row.iter_mut().for_each(|v| *v *= inv);
+    })
+}
+
+/// One row of [`TorchSoftmax`]'s backward pass.
+fn softmax_grad_row(dx: &mut [f32], y: &[f32], g: &[f32]) {
+    simd::dispatch(#[inline(always)] || {
+        let dot = simd::torch_lane_sum_zip(g, y, |g, y| g * y);
+        dx.iter_mut().zip(y.iter().zip(g)).for_each(|(d, (&y, &g))| *d = (g - dot) * y);
+    })
 }
 
 /// [`TorchSoftmax`] (the caller checks [`crate::fused::applies`]).
@@ -265,6 +282,7 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 /// chunk of 16 vectors folded in by Welford's update with FMA, chunks merged pairwise in a cascade of
 /// `CeilLog2(chunks)` levels, then the scalar tail by Welford, and the 8 lanes merged into it one by
 /// one (GCC contracts that scalar code's `a·b + c` into FMA, and so does this).
+#[inline(always)]
 fn moments(x: &[f32]) -> (f32, f32) {
     const W: usize = 8;
     const CHUNK: usize = 16;
@@ -336,6 +354,7 @@ fn moments(x: &[f32]) -> (f32, f32) {
 /// the AVX2 build: 8 lanes seeded with the first vector, later vectors added lane-wise, the partial last
 /// vector folded in with FMA (GCC contracts that path's `acc + x·y`), the lanes halved pairwise; a
 /// row shorter than a vector summed in order.
+#[inline(always)]
 fn lane8_dot(a: &[f32], b: &[f32], c: &[f32], triple: bool) -> f32 {
     const W: usize = 8;
     let n = a.len();
@@ -369,6 +388,59 @@ struct LayerNorm {
     eps: f64,
 }
 
+/// `(mean, 1/√(var + ε))` of a row as ATen's kernel takes them.
+#[inline(always)]
+fn mean_rstd(row: &[f32], eps: f64) -> (f32, f32) {
+    let (mean, var) = moments(row);
+    (mean, 1.0 / (var + eps as f32).sqrt())
+}
+
+/// One row's `(mean, rstd)` ([`mean_rstd`]).
+fn row_mean_rstd(row: &[f32], eps: f64) -> (f32, f32) {
+    simd::dispatch(#[inline(always)] || {
+        mean_rstd(row, eps)
+    })
+}
+
+/// One row of [`LayerNorm`]'s forward pass: `fma((x − mean)·rstd, w, b)`.
+fn layer_norm_row(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f64) {
+    simd::dispatch(#[inline(always)] || {
+        let (mean, rstd) = mean_rstd(x, eps);
+        for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+            *o = ((x - mean) * rstd).mul_add(w, b);
+        }
+    })
+}
+
+/// One row's input gradient ([`LayerNorm`]'s backward pass, see there); `stats` is `(mean, rstd)`.
+fn layer_norm_grad_row(dx: &mut [f32], x: &[f32], dy: &[f32], w: &[f32], stats: (f32, f32), scale: f32) {
+    simd::dispatch(#[inline(always)] || {
+        let (mean, a) = stats;
+        let ds = lane8_dot(dy, x, w, true);
+        let db = lane8_dot(dy, w, w, false);
+        let bb = db.mul_add(mean, -ds) * a * a * a * scale;
+        let c = (-bb).mul_add(mean, -(db * a * scale));
+        for (((d, &dy), &x), &w) in dx.iter_mut().zip(dy).zip(x).zip(w) {
+            *d = bb.mul_add(x, a * dy * w) + c;
+        }
+    })
+}
+
+/// dγ and dβ over the columns `[j0, j0 + dw.len())` of rows `h` wide, rows added in order.
+fn layer_norm_param_grads(dw: &mut [f32], db: &mut [f32], x: &[f32], g: &[f32], stats: &[(f32, f32)], h: usize, j0: usize) {
+    simd::dispatch(#[inline(always)] || {
+        for (i, &(mean, a)) in stats.iter().enumerate() {
+            let shift = -a * mean;
+            let (x, dy) = (&x[i * h + j0..i * h + j0 + dw.len()], &g[i * h + j0..i * h + j0 + dw.len()]);
+            for (((dw, db), &x), &dy) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
+                *dw = dy.mul_add(a.mul_add(x, shift), *dw);
+                *db += dy;
+            }
+        }
+    })
+}
+
+
 impl candle_core::CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "torch-layer-norm"
@@ -379,15 +451,7 @@ impl candle_core::CustomOp3 for LayerNorm {
         let (x, w, b) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?, data(bs, bl, self.name())?);
         let h = row_width(xl, w.len(), Some(b.len()), self.name())?;
         let mut out = zeroed(x.len());
-        out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, x)| {
-            simd::dispatch(|| {
-                let (mean, var) = moments(x);
-                let rstd = 1.0 / (var + self.eps as f32).sqrt();
-                for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                    *o = ((x - mean) * rstd).mul_add(w, b);
-                }
-            })
-        });
+        out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, x)| layer_norm_row(o, x, w, b, self.eps));
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
@@ -406,42 +470,18 @@ impl candle_core::CustomOp3 for LayerNorm {
             if h == 0 || x.len() % h != 0 || g.len() != x.len() {
                 bail!("{}: {} values against a weight of {h}", self.name(), x.len());
             }
-            let stats: Vec<(f32, f32)> = x
-                .par_chunks(h)
-                .map(|row| {
-                    simd::dispatch(|| {
-                        let (mean, var) = moments(row);
-                        (mean, 1.0 / (var + self.eps as f32).sqrt())
-                    })
-                })
-                .collect();
+            let stats: Vec<(f32, f32)> = x.par_chunks(h).map(|row| row_mean_rstd(row, self.eps)).collect();
             let scale = 1.0 / h as f32;
             let mut dx = zeroed(x.len());
-            dx.par_chunks_mut(h).zip(x.par_chunks(h).zip(g.par_chunks(h))).zip(&stats).for_each(|((dx, (x, dy)), &(mean, a))| {
-                simd::dispatch(|| {
-                    let ds = lane8_dot(dy, x, w, true);
-                    let db = lane8_dot(dy, w, w, false);
-                    let bb = db.mul_add(mean, -ds) * a * a * a * scale;
-                    let c = (-bb).mul_add(mean, -(db * a * scale));
-                    for (((d, &dy), &x), &w) in dx.iter_mut().zip(dy).zip(x).zip(w) {
-                        *d = bb.mul_add(x, a * dy * w) + c;
-                    }
-                })
-            });
+            dx.par_chunks_mut(h)
+                .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+                .zip(&stats)
+                .for_each(|((dx, (x, dy)), &stats)| layer_norm_grad_row(dx, x, dy, w, stats, scale));
             // Columns are independent: one task per block of columns, rows summed in order within it.
             let rows = x.len() / h;
             let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
             dw.par_chunks_mut(256).zip(db.par_chunks_mut(256)).enumerate().for_each(|(c, (dw, db))| {
-                let j0 = c * 256;
-                for i in 0..rows {
-                    let (mean, a) = stats[i];
-                    let shift = -a * mean;
-                    let (x, dy) = (&x[i * h + j0..i * h + j0 + dw.len()], &g[i * h + j0..i * h + j0 + dw.len()]);
-                    for (((dw, db), &x), &dy) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(dy) {
-                        *dw = dy.mul_add(a.mul_add(x, shift), *dw);
-                        *db += dy;
-                    }
-                }
+                layer_norm_param_grads(dw, db, x, g, &stats[..rows], h, c * 256)
             });
             Ok((dx, dw, db))
         })?;
