@@ -171,8 +171,8 @@ pub fn rms_norm_rounded(x: &Tensor, w: &Tensor, eps: f64, low: candle_core::DTyp
     y.apply_op2(&w.contiguous()?, ColScale)
 }
 
-/// SiLU of an f32 tensor holding bf16/f16 values, with the backward torch's kernel computes for those
-/// dtypes: `dy·σ·(1 + x·(1 − σ))`, `σ = 1/(1 + e^(−x))`, in f32 and rounded once by the caller's cast.
+/// SiLU of an f32 tensor holding bf16/f16 values, `x / (1 + e^(−x))` with torch's exp, and the backward
+/// torch's kernel computes for those dtypes: `dy·σ·(1 + x·(1 − σ))`, `σ = 1/(1 + e^(−x))`, in f32 and rounded once by the caller's cast.
 /// candle's backward, `dy·(σ·(1 − silu) + silu)`, is the same derivative rounded elsewhere, and moves
 /// a gate's f16 gradient by an ulp now and then.
 struct LowSilu;
@@ -184,7 +184,11 @@ impl candle_core::CustomOp1 for LowSilu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l, self.name())?;
-        let out = x.par_iter().map(|&v| v / (1.0 + (-v).exp())).collect();
+        // `x / (1 + e^(−x))` with torch's vectorised exp, as its SiLU kernel computes bf16/f16 inputs.
+        let mut out = zeroed(x.len());
+        out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(o, x)| {
+            simd::dispatch(#[inline(always)] || o.iter_mut().zip(x).for_each(|(o, &v)| *o = v / (1.0 + simd::sleef_exp(-v))))
+        });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
