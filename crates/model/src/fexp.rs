@@ -95,14 +95,7 @@ impl CustomOp1 for RowSum {
                     for c in block[..vector].chunks_exact(LANES) {
                         lanes.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
                     }
-                    let mut width = LANES;
-                    while width > 1 {
-                        width /= 2;
-                        for i in 0..width {
-                            lanes[i] += lanes[i + width];
-                        }
-                    }
-                    let sum = block[vector..].iter().fold(lanes[0], |s, &x| s + x);
+                    let sum = block[vector..].iter().fold(crate::simd::halve_lanes(&mut lanes), |s, &x| s + x);
                     sum + total
                 })
             })

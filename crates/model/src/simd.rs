@@ -293,12 +293,19 @@ pub fn torch_lane_sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> 
         acc.iter_mut().zip(ca).zip(cb).for_each(|((s, &x), &y)| *s += f(x, y));
     }
     acc.iter_mut().zip(&a[full..]).zip(&b[full..]).for_each(|((s, &x), &y)| *s += f(x, y));
-    let mut width = LANES;
+    halve_lanes(&mut acc)
+}
+
+/// The lanes of a vector summed as ATen's `vec_reduce_all` does: the upper half added onto the lower,
+/// again and again, down to lane 0 (`lanes.len()` a power of two).
+#[inline(always)]
+pub fn halve_lanes(lanes: &mut [f32]) -> f32 {
+    let mut width = lanes.len();
     while width > 1 {
         width /= 2;
         for i in 0..width {
-            acc[i] += acc[i + width];
+            lanes[i] += lanes[i + width];
         }
     }
-    acc[0]
+    lanes.first().copied().unwrap_or(0.0)
 }

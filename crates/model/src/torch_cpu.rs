@@ -378,14 +378,7 @@ fn lane8_dot(a: &[f32], b: &[f32], c: &[f32], triple: bool) -> f32 {
     for (l, acc) in acc.iter_mut().enumerate().take(n - full) {
         *acc = head(full + l).mul_add(last(full + l), *acc);
     }
-    let mut width = W;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-    }
-    acc[0]
+    simd::halve_lanes(&mut acc)
 }
 
 struct LayerNorm {
