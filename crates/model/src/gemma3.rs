@@ -419,14 +419,16 @@ impl Layer {
                 Some(w) => norm(&y, w, self.eps, dtype)?,
                 None => y,
             };
-            ops::cast(&ops::rope_low(&y.transpose(1, 2)?, &rope.0, &rope.1)?, dtype)
+            ops::rope_low(&y.transpose(1, 2)?, &rope.0, &rope.1)
         };
         let (qn, kn) = (self.qk_norms.as_ref().map(|n| &n.0), self.qk_norms.as_ref().map(|n| &n.1));
-        let q = rotated(self.q_proj.forward_as(x, dtype)?, self.heads, qn)?;
+        let q = ops::cast(&rotated(self.q_proj.forward_as(x, dtype)?, self.heads, qn)?, dtype)?;
+        // The keys stay f32 until attention: torch repeats them per query head (`repeat_kv`) before
+        // autocast rounds them, so each head's dK rounds on its own and the group sums in f32.
         let k = rotated(self.k_proj.forward_as(x, dtype)?, self.kv_heads, kn)?;
         let v = heads(self.v_proj.forward_as(x, dtype)?, self.kv_heads)?.transpose(1, 2)?;
         let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, &k.contiguous()?, &v.contiguous()?)?,
+            Some((cache, layer)) => cache.append(layer, &ops::cast(&k, dtype)?.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
         let drop = drop.filter(|_| self.attention_dropout > 0.0);
