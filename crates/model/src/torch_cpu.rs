@@ -277,9 +277,9 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------------------
 // LayerNorm: y = (x − mean)·rstd·w + b as ATen's CPU kernel (`LayerNormKernelImplInternal`) computes
 // it: Welford moments in torch's order ([`moments`]), `rstd = 1/√(var + ε)` in f32, and the output
-// as `fma((x − mean)·rstd, w, b)`. Bit-identical to torch 2.15's forward on rows of 64-2048 (checked
-// against `torch.ops.aten.native_layer_norm`). Its output feeds a bf16/f16 linear, where a last-bit
-// difference flips roundings; the backward follows ATen's kernel too (`LayerNorm::bwd`).
+// as `fma((x − mean)·rstd, w, b)`; the backward follows ATen's kernel too (`LayerNorm::bwd`). Both are
+// bit-identical to torch 2.15's on rows of 64, 100 and 2048 (`tests/torch_cpu.rs`). The output feeds a
+// bf16/f16 linear, where a last-bit difference flips roundings.
 
 /// `(mean, biased variance)` of a row as ATen's `RowwiseMoments` (moments_utils.h) computes them in
 /// f32 with torch's AVX2 build (8 lanes; torch registers no AVX-512 kernel for layer norm): each
@@ -458,7 +458,7 @@ impl candle_core::CustomOp3 for LayerNorm {
     /// row `ds = Σ dy·x·γ` and `db = Σ dy·γ` in 8 lanes ([`lane8_dot`]), then
     /// `dx = fma(B, x, rstd·dy·γ) + C` with `B = fma(db, mean, −ds)·rstd³/N` and
     /// `C = fma(−B, mean, −db·rstd/N)` — GCC's FMA contractions of the kernel's vector code included.
-    /// Bit-identical to `torch.ops.aten.native_layer_norm_backward` on rows of 64-768 (torch 2.15).
+    /// Bit-identical to torch 2.15's on rows of 64, 100 and 2048 (`tests/torch_cpu.rs`).
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let _t = crate::profile::span("layer_norm.bwd", 0.0);
         let h = w.elem_count();
