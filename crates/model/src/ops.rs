@@ -138,7 +138,7 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 /// autocast on the CPU with torch's forward bits (`torch_cpu.rs`), since the result is rounded to
 /// `dtype` at the next linear; otherwise the fused f32 kernel.
 pub fn layer_norm_in(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, dtype: DType) -> Result<Tensor> {
-    if dtype != DType::F32 && dtype != DType::F64 && crate::fused::applies(x) {
+    if crate::torch_cpu::applies(x, dtype) {
         return crate::torch_cpu::layer_norm(x, weight, bias, eps);
     }
     layer_norm(x, weight, bias, eps)
@@ -163,7 +163,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 /// autocast on the CPU in torch's rounding order (`torch_cpu.rs`), since the result is rounded to
 /// `dtype` at the next linear; otherwise the fused f32 kernel.
 pub fn rms_norm_in(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType) -> Result<Tensor> {
-    if dtype != DType::F32 && dtype != DType::F64 && crate::fused::applies(x) {
+    if crate::torch_cpu::applies(x, dtype) {
         return crate::torch_cpu::rms_norm(x, weight, eps);
     }
     rms_norm(x, weight, eps)
@@ -435,11 +435,8 @@ fn grad_rounded(x: &Tensor, low: DType) -> Result<Tensor> {
 /// third's, and so on into `x` (whose caller rounds the last sum).
 fn rounded_chain(x: &Tensor, n: usize, low: DType) -> Result<Vec<Tensor>> {
     let mut chain = vec![x.clone()];
-    for _ in 1..n {
-        let next = match chain.last() {
-            Some(last) => grad_rounded(last, low)?,
-            None => x.clone(),
-        };
+    for i in 1..n {
+        let next = grad_rounded(&chain[i - 1], low)?;
         chain.push(next);
     }
     chain.reverse();
@@ -498,7 +495,7 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
         .zip(&k_chain)
         .map(|(&(m, len), k)| crate::cuda_rules::matmul(&q.narrow(2, m, len)?, &grad_scaled(k, scale)?.t()?))
         .collect::<Result<Vec<_>>>()?;
-    let qk = if qk.len() == 1 { qk[0].clone() } else { Tensor::cat(&qk, 2)? };
+    let qk = Tensor::cat(&qk, 2)?;
     let qk = ((&qk * scale)?.detach() + (&qk - qk.detach())?)?;
     let scores = grad_rounded(&qk, low)?.broadcast_add(bias)?;
     let max = scores.max_keepdim(D::Minus1)?.detach();
@@ -516,7 +513,7 @@ fn sdpa_low(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Re
         let o_low = cast(&cast(&out, low)?, DType::F32)?;
         let p_low = value_rounded(&p, low)?;
         let pv = blocks.iter().zip(&v_chain).map(|(&(m, len), v)| crate::cuda_rules::matmul(&p_low.narrow(2, m, len)?, v)).collect::<Result<Vec<_>>>()?;
-        let pv = if pv.len() == 1 { pv[0].clone() } else { Tensor::cat(&pv, 2)? };
+        let pv = Tensor::cat(&pv, 2)?;
         let g = (pv - p.sum_keepdim(D::Minus1)?.broadcast_mul(&o_low)?)?;
         (out + (&g - g.detach())?)?
     } else {
@@ -596,7 +593,7 @@ fn eager(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, cap: Opt
     let scores = cast(&scores, DType::F32)?.reshape((b, hq, tq, tk))?.broadcast_add(bias)?;
     // Under autocast on the CPU the probabilities are rounded to bf16/f16, so their last f32 bit counts:
     // torch's own softmax order then (in f32 the composed ops are as good and need no custom op).
-    let probs = if dtype != DType::F32 && crate::fused::applies(&scores) { crate::torch_cpu::softmax_last(&scores)? } else { softmax_last(&scores)? };
+    let probs = if crate::torch_cpu::applies(&scores, dtype) { crate::torch_cpu::softmax_last(&scores)? } else { softmax_last(&scores)? };
     let probs = drop(&cast(&probs, dtype)?)?.reshape((b, hkv, n * tq, tk))?;
     matmul_lp(&probs, &matmul_operand(&v)?)?.reshape((b, hq, tq, d))
 }

@@ -125,9 +125,7 @@ pub fn torch_sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     const LEVELS: usize = 4;
     let nv = x.len() / W;
     let groups = nv / ILP;
-    // ATen's CeilLog2 (1 for sizes up to 2).
-    let ceil_log2 = if groups <= 2 { 1 } else { usize::BITS - (groups - 1).leading_zeros() } as usize;
-    let power = (ceil_log2 / LEVELS).max(4);
+    let power = cascade_power(groups);
     let (step, mask) = (1usize << power, (1usize << power) - 1);
     let mut acc = [[[0f32; W]; ILP]; LEVELS];
     let add = |a: &mut [f32; W], v: usize| {
@@ -179,12 +177,26 @@ pub fn torch_sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().fold(s, |s, &l| s + l)
 }
 
+/// ATen's `CeilLog2`: ⌈log₂ n⌉, and 1 for n ≤ 2.
+pub(crate) fn aten_ceil_log2(n: usize) -> usize {
+    if n <= 2 {
+        1
+    } else {
+        (usize::BITS - (n - 1).leading_zeros()) as usize
+    }
+}
+
+/// log₂ of the block ATen's 4-level cascade sums (`multi_row_sum`, `vectorized_inner_sum`) carry up
+/// a level after, for `n` items.
+fn cascade_power(n: usize) -> usize {
+    (aten_ceil_log2(n) / 4).max(4)
+}
+
 /// ATen's `multi_row_sum` for one lane: `get(0..n)` added in order into the first of four levels,
 /// each full block of 2^power values carried into the next level up, the levels summed at the end.
 fn cascade(n: usize, get: impl Fn(usize) -> f32) -> f32 {
     const LEVELS: usize = 4;
-    let ceil_log2 = if n <= 2 { 1 } else { (usize::BITS - (n - 1).leading_zeros()) as usize };
-    let power = (ceil_log2 / LEVELS).max(4);
+    let power = cascade_power(n);
     let (step, mask) = (1usize << power, (1usize << power) - 1);
     let mut acc = [0f32; LEVELS];
     let mut i = 0;

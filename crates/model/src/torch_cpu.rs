@@ -10,11 +10,17 @@
 //! when [`crate::fused::applies`] and the model computes in bf16/f16; the composed chains in `ops.rs`
 //! stay as the device-generic twins.
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{data, row_width, rows_per_task, with_data, zeroed};
 use crate::simd;
+
+/// Whether `x` (an f32 part of the step) belongs to a model computing in bf16/f16 on the CPU fast path:
+/// where these kernels replace the fused ones.
+pub fn applies(x: &Tensor, dtype: DType) -> bool {
+    !matches!(dtype, DType::F32 | DType::F64) && crate::fused::applies(x)
+}
 
 // RMSNorm: y = w ∘ (x · r), r = 1/√(mean(x²) + ε), as transformers' LlamaRMSNorm.
 //
@@ -164,10 +170,10 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 /// Qwen3's q/k norm on a bf16/f16 projection `x` (given widened to f32), as transformers runs it under
 /// autocast: normalised in f32 in torch's order, rounded to `low`, then times the f32 weight (an f32
 /// result). The caller checks [`crate::fused::applies`].
-pub fn rms_norm_rounded(x: &Tensor, w: &Tensor, eps: f64, low: candle_core::DType) -> Result<Tensor> {
+pub fn rms_norm_rounded(x: &Tensor, w: &Tensor, eps: f64, low: DType) -> Result<Tensor> {
     let x = x.contiguous()?;
     let r = x.apply_op1(InvRms { eps })?;
-    let y = x.apply_op2(&r, RowScale)?.to_dtype(low)?.to_dtype(candle_core::DType::F32)?;
+    let y = x.apply_op2(&r, RowScale)?.to_dtype(low)?.to_dtype(DType::F32)?;
     y.apply_op2(&w.contiguous()?, ColScale)
 }
 
@@ -307,7 +313,7 @@ fn moments(x: &[f32]) -> (f32, f32) {
     }
     let n = x.len() / W;
     let m = n.div_ceil(CHUNK);
-    let depth = if m <= 2 { 1 } else { (usize::BITS - (m - 1).leading_zeros()) as usize };
+    let depth = simd::aten_ceil_log2(m);
     let mut stack = vec![(0usize, [0f32; W], [0f32; W]); depth.max(1)];
     for i in 0..m {
         let m0 = CHUNK.min(n - i * CHUNK);
