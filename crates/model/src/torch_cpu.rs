@@ -110,10 +110,12 @@ impl CustomOp2 for RowScale {
                 .par_chunks_mut(h)
                 .zip(x.par_chunks(h).zip(g.par_chunks(h)))
                 .zip(r)
-                .map(|((dx, (x, g)), &r)| {
+                // One product buffer per rayon task, not one allocation per row.
+                .map_init(Vec::new, |prod, ((dx, (x, g)), &r)| {
                     dx.iter_mut().zip(g).for_each(|(d, &g)| *d = g * r);
-                    let prod: Vec<f32> = g.iter().zip(x).map(|(&g, &x)| g * x).collect();
-                    simd::torch_sum_map(&prod, |v| v)
+                    prod.clear();
+                    prod.extend(g.iter().zip(x).map(|(&g, &x)| g * x));
+                    simd::torch_sum_map(prod, |v| v)
                 })
                 .collect();
             Ok((dx, dr))
