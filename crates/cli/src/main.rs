@@ -76,7 +76,7 @@ fn main() {
     common::keep_freed_memory();
     common::one_thread_pool();
     let cli = Cli::parse();
-    let result: Result<()> = match cli.command {
+    let result: Result<()> = common::on_pool(|| match cli.command {
         Command::Score(a) => score::run(a),
         Command::Accuracy(a) => accuracy::run(a),
         Command::Generate(a) => generate::run(a),
@@ -93,7 +93,7 @@ fn main() {
             println!("{}", backends().join(" "));
             Ok(())
         }
-    };
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
