@@ -35,8 +35,12 @@ fn fexp_u20(x: f32) -> f32 {
     let frac = src - src.floor();
     let poly = frac.mul_add(frac.mul_add(frac.mul_add(C3, C2), C1), C0);
     let t = 8_388_608f32.mul_add(src - poly, 8_388_608f32 * 127.0);
-    // The integer conversion truncates (`cvtt`), and its bits are the float.
-    f32::from_bits(t as i32 as u32)
+    // The integer conversion truncates (`cvtt`), and its bits are the float. t is in [2²³, 255·2²³] here,
+    // or NaN (NaN input), which `as` took to 0 and `max` does too; unlike `as`, which saturates lane by
+    // lane, the unchecked conversion vectorises.
+    let t = t.max(0.0).min(2_147_483_520.0);
+    // SAFETY: t is finite and within i32's range (the line above).
+    f32::from_bits(unsafe { t.to_int_unchecked::<i32>() } as u32)
 }
 
 struct RowExp;
@@ -153,5 +157,26 @@ mod tests {
             assert!(rel < 2e-4, "{x}: {rel}");
         }
         assert_eq!(super::fexp_u20(f32::MIN), 0.0);
+    }
+
+    /// The unchecked conversion gives exactly what `t as i32` gave, NaN included.
+    #[test]
+    fn fexp_keeps_the_bits_of_the_as_cast() {
+        fn as_cast(x: f32) -> f32 {
+            let (log2e, min, max) = (f32::from_bits(0x3fb8_aa3b), f32::from_bits(0xc2ae_ac50), f32::from_bits(0x42b1_7218));
+            if x < min {
+                return 0.0;
+            }
+            if x > max {
+                return f32::INFINITY;
+            }
+            let src = x * log2e;
+            let frac = src - src.floor();
+            let poly = frac.mul_add(frac.mul_add(frac.mul_add(-0.079_204_24, -0.224_338_37), 0.303_542_6), 0.000_107_034_35);
+            f32::from_bits(8_388_608f32.mul_add(src - poly, 8_388_608f32 * 127.0) as i32 as u32)
+        }
+        for x in (0..=u32::MAX / 97).map(|i| f32::from_bits(i * 97)).chain([0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY]) {
+            assert_eq!(super::fexp_u20(x).to_bits(), as_cast(x).to_bits(), "fexp_u20({x:e})");
+        }
     }
 }
