@@ -341,9 +341,10 @@ pub fn halve_lanes(lanes: &mut [f32]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
-    /// Every 97th f32 bit pattern (both signs, NaNs and infinities included), then the edges.
-    fn samples() -> impl Iterator<Item = f32> {
+pub(crate) mod tests {
+    /// Every 97th f32 bit pattern (both signs, NaNs and infinities included), then the edges of the
+    /// exp kernels' ranges: the inputs their bit-identity tests sweep.
+    pub(crate) fn samples() -> impl Iterator<Item = f32> {
         (0..=u32::MAX / 97).map(|i| f32::from_bits(i * 97)).chain([0.0, -0.0, -87.0, -87.3, -104.0, 88.0, 100.0, f32::MIN, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
     }
 

@@ -483,10 +483,9 @@ impl candle_core::CustomOp3 for LayerNorm {
                 .zip(&stats)
                 .for_each(|((dx, (x, dy)), &stats)| layer_norm_grad_row(dx, x, dy, w, stats, scale));
             // Columns are independent: one task per block of columns, rows summed in order within it.
-            let rows = x.len() / h;
             let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
             dw.par_chunks_mut(256).zip(db.par_chunks_mut(256)).enumerate().for_each(|(c, (dw, db))| {
-                layer_norm_param_grads(dw, db, x, g, &stats[..rows], h, c * 256)
+                layer_norm_param_grads(dw, db, x, g, &stats, h, c * 256)
             });
             Ok((dx, dw, db))
         })?;
