@@ -285,33 +285,46 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 
 struct Rope;
 
-fn rope_rows(x: &[f32], x_off: impl Fn(usize) -> usize + Sync, cos: &[f32], sin: &[f32], dims: [usize; 4], backward: bool) -> Vec<f32> {
+/// `x` is read at `start + b·st[0] + h·st[1] + t·st[2]` for row (b, h, t).
+fn rope_rows(x: &[f32], start: usize, st: [usize; 3], cos: &[f32], sin: &[f32], dims: [usize; 4], backward: bool) -> Vec<f32> {
     let [_, h, t, d] = dims;
     let half = d / 2;
     let rows = dims.iter().product::<usize>() / d.max(1);
     let per = rows_per_task(d);
-    let out = par_build(rows * d, d * per, |c, o| {
+    par_build(rows * d, d * per, |c, o| {
+        // The row's (batch, head, position) stepped along, not divided out of its index per row: three
+        // integer divisions per 64-wide row cost about as much as the row's arithmetic.
+        let r0 = c * per;
+        let (mut bi, mut hi, mut ti) = (r0 / (h * t), (r0 / t) % h, r0 % t);
         simd::dispatch(#[inline(always)] || {
-            for (i, o) in o.chunks_exact_mut(d).enumerate() {
-                let r = c * per + i;
-                let tab = ((r / (h * t)) * t + r % t) * d;
-                let (cs, sn) = (&cos[tab..tab + d], &sin[tab..tab + d]);
-                let xo = x_off(r);
-                let (x1, x2) = (&x[xo..xo + half], &x[xo + half..xo + d]);
+            for o in o.chunks_exact_mut(d) {
+                let tab = (bi * t + ti) * d;
+                // Equal-length halves zipped, so the loop has no bounds checks and vectorises (indexing
+                // `sn[half + j]` kept it scalar).
+                let ((c1, c2), (s1, s2)) = (cos[tab..tab + d].split_at(half), sin[tab..tab + d].split_at(half));
+                let xo = start + bi * st[0] + hi * st[1] + ti * st[2];
+                let (x1, x2) = x[xo..xo + d].split_at(half);
                 let (o1, o2) = o.split_at_mut(half);
-                for j in 0..half {
+                let row = o1.iter_mut().zip(o2.iter_mut()).zip(x1.iter().zip(x2)).zip(c1.iter().zip(c2).zip(s1.iter().zip(s2)));
+                for (((o1, o2), (&x1, &x2)), ((&c1, &c2), (&s1, &s2))) in row {
                     if backward {
-                        o1[j] = x1[j] * cs[j] + x2[j] * sn[half + j];
-                        o2[j] = x2[j] * cs[half + j] - x1[j] * sn[j];
+                        *o1 = x1 * c1 + x2 * s2;
+                        *o2 = x2 * c2 - x1 * s1;
                     } else {
-                        o1[j] = x1[j] * cs[j] - x2[j] * sn[j];
-                        o2[j] = x2[j] * cs[half + j] + x1[j] * sn[half + j];
+                        *o1 = x1 * c1 - x2 * s1;
+                        *o2 = x2 * c2 + x1 * s2;
+                    }
+                }
+                ti += 1;
+                if ti == t {
+                    (ti, hi) = (0, hi + 1);
+                    if hi == h {
+                        (hi, bi) = (0, bi + 1);
                     }
                 }
             }
         })
-    });
-    out
+    })
 }
 
 impl CustomOp3 for Rope {
@@ -335,9 +348,8 @@ impl CustomOp3 for Rope {
         if (st[3] != 1 && d > 1) || d % 2 != 0 || cl.dims() != [b, 1, t, d] || sl.dims() != [b, 1, t, d] {
             bail!("{}: x {:?} / {:?} with tables {:?} {:?}", self.name(), xl.dims(), st, cl.dims(), sl.dims());
         }
-        let (start, st) = (xl.start_offset(), [st[0], st[1], st[2]]);
-        let off = |r: usize| start + (r / (h * t)) * st[0] + ((r / t) % h) * st[1] + (r % t) * st[2];
-        Ok((CpuStorage::F32(rope_rows(x, off, cos, sin, [b, h, t, d], false)), Shape::from((b, h, t, d))))
+        let rows = rope_rows(x, xl.start_offset(), [st[0], st[1], st[2]], cos, sin, [b, h, t, d], false);
+        Ok((CpuStorage::F32(rows), Shape::from((b, h, t, d))))
     }
 
     fn bwd(
@@ -350,7 +362,7 @@ impl CustomOp3 for Rope {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let _t = crate::profile::span("rope.bwd", 0.0);
         let (b, h, t, d) = x.dims4()?;
-        let dx = with_data(&[g, cos, sin], self.name(), |s| Ok(rope_rows(s[0], |r| r * d, s[1], s[2], [b, h, t, d], true)))?;
+        let dx = with_data(&[g, cos, sin], self.name(), |s| Ok(rope_rows(s[0], 0, [h * t * d, t * d, d], s[1], s[2], [b, h, t, d], true)))?;
         Ok((Some(Tensor::from_vec(dx, (b, h, t, d), x.device())?), None, None))
     }
 }
