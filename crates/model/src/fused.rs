@@ -292,8 +292,8 @@ fn rope_rows(x: &[f32], start: usize, st: [usize; 3], cos: &[f32], sin: &[f32], 
     let rows = dims.iter().product::<usize>() / d.max(1);
     let per = rows_per_task(d);
     par_build(rows * d, d * per, |c, o| {
-        // The row's (batch, head, position) stepped along, not divided out of its index per row: three
-        // integer divisions per 64-wide row cost about as much as the row's arithmetic.
+        // The row's (batch, head, position) is stepped along, not divided out of its index: that was
+        // three integer divisions for every 64-wide row.
         let r0 = c * per;
         let (mut bi, mut hi, mut ti) = (r0 / (h * t), (r0 / t) % h, r0 % t);
         simd::dispatch(#[inline(always)] || {
