@@ -37,8 +37,12 @@ test-slurm:
 	CARGO=$(CARGO) bash scripts/test-slurm.sh
 
 # Throughput, side by side with PyTorch where a counterpart exists (needs torch from PyPI).
+# The bench shape at 2 threads, 1 thread and (on a bigger machine) every core: crossfeed's own thread
+# scaling is the ratio of its rows, beside torch's.
 bench: build
 	python3 scripts/bench_train.py --crossfeed $(BIN)
+	python3 scripts/bench_train.py --crossfeed $(BIN) --threads 1
+	@if [ "$$(nproc)" -gt 2 ]; then python3 scripts/bench_train.py --crossfeed $(BIN) --threads "$$(nproc)"; fi
 	python3 scripts/bench_train.py --crossfeed $(BIN) --arch opt --hidden 768 --layers 12 --vocab 50272 --batch 2 --seq 512 --steps 3 --warmup 1
 	python3 scripts/bench_generate.py --crossfeed $(BIN)
 	$(BIN) bench theory
