@@ -91,8 +91,8 @@ fn offenders(needles: &[&str], allowed: &[&str], allow_files: &[&str]) -> Vec<St
 /// a crate that renames by itself skips one of those steps sooner or later.
 #[test]
 fn only_fsio_renames_files() {
-    let found = offenders(&["rename("], &["fsio"], &[]);
-    assert!(found.is_empty(), "rename outside crates/fsio (use crossfeed_fsio::write_atomic, commit or replace_dir):\n{}", found.join("\n"));
+    let found = offenders(&["rename(", "hard_link("], &["fsio"], &[]);
+    assert!(found.is_empty(), "rename or hard_link outside crates/fsio (use crossfeed_fsio::write_atomic, write_new, commit or replace_dir):\n{}", found.join("\n"));
 }
 
 /// Only the CLI talks to the user; libraries return what they have to say (errors, notes, events).

@@ -55,6 +55,24 @@ pub fn write_atomic_with<E: From<FsError>>(path: &Path, fill: impl FnOnce(&Path)
     result
 }
 
+/// Writes `bytes` to `path` durably unless `path` already exists: `Ok(true)` when this call created
+/// it, `Ok(false)` when it was there first (its content untouched). The temp sibling is published with
+/// a hard link, which fails when the name is taken, so of two processes creating the same file at once
+/// exactly one wins and the other learns it; a rename would let the later one silently replace it.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, FsError> {
+    let tmp = temp_sibling(path, "tmp");
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| FsError::new(&tmp, e));
+    let published = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => sync_parent(path).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(FsError::new(path, e)),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    published
+}
+
 /// Puts a finished file or directory `from` in place at `to` (same file system): syncs `from`,
 /// renames it over `to` (a directory `to` must be absent or empty; see [`replace_dir`]) and syncs
 /// the parent directory. For files written elsewhere (a download's `.part`) and directories built

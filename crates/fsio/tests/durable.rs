@@ -1,6 +1,6 @@
 //! The durable writes leave the old content or the new, never a temp file or half a directory.
 
-use crossfeed_fsio::{commit, replace_dir, temp_sibling, write_atomic, write_atomic_with, FsError};
+use crossfeed_fsio::{commit, replace_dir, temp_sibling, write_atomic, write_atomic_with, write_new, FsError};
 
 fn names(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
@@ -85,4 +85,38 @@ fn commit_and_replace_dir_put_whole_directories_in_place() {
     std::fs::write(&part, b"bytes").unwrap();
     commit(&part, &dir.path().join("blob")).unwrap();
     assert_eq!(names(dir.path()), ["blob", "model"]);
+}
+
+#[test]
+fn write_new_creates_once_and_never_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("config.toml");
+    assert!(write_new(&p, b"first").unwrap(), "an absent file is created");
+    assert!(!write_new(&p, b"second").unwrap(), "an existing file is reported, not replaced");
+    assert_eq!(std::fs::read(&p).unwrap(), b"first");
+    assert_eq!(names(dir.path()), ["config.toml"], "no temp file left behind");
+}
+
+#[test]
+fn of_threads_creating_one_file_exactly_one_wins() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        let barrier = std::sync::Barrier::new(4);
+        let wins: Vec<(usize, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|i| {
+                    let (p, barrier) = (&p, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        (i, write_new(p, format!("writer {i}").as_bytes()).unwrap())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = wins.iter().filter(|w| w.1).map(|w| w.0).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {wins:?}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("writer {}", winners[0]), "round {round}");
+    }
 }

@@ -53,38 +53,32 @@ impl RunDir {
     pub fn create(runs_dir: &Path, cfg: &ExperimentConfig) -> Result<Self> {
         let root = runs_dir.join(&cfg.name);
         let cfg_path = root.join(CONFIG_FILE);
-        // Two drivers started at once: the other one's config temp file may be all there is yet.
-        for _ in 0..200 {
-            let writing = std::fs::read_dir(&root)
-                .map(|d| {
-                    let names: Vec<String> = d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
-                    !names.is_empty() && names.iter().all(|n| n.starts_with("config.toml.tmp-"))
-                })
-                .unwrap_or(false);
-            if cfg_path.exists() || !writing {
-                break;
+        if !cfg_path.exists() {
+            // Before its config a run directory holds nothing but config temp files: another driver's,
+            // started at the same moment (or one that died mid-write). Anything else is not ours.
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                let foreign = entries
+                    .filter_map(|e| e.ok())
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(&format!("{CONFIG_FILE}.tmp-")));
+                if foreign {
+                    return Err(LoopError::Config(format!(
+                        "{} exists, is not empty and has no {CONFIG_FILE}; refusing to write into it",
+                        root.display()
+                    )));
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        if cfg_path.exists() {
-            let stored = ExperimentConfig::load(&cfg_path, &[])?;
-            let diffs = stored.diff(cfg)?;
-            if !diffs.is_empty() {
-                return Err(LoopError::ConfigMismatch { dir: root, diffs });
-            }
-            return Ok(RunDir { root });
-        }
-        if root.exists() {
-            let non_empty = std::fs::read_dir(&root).map_err(|e| LoopError::io(&root, e))?.next().is_some();
-            if non_empty {
-                return Err(LoopError::Config(format!(
-                    "{} exists, is not empty and has no {CONFIG_FILE}; refusing to write into it",
-                    root.display()
-                )));
+            std::fs::create_dir_all(&root).map_err(|e| LoopError::io(&root, e))?;
+            // Of two drivers creating the run at once, one publishes its config and the other finds
+            // it below, compared like any existing run's.
+            if crossfeed_fsio::write_new(&cfg_path, cfg.to_toml()?.as_bytes())? {
+                return Ok(RunDir { root });
             }
         }
-        std::fs::create_dir_all(&root).map_err(|e| LoopError::io(&root, e))?;
-        write_atomic(&cfg_path, cfg.to_toml()?.as_bytes())?;
+        let stored = ExperimentConfig::load(&cfg_path, &[])?;
+        let diffs = stored.diff(cfg)?;
+        if !diffs.is_empty() {
+            return Err(LoopError::ConfigMismatch { dir: root, diffs });
+        }
         Ok(RunDir { root })
     }
 

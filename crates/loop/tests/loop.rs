@@ -133,6 +133,37 @@ fn k1_is_the_classic_self_consuming_loop() {
     assert!(root.join("gen-001/entity-0/model/model.safetensors").is_file());
 }
 
+/// Drivers creating one run at the same moment all open it (one writes the config, the rest find it);
+/// a directory holding anything but a config is still refused, and one with a different config too.
+#[test]
+fn drivers_creating_one_run_at_once_all_open_it() {
+    let cfg = tiny(&[]).unwrap();
+    for round in 0..20 {
+        let tmp = tempfile::tempdir().unwrap();
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (runs, cfg, barrier) = (tmp.path(), &cfg, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    RunDir::create(runs, cfg).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                });
+            }
+        });
+        let names: Vec<_> = std::fs::read_dir(tmp.path().join(&cfg.name)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["config.toml"], "round {round}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A config temp file another driver left when it died is not in the way.
+    std::fs::create_dir_all(tmp.path().join(&cfg.name)).unwrap();
+    std::fs::write(tmp.path().join(&cfg.name).join("config.toml.tmp-1-0"), "half a con").unwrap();
+    RunDir::create(tmp.path(), &cfg).unwrap();
+    std::fs::remove_file(tmp.path().join(&cfg.name).join("config.toml")).unwrap();
+    std::fs::write(tmp.path().join(&cfg.name).join("notes.txt"), "mine").unwrap();
+    let e = RunDir::create(tmp.path(), &cfg).unwrap_err().to_string();
+    assert!(e.contains("refusing to write into it"), "{e}");
+}
+
 #[test]
 fn config_errors_are_clear() {
     let err = |sets: &[&str]| tiny(sets).unwrap_err().to_string();
