@@ -67,6 +67,15 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, FsError> {
     let published = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
         Ok(()) => sync_parent(path).map(|()| true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links (FAT, some FUSE mounts) answers EPERM or ENOTSUP: there the
+        // file is still written whole, by a rename, and only a creator racing this one could be missed.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Unsupported) => {
+            if path.exists() {
+                Ok(false)
+            } else {
+                commit(&tmp, path).map(|()| true)
+            }
+        }
         Err(e) => Err(FsError::new(path, e)),
     });
     let _ = std::fs::remove_file(&tmp);
