@@ -57,8 +57,8 @@ struct WorkerSleepState {
 // idle worker sleeps, not upstream's 32 (~10 us). A training step is a few hundred parallel ops with
 // serial gaps between them longer than 32 rounds: upstream's workers slept in every gap, and each op then
 // waited for a futex wake-up to start its second half and another to finish (~170 context switches per
-// step at the bench shape on 2 threads, ~4 ms of a 70 ms step). OpenMP runtimes spin far longer
-// (libgomp ~300k spins, Intel's KMP_BLOCKTIME 200 ms). vendor/README.md.
+// step at the bench shape on 2 threads; without them the step went from 72.5 to 66.3 ms). OpenMP
+// runtimes spin far longer (libgomp ~300k spins, Intel's KMP_BLOCKTIME 200 ms). vendor/README.md.
 const ROUNDS_UNTIL_SLEEPY: u32 = 1024;
 const ROUNDS_UNTIL_SLEEPING: u32 = ROUNDS_UNTIL_SLEEPY + 1;
 
