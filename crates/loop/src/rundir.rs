@@ -54,24 +54,29 @@ impl RunDir {
         let root = runs_dir.join(&cfg.name);
         let cfg_path = root.join(CONFIG_FILE);
         if !cfg_path.exists() {
-            // Before its config a run directory holds nothing but config temp files: another driver's,
-            // started at the same moment (or one that died mid-write). Anything else is not ours.
-            if let Ok(entries) = std::fs::read_dir(&root) {
-                let foreign = entries
-                    .filter_map(|e| e.ok())
-                    .any(|e| !e.file_name().to_string_lossy().starts_with(&format!("{CONFIG_FILE}.tmp-")));
-                if foreign {
-                    return Err(LoopError::Config(format!(
-                        "{} exists, is not empty and has no {CONFIG_FILE}; refusing to write into it",
-                        root.display()
-                    )));
+            // A run directory's config is its first file: before it there are only config temp files
+            // (another driver's, started at the same moment, or one that died mid-write).
+            let temp = format!("{CONFIG_FILE}.tmp-");
+            let foreign = std::fs::read_dir(&root).is_ok_and(|entries| {
+                entries.filter_map(|e| e.ok()).any(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name != CONFIG_FILE && !name.starts_with(&temp)
+                })
+            });
+            if !foreign {
+                std::fs::create_dir_all(&root).map_err(|e| LoopError::io(&root, e))?;
+                // Of two drivers creating the run at once, one publishes its config and the other
+                // finds it below, compared like any existing run's.
+                if crossfeed_fsio::write_new(&cfg_path, cfg.to_toml()?.as_bytes())? {
+                    return Ok(RunDir { root });
                 }
-            }
-            std::fs::create_dir_all(&root).map_err(|e| LoopError::io(&root, e))?;
-            // Of two drivers creating the run at once, one publishes its config and the other finds
-            // it below, compared like any existing run's.
-            if crossfeed_fsio::write_new(&cfg_path, cfg.to_toml()?.as_bytes())? {
-                return Ok(RunDir { root });
+            } else if !cfg_path.exists() {
+                // (Checked again: the other driver may have published its config and gone on to write
+                // its lock since the first look.)
+                return Err(LoopError::Config(format!(
+                    "{} exists, is not empty and has no {CONFIG_FILE}; refusing to write into it",
+                    root.display()
+                )));
             }
         }
         let stored = ExperimentConfig::load(&cfg_path, &[])?;

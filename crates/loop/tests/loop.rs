@@ -138,20 +138,23 @@ fn k1_is_the_classic_self_consuming_loop() {
 #[test]
 fn drivers_creating_one_run_at_once_all_open_it() {
     let cfg = tiny(&[]).unwrap();
-    for round in 0..20 {
+    for round in 0..200 {
         let tmp = tempfile::tempdir().unwrap();
-        let barrier = std::sync::Barrier::new(4);
+        let barrier = std::sync::Barrier::new(8);
         std::thread::scope(|s| {
-            for _ in 0..4 {
+            for _ in 0..8 {
                 let (runs, cfg, barrier) = (tmp.path(), &cfg, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    RunDir::create(runs, cfg).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    let dir = RunDir::create(runs, cfg).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    // What a driver writes next (its lock), while the others may still be looking.
+                    std::fs::write(dir.run_lock_path(), "").unwrap();
                 });
             }
         });
-        let names: Vec<_> = std::fs::read_dir(tmp.path().join(&cfg.name)).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, ["config.toml"], "round {round}");
+        let mut names: Vec<_> = std::fs::read_dir(tmp.path().join(&cfg.name)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["config.toml", "run.lock"], "round {round}");
     }
     let tmp = tempfile::tempdir().unwrap();
     // A config temp file another driver left when it died is not in the way.
